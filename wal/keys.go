@@ -1,0 +1,121 @@
+package wal
+
+import "encoding/binary"
+
+// Key schema. Part of the on-disk format: changing any byte here needs a
+// new FormatVersion.
+//
+//	0x00 "format"                         -> uint32 BE format version
+//	'm' msgID(8, BE)                      -> Message (shared body)
+//	'r' topic                             -> Message (retained)
+//	's' len(client)(2, BE) client 'M'     -> Session
+//	's' len(client)(2, BE) client 'S' filter -> Subscription
+//	's' len(client)(2, BE) client 'Q' seq(8, BE) -> Entry
+//	's' len(client)(2, BE) client 'I' packetID(2, BE) -> empty (inbound QoS 2 id received)
+//
+// A session's whole state is the range SessionPrefix(client); its queue is
+// the range QueuePrefix(client), ordered by seq; the retained set is the
+// range under 'r'.
+const (
+	nsFormat  = 0x00
+	nsMessage = 'm'
+	nsRetain  = 'r'
+	nsSession = 's'
+
+	kindSession      = 'M'
+	kindSubscription = 'S'
+	kindQueue        = 'Q'
+	kindInbound      = 'I'
+)
+
+// FormatKey holds the data directory's format version.
+var FormatKey = []byte("\x00format")
+
+// MessageKey is the key of a shared message body.
+func MessageKey(id uint64) []byte {
+	k := make([]byte, 9)
+	k[0] = nsMessage
+	binary.BigEndian.PutUint64(k[1:], id)
+	return k
+}
+
+// MessagePrefix bounds all shared message bodies.
+func MessagePrefix() []byte { return []byte{nsMessage} }
+
+// RetainKey is the key of the retained message on topic.
+func RetainKey(topic string) []byte {
+	k := make([]byte, 1+len(topic))
+	k[0] = nsRetain
+	copy(k[1:], topic)
+	return k
+}
+
+// RetainPrefix bounds the retained set.
+func RetainPrefix() []byte { return []byte{nsRetain} }
+
+// SessionPrefix bounds everything of one session. Client identifiers are at
+// most 65,535 bytes (an MQTT string), so the length fits two bytes.
+func SessionPrefix(client string) []byte {
+	k := make([]byte, 0, 4+len(client)+16)
+	k = append(k, nsSession, byte(len(client)>>8), byte(len(client)))
+	return append(k, client...)
+}
+
+// AllSessionsPrefix bounds every session's state.
+func AllSessionsPrefix() []byte { return []byte{nsSession} }
+
+// SessionKey is the key of a session's own record.
+func SessionKey(client string) []byte { return append(SessionPrefix(client), kindSession) }
+
+// SubscriptionKey is the key of one subscription of a session.
+func SubscriptionKey(client, filter string) []byte {
+	return append(append(SessionPrefix(client), kindSubscription), filter...)
+}
+
+// SubscriptionPrefix bounds a session's subscriptions.
+func SubscriptionPrefix(client string) []byte { return append(SessionPrefix(client), kindSubscription) }
+
+// QueueKey is the key of a session's queue entry seq.
+func QueueKey(client string, seq uint64) []byte {
+	k := append(SessionPrefix(client), kindQueue, 0, 0, 0, 0, 0, 0, 0, 0)
+	binary.BigEndian.PutUint64(k[len(k)-8:], seq)
+	return k
+}
+
+// QueuePrefix bounds a session's queue.
+func QueuePrefix(client string) []byte { return append(SessionPrefix(client), kindQueue) }
+
+// InboundKey is the key recording that inbound QoS 2 packet id pid of the
+// session was received and not yet released.
+func InboundKey(client string, pid uint16) []byte {
+	return append(SessionPrefix(client), kindInbound, byte(pid>>8), byte(pid))
+}
+
+// InboundPrefix bounds a session's inbound QoS 2 packet ids.
+func InboundPrefix(client string) []byte { return append(SessionPrefix(client), kindInbound) }
+
+// PrefixEnd returns the smallest key greater than every key with prefix p.
+func PrefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		end[i]++
+		if end[i] != 0 {
+			return end[:i+1]
+		}
+	}
+	return nil // p is all 0xff: no upper bound
+}
+
+// ParseSessionKey splits a key under AllSessionsPrefix into the client id,
+// the kind byte ('M', 'S', 'Q', 'I') and the rest. ok is false for a key
+// that is not a session key.
+func ParseSessionKey(k []byte) (client string, kind byte, rest []byte, ok bool) {
+	if len(k) < 4 || k[0] != nsSession {
+		return "", 0, nil, false
+	}
+	n := int(k[1])<<8 | int(k[2])
+	if len(k) < 3+n+1 {
+		return "", 0, nil, false
+	}
+	return string(k[3 : 3+n]), k[3+n], k[3+n+1:], true
+}

@@ -1,0 +1,68 @@
+package wal
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// FormatVersion is the version of the on-disk format written by this build.
+const FormatVersion uint32 = 1
+
+// Options configure Open. The zero value is valid except for Dir.
+type Options struct {
+	Dir    string
+	FS     vfs.FS       // nil: the operating system's filesystem
+	Logger *slog.Logger // nil: slog.Default()
+
+	// CompressThreshold: payloads of at least this many bytes are
+	// compressed when that saves bytes. 0 means 1024; negative disables.
+	CompressThreshold int
+
+	// Pebble, if set, adjusts Pebble's options before Open (tests use it
+	// for error-injecting filesystems and small caches).
+	Pebble func(*pebble.Options)
+}
+
+// Txn is a group of writes committed atomically, with sync, by the log's
+// one committer. Build it with Set and Delete, then Submit it.
+type Txn struct {
+	ops []op
+	// Done is called by the committer goroutine once the Txn's batch is
+	// synced (err nil) or has failed (err non-nil; nothing of the Txn is
+	// durable). Calls happen in Submit order. Done must not block.
+	Done func(err error)
+}
+
+type op struct {
+	del        bool
+	key, value []byte
+}
+
+// Set writes key = value. The Txn keeps the slices: do not modify them.
+func (t *Txn) Set(key, value []byte) { t.ops = append(t.ops, op{key: key, value: value}) }
+
+// Delete removes key.
+func (t *Txn) Delete(key []byte) { t.ops = append(t.ops, op{del: true, key: key}) }
+
+// Len is the number of writes in t.
+func (t *Txn) Len() int { return len(t.ops) }
+
+// Reset empties t for reuse.
+func (t *Txn) Reset() { t.ops = t.ops[:0]; t.Done = nil }
+
+var _ = context.Background
+
+// The rest of the Log API is implemented in commit.go, open.go, scan.go and
+// codec.go:
+//
+//	func Open(opts Options) (*Log, error)
+//	func (l *Log) Close() error
+//	func (l *Log) Submit(t *Txn)
+//	func (l *Log) Commit(ctx context.Context, t *Txn) error
+//	func (l *Log) Get(key []byte) ([]byte, error)            // ErrNotFound
+//	func (l *Log) Scan(lower, upper []byte, fn func(k, v []byte) error) error
+//	func (l *Log) Stats() Stats
+//	func (l *Log) Err() error
