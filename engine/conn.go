@@ -1,0 +1,507 @@
+package engine
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/sessions"
+	"github.com/keelmq/keel/wal"
+)
+
+// conn is one client connection. One goroutine reads it (readLoop), one
+// writes it (writeLoop); only the writer calls nc.Write.
+type conn struct {
+	b   *Broker
+	nc  net.Conn
+	log *slog.Logger
+
+	// Set before the connection is handed to the core; read-only after.
+	version        byte
+	clientID       string
+	keepAlive      uint16 // effective, after Server Keep Alive
+	clientMaxPkt   uint32 // 5.0 Maximum Packet Size of the client; 0: none
+	clientRecvMax  uint16 // 5.0 Receive Maximum of the client
+	topicAliasMax  uint16 // ours, for aliases the client sends
+	requestProblem bool   // 5.0 Request Problem Information
+
+	// Owned by the core goroutine.
+	sess      *sessions.Session
+	connected bool // CONNACK accepted
+
+	// Read side only.
+	aliases    map[uint16]string
+	inflightIn atomic.Int32 // inbound QoS 1/2 publishes not yet acknowledged
+	qos2Open   map[uint16]struct{}
+
+	// Writer state.
+	mu struct {
+		sync.Mutex
+		out      []outItem
+		outBytes int
+		closed   bool // no more items accepted
+	}
+	wake    chan struct{} // cap 1: items queued or closing
+	done    chan struct{} // closed when the writer has exited
+	stopped atomic.Bool
+}
+
+// outItem is one thing for the writer to send.
+type outItem struct {
+	pkt   packet.Packet // a control packet, or nil
+	pub   *outPub       // a delivery, or nil
+	close bool          // close the connection after what came before
+	decIn bool          // this is the ack that completes an inbound QoS 1/2 publish
+}
+
+// outPub is one delivery of a message to this connection.
+type outPub struct {
+	msg      *wal.Message
+	qos      byte
+	pid      uint16
+	dup      bool
+	retain   bool
+	subIDs   []uint32
+}
+
+func newConn(b *Broker, nc net.Conn) *conn {
+	c := &conn{
+		b:    b,
+		nc:   nc,
+		log:  b.log.With("remote", nc.RemoteAddr().String()),
+		wake: make(chan struct{}, 1),
+		done: make(chan struct{}),
+	}
+	return c
+}
+
+// send queues items for the writer. It never blocks; items sent after the
+// connection closed are dropped. A client that lets its queue grow past the
+// limit is disconnected (slow consumer) rather than allowed to hold memory.
+func (c *conn) send(items ...outItem) {
+	c.mu.Lock()
+	if c.mu.closed {
+		c.mu.Unlock()
+		return
+	}
+	for _, it := range items {
+		c.mu.out = append(c.mu.out, it)
+		if it.pub != nil {
+			c.mu.outBytes += len(it.pub.msg.Payload) + len(it.pub.msg.Topic)
+		}
+		if it.close {
+			c.mu.closed = true
+		}
+	}
+	slow := c.mu.outBytes > c.b.opts.MaxOutboundBytes
+	c.mu.Unlock()
+	if slow {
+		c.log.Warn("slow consumer: disconnecting", "queued_bytes", c.mu.outBytes)
+		c.kill()
+		return
+	}
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// kill closes the socket now, dropping what is queued.
+func (c *conn) kill() {
+	c.mu.Lock()
+	c.mu.closed = true
+	c.mu.out = nil
+	c.mu.Unlock()
+	c.nc.Close()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+// writeLoop encodes and writes queued items; it owns the socket's write
+// side. Buffers are swapped out under the lock and written unlocked.
+func (c *conn) writeLoop() {
+	defer close(c.done)
+	var spare []outItem
+	buf := make([]byte, 0, 64<<10)
+	for {
+		c.mu.Lock()
+		items := c.mu.out
+		c.mu.out = spare[:0]
+		c.mu.outBytes = 0
+		closed := c.mu.closed
+		c.mu.Unlock()
+		if len(items) == 0 {
+			if closed {
+				c.nc.Close()
+				return
+			}
+			<-c.wake
+			continue
+		}
+		buf = buf[:0]
+		closeAfter := false
+		var decs int32
+		for i := range items {
+			it := &items[i]
+			if it.close {
+				closeAfter = true
+				break
+			}
+			var err error
+			buf, err = c.encode(buf, it)
+			if err != nil {
+				c.log.Error("encode", "err", err)
+			}
+			if it.decIn {
+				decs++
+			}
+			items[i] = outItem{}
+		}
+		if len(buf) > 0 {
+			c.nc.SetWriteDeadline(time.Now().Add(c.b.opts.WriteTimeout))
+			if _, err := c.nc.Write(buf); err != nil {
+				c.nc.Close()
+				c.mu.Lock()
+				c.mu.closed = true
+				c.mu.out = nil
+				c.mu.Unlock()
+				return
+			}
+			if len(buf) > 1<<20 {
+				buf = make([]byte, 0, 64<<10)
+			}
+		}
+		if decs > 0 {
+			c.inflightIn.Add(-decs)
+		}
+		spare = items
+		if closeAfter {
+			c.nc.Close()
+			return
+		}
+	}
+}
+
+func (c *conn) encode(buf []byte, it *outItem) ([]byte, error) {
+	if it.pkt != nil {
+		return it.pkt.Append(buf, c.version)
+	}
+	p := it.pub
+	m := p.msg
+	pub := packet.Publish{
+		Dup:      p.dup,
+		QoS:      p.qos,
+		Retain:   p.retain,
+		Topic:    m.Topic,
+		PacketID: p.pid,
+		Payload:  m.Payload,
+	}
+	if c.version == packet.V5 {
+		setMessageProps(&pub.Props, m, p.subIDs)
+	}
+	c.b.stats.sent.Add(1)
+	return pub.Append(buf, c.version)
+}
+
+// setMessageProps copies a stored message's 5.0 properties onto an outgoing
+// PUBLISH [MQTT-3.3.2-4] (payload format), [MQTT-3.3.2-6] (remaining expiry).
+func setMessageProps(pr *packet.Properties, m *wal.Message, subIDs []uint32) {
+	if m.HasPayloadFormat {
+		pr.PayloadFormat = m.PayloadFormat
+		pr.Set(packet.PropPayloadFormat)
+	}
+	if m.ExpireAt != 0 {
+		left := (m.ExpireAt - time.Now().UnixMilli() + 999) / 1000
+		if left < 1 {
+			left = 1
+		}
+		pr.MessageExpiry = uint32(left)
+		pr.Set(packet.PropMessageExpiry)
+	}
+	if m.ContentType != "" {
+		pr.ContentType = m.ContentType
+		pr.Set(packet.PropContentType)
+	}
+	if m.ResponseTopic != "" {
+		pr.ResponseTopic = m.ResponseTopic
+		pr.Set(packet.PropResponseTopic)
+	}
+	if m.CorrelationData != nil {
+		pr.CorrelationData = m.CorrelationData
+		pr.Set(packet.PropCorrelationData)
+	}
+	for _, u := range m.User {
+		pr.User = append(pr.User, packet.UserProperty{Key: u.Key, Value: u.Value})
+	}
+	pr.SubscriptionIDs = subIDs
+}
+
+// serve runs one connection to its end.
+func (c *conn) serve() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("connection panic", "panic", r)
+			c.kill()
+		}
+	}()
+	go c.writeLoop()
+	defer func() {
+		<-c.done
+	}()
+
+	br := bufio.NewReaderSize(c.nc, 16<<10)
+	c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+	p, err := packet.Read(br, 0, c.b.opts.MaxPacketSize)
+	if err != nil {
+		c.refuseConnect(p, err)
+		return
+	}
+	cp, ok := p.(*packet.Connect)
+	if !ok {
+		// [MQTT-3.1.0-1] the first packet must be CONNECT.
+		c.kill()
+		return
+	}
+	if !c.handshake(cp) {
+		return
+	}
+	ev := event{kind: evConnect, c: c, pkt: cp}
+	reply := make(chan bool, 1)
+	ev.reply = reply
+	c.b.post(ev)
+	if !<-reply {
+		return
+	}
+	graceful, willOnDisconnect := c.readLoop(br)
+	c.b.post(event{kind: evClosed, c: c, graceful: graceful, will: willOnDisconnect})
+}
+
+// refuseConnect answers a CONNECT that failed to decode.
+func (c *conn) refuseConnect(p packet.Packet, err error) {
+	var pe *packet.Error
+	if errors.As(err, &pe) {
+		cp, _ := p.(*packet.Connect)
+		if pe.Code == packet.CodeUnsupportedProtocolVersion {
+			// [MQTT-3.1.2-2] unsupported level: CONNACK 0x01 (3.1.1) or
+			// 0x84 (5.0), then close.
+			if cp != nil && cp.ProtocolLevel == packet.V5 {
+				c.version = packet.V5
+				c.send(outItem{pkt: &packet.Connack{ReasonCode: packet.CodeUnsupportedProtocolVersion}}, outItem{close: true})
+			} else {
+				c.version = packet.V311
+				c.send(outItem{pkt: &packet.Connack{ReasonCode: packet.RetUnacceptableVersion}}, outItem{close: true})
+			}
+			return
+		}
+		if cp != nil && cp.ProtocolLevel == packet.V5 {
+			c.version = packet.V5
+			c.send(outItem{pkt: &packet.Connack{ReasonCode: pe.Code}}, outItem{close: true})
+			return
+		}
+	}
+	if err != io.EOF {
+		c.log.Debug("bad CONNECT", "err", err)
+	}
+	c.kill()
+}
+
+// handshake validates CONNECT fields the codec cannot judge alone and
+// fixes the connection's parameters. It answers and closes on refusal.
+func (c *conn) handshake(cp *packet.Connect) bool {
+	c.version = cp.ProtocolLevel
+	refuse := func(v5, v3 packet.ReasonCode) bool {
+		code := v3
+		if c.version == packet.V5 {
+			code = v5
+		}
+		c.send(outItem{pkt: &packet.Connack{ReasonCode: code}}, outItem{close: true})
+		return false
+	}
+	if cp.ClientID == "" {
+		if c.version != packet.V5 && !cp.CleanStart {
+			// [MQTT-3.1.3-8] empty id with clean session 0: return code 2.
+			return refuse(packet.CodeClientIDNotValid, packet.RetIdentifierRejected)
+		}
+		if c.version == packet.V31 {
+			// 3.1 requires 1..23 characters.
+			return refuse(packet.CodeClientIDNotValid, packet.RetIdentifierRejected)
+		}
+	}
+	if cp.WillFlag {
+		if packet.ValidTopicName(cp.WillTopic) != nil {
+			return refuse(packet.CodeTopicNameInvalid, packet.RetNotAuthorized)
+		}
+	}
+	if c.version == packet.V5 && cp.Props.Has(packet.PropAuthMethod) {
+		// Enhanced authentication is not offered [MQTT-4.12.0-1].
+		return refuse(packet.CodeBadAuthenticationMethod, packet.RetNotAuthorized)
+	}
+	if c.b.opts.Authenticate != nil && !c.b.opts.Authenticate(cp.ClientID, cp.Username, cp.Password) {
+		return refuse(packet.CodeBadUsernameOrPassword, packet.RetBadUsernameOrPassword)
+	}
+	c.keepAlive = cp.KeepAlive
+	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || c.keepAlive > max) && c.version == packet.V5 {
+		c.keepAlive = max
+	}
+	c.clientRecvMax = 65535
+	if c.version == packet.V5 {
+		if cp.Props.Has(packet.PropReceiveMaximum) {
+			c.clientRecvMax = cp.Props.ReceiveMaximum
+		}
+		if cp.Props.Has(packet.PropMaximumPacketSize) {
+			c.clientMaxPkt = cp.Props.MaximumPacketSize
+		}
+		c.requestProblem = !cp.Props.Has(packet.PropRequestProblemInfo) || cp.Props.RequestProblemInfo == 1
+	}
+	c.topicAliasMax = c.b.opts.TopicAliasMaximum
+	return true
+}
+
+// readLoop reads packets until the connection ends. graceful reports a
+// DISCONNECT; will reports whether the will must still be published (5.0
+// DISCONNECT 0x04).
+func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
+	for {
+		if c.keepAlive > 0 {
+			// [MQTT-3.1.2-24] one and a half times the keep alive.
+			c.nc.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
+		} else {
+			c.nc.SetReadDeadline(time.Time{})
+		}
+		p, err := packet.Read(br, c.version, c.b.opts.MaxPacketSize)
+		if err != nil {
+			var pe *packet.Error
+			if errors.As(err, &pe) {
+				c.protocolError(pe.Code, pe.Msg)
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() && c.keepAlive > 0 {
+				c.protocolError(packet.CodeKeepAliveTimeout, "keep alive timeout")
+			} else {
+				c.kill()
+			}
+			return false, true
+		}
+		c.b.stats.recvPackets.Add(1)
+		switch p := p.(type) {
+		case *packet.Publish:
+			if code, msg := c.checkPublish(p); code != 0 {
+				c.protocolError(code, msg)
+				return false, true
+			}
+			c.b.post(event{kind: evPublish, c: c, pkt: p})
+		case *packet.Ack:
+			if p.Kind == packet.PUBREL {
+				// The inbound QoS 2 flow stops counting against our
+				// Receive Maximum once the client releases it.
+				if _, open := c.qos2Open[p.PacketID]; open {
+					delete(c.qos2Open, p.PacketID)
+					c.inflightIn.Add(-1)
+				}
+			}
+			c.b.post(event{kind: evAck, c: c, pkt: p})
+		case *packet.Subscribe:
+			c.b.post(event{kind: evSubscribe, c: c, pkt: p})
+		case *packet.Unsubscribe:
+			c.b.post(event{kind: evUnsubscribe, c: c, pkt: p})
+		case *packet.Pingreq:
+			c.send(outItem{pkt: &packet.Pingresp{}})
+		case *packet.Disconnect:
+			if c.version == packet.V5 && p.Props.Has(packet.PropSessionExpiry) {
+				c.b.post(event{kind: evSessionExpiry, c: c, pkt: p})
+			}
+			c.kill()
+			return true, p.ReasonCode == packet.CodeDisconnectWithWill
+		case *packet.Auth:
+			c.protocolError(packet.CodeProtocolError, "AUTH without an authentication method")
+			return false, true
+		default:
+			// [MQTT-3.1.0-2] a second CONNECT, or a server-to-client packet.
+			c.protocolError(packet.CodeProtocolError, "unexpected "+typeName(p.Type()))
+			return false, true
+		}
+	}
+}
+
+// checkPublish validates an inbound PUBLISH: topic, aliases, receive
+// maximum. It resolves a topic alias in place.
+func (c *conn) checkPublish(p *packet.Publish) (packet.ReasonCode, string) {
+	if c.version == packet.V5 && p.Props.Has(packet.PropTopicAlias) {
+		a := p.Props.TopicAlias
+		if a == 0 || a > c.topicAliasMax {
+			// [MQTT-3.3.2-9]/[MQTT-3.3.2-10]
+			return packet.CodeTopicAliasInvalid, "topic alias out of range"
+		}
+		if c.aliases == nil {
+			c.aliases = make(map[uint16]string)
+		}
+		if p.Topic == "" {
+			t, ok := c.aliases[a]
+			if !ok {
+				return packet.CodeProtocolError, "unknown topic alias"
+			}
+			p.Topic = t
+		} else {
+			c.aliases[a] = p.Topic
+		}
+		p.Props.Clear(packet.PropTopicAlias)
+	}
+	if err := packet.ValidTopicName(p.Topic); err != nil {
+		// [MQTT-3.3.2-2] no wildcards in a topic name.
+		return packet.CodeTopicNameInvalid, err.Error()
+	}
+	if p.QoS > c.b.opts.MaximumQoS && c.version == packet.V5 {
+		return packet.CodeQoSNotSupported, "QoS above maximum"
+	}
+	if p.QoS > 0 {
+		if p.QoS == 2 {
+			if c.qos2Open == nil {
+				c.qos2Open = make(map[uint16]struct{})
+			}
+			if _, open := c.qos2Open[p.PacketID]; open {
+				return 0, "" // a resend of a QoS 2 publish we hold: not counted again
+			}
+			c.qos2Open[p.PacketID] = struct{}{}
+		}
+		if n := c.inflightIn.Add(1); c.version == packet.V5 && n > int32(c.b.opts.ReceiveMaximum) {
+			// [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than our
+			// Receive Maximum.
+			return packet.CodeReceiveMaximumExceeded, "receive maximum exceeded"
+		}
+	}
+	return 0, ""
+}
+
+// protocolError ends the connection for a malformed or forbidden packet:
+// 5.0 clients get DISCONNECT with the reason code [MQTT-4.13.1-1].
+func (c *conn) protocolError(code packet.ReasonCode, msg string) {
+	c.log.Info("closing connection", "client", c.clientID, "reason", code.String(), "detail", msg)
+	if c.version == packet.V5 && code >= 0x80 {
+		d := &packet.Disconnect{ReasonCode: code}
+		c.send(outItem{pkt: d}, outItem{close: true})
+		// Give the writer a moment to flush the DISCONNECT before the
+		// read side is abandoned; the writer closes the socket.
+		select {
+		case <-c.done:
+		case <-time.After(time.Second):
+			c.kill()
+		}
+		return
+	}
+	c.kill()
+}
+
+func typeName(t packet.Type) string {
+	names := [...]string{"RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
+		"SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH"}
+	if int(t) < len(names) {
+		return names[t]
+	}
+	return "UNKNOWN"
+}

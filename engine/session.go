@@ -1,0 +1,418 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"time"
+
+	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/sessions"
+	"github.com/keelmq/keel/wal"
+)
+
+// onConnect accepts a CONNECT that passed the handshake (commit-before-send
+// rows "CONNECT that creates or resumes a persistent session" and "CONNECT
+// clean start over an existing persistent session").
+func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
+	core := &b.core
+	id := cp.ClientID
+	assigned := false
+	if id == "" {
+		// [MQTT-3.1.3-6] a server-assigned identifier; 5.0 returns it
+		// in Assigned Client Identifier [MQTT-3.2.2-16].
+		var r [12]byte
+		rand.Read(r[:])
+		id = "keel-" + hex.EncodeToString(r[:])
+		assigned = true
+	}
+	c.clientID = id
+	c.log = c.log.With("client", id)
+
+	if old := core.online[id]; old != nil {
+		// [MQTT-3.1.4-3] a second connection with the same id takes the
+		// session over; the first is closed (5.0: reason 0x8E).
+		if old.version == packet.V5 {
+			old.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeSessionTakenOver}}, outItem{close: true})
+		} else {
+			old.kill()
+		}
+		b.detach(old, false, true)
+	}
+
+	var expiry uint32
+	if c.version == packet.V5 {
+		expiry = cp.Props.SessionExpiry // absent means 0 [MQTT-3.1.2-11]
+	} else if !cp.CleanStart {
+		expiry = sessions.NeverExpire
+	}
+
+	s := core.store.Sessions[id]
+	if s != nil && cp.CleanStart {
+		// [MQTT-3.1.2-4] clean start discards the existing session.
+		b.endSession(s)
+		s = nil
+	}
+	present := s != nil && s.Persistent // [MQTT-3.2.2-2]/[MQTT-3.2.2-3]
+	if s == nil {
+		s = sessions.New(id)
+		core.store.Sessions[id] = s
+	}
+	delete(core.timers, s) // resuming cancels a pending will [MQTT-3.1.3-9] and expiry
+	s.Protocol = c.version
+	s.Expiry = expiry
+	s.Will = willOf(cp, time.Now())
+	s.Persistent = s.Persistent || expiry > 0
+	s.DisconnectedAt = time.Time{}
+	s.Owner = c
+	c.sess = s
+	core.online[id] = c
+	if s.Persistent {
+		core.txn.Set(wal.SessionKey(id), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
+	}
+
+	ack := &packet.Connack{SessionPresent: present}
+	if c.version == packet.V5 {
+		pr := &ack.Props
+		if assigned {
+			pr.AssignedClientID = id
+			pr.Set(packet.PropAssignedClientID)
+		}
+		pr.ReceiveMaximum = b.opts.ReceiveMaximum
+		pr.Set(packet.PropReceiveMaximum)
+		pr.TopicAliasMaximum = b.opts.TopicAliasMaximum
+		pr.Set(packet.PropTopicAliasMaximum)
+		if c.keepAlive != cp.KeepAlive {
+			pr.ServerKeepAlive = c.keepAlive // [MQTT-3.2.2-21]
+			pr.Set(packet.PropServerKeepAlive)
+		}
+		if b.opts.MaxPacketSize < packet.MaxPacketSize {
+			pr.MaximumPacketSize = b.opts.MaxPacketSize
+			pr.Set(packet.PropMaximumPacketSize)
+		}
+		if b.opts.MaximumQoS < 2 {
+			pr.MaximumQoS = b.opts.MaximumQoS
+			pr.Set(packet.PropMaximumQoS)
+		}
+	}
+	nack := &packet.Connack{ReasonCode: packet.RetServerUnavailable}
+	if c.version == packet.V5 {
+		nack.ReasonCode = packet.CodeUnspecifiedError
+	}
+	b.emit(c, outItem{pkt: ack}, nack)
+
+	if present {
+		// [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP=1 and the
+		// same packet id, and PUBREL for released ones, in order.
+		for _, f := range s.InflightInOrder() {
+			if f.State == wal.EntryReleased {
+				b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREL, PacketID: f.PacketID}}, nil)
+				continue
+			}
+			if f.Msg == nil {
+				continue
+			}
+			b.emit(c, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
+		}
+	}
+	b.fill(s)
+	c.connected = true
+	b.stats.connected.Add(1)
+	reply <- true
+}
+
+// willOf is the will message of a CONNECT, or nil.
+func willOf(cp *packet.Connect, now time.Time) *wal.Will {
+	if !cp.WillFlag {
+		return nil
+	}
+	p := &packet.Publish{QoS: cp.WillQoS, Retain: cp.WillRetain, Topic: cp.WillTopic, Payload: cp.WillPayload, Props: cp.WillProps}
+	w := &wal.Will{Message: *toMessage(p, cp.ProtocolLevel, now)}
+	if cp.ProtocolLevel == packet.V5 && cp.WillProps.Has(packet.PropWillDelay) {
+		w.DelaySeconds = cp.WillProps.WillDelay
+	}
+	if w.Message.ExpireAt != 0 {
+		// A will's expiry counts from when it is published; keep the
+		// interval until then.
+		w.Message.ExpireAt = int64(cp.WillProps.MessageExpiry) * 1000
+	}
+	return w
+}
+
+// onClosed handles the end of a connection.
+func (b *Broker) onClosed(c *conn, graceful, willOnDisconnect bool) {
+	if !c.connected {
+		return
+	}
+	c.connected = false
+	b.stats.connected.Add(-1)
+	b.detach(c, graceful && !willOnDisconnect, false)
+}
+
+// detach takes c off its session. dropWill is true for a normal DISCONNECT
+// [MQTT-3.1.2-10]; takeover is true when a new connection takes the
+// session (its will, if any, replaces this one's).
+func (b *Broker) detach(c *conn, dropWill, takeover bool) {
+	core := &b.core
+	s := c.sess
+	if s == nil || s.Owner != c {
+		return
+	}
+	if core.online[s.ClientID] == c {
+		delete(core.online, s.ClientID)
+	}
+	s.Owner = nil
+	delete(core.repull, s)
+	now := time.Now()
+	if dropWill {
+		s.Will = nil
+	}
+	// Messages of a non-persistent session waiting in memory die with it;
+	// in-flight ones of a persistent session stay bound on disk.
+	s.Pending = nil
+	if s.Expiry == 0 {
+		// The session ends with the connection: publish the will now
+		// (its delay cannot outlive the session) [MQTT-3.1.3-9].
+		if s.Will != nil && (!takeover || s.Will.DelaySeconds == 0) {
+			b.publishWill(s, now)
+		}
+		b.endSession(s)
+		return
+	}
+	s.DisconnectedAt = now
+	if takeover && s.Will != nil && s.Will.DelaySeconds == 0 {
+		b.publishWill(s, now)
+	}
+	if !takeover {
+		core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
+		b.armTimers(s, now)
+	}
+}
+
+// armTimers schedules a disconnected session's will and expiry from at.
+func (b *Broker) armTimers(s *sessions.Session, at time.Time) {
+	t := &timer{}
+	if s.Expiry != sessions.NeverExpire {
+		t.expireAt = at.Add(time.Duration(s.Expiry) * time.Second)
+	}
+	if s.Will != nil {
+		t.willAt = at.Add(time.Duration(s.Will.DelaySeconds) * time.Second)
+		if !t.expireAt.IsZero() && t.expireAt.Before(t.willAt) {
+			t.willAt = t.expireAt
+		}
+	}
+	if t.willAt.IsZero() && t.expireAt.IsZero() {
+		return
+	}
+	b.core.timers[s] = t
+	if !t.willAt.IsZero() && !t.willAt.After(at) && at.Before(time.Now().Add(time.Second)) {
+		b.runTimers(time.Now())
+	}
+}
+
+// runTimers publishes due wills and ends expired sessions.
+func (b *Broker) runTimers(now time.Time) {
+	core := &b.core
+	for s, t := range core.timers {
+		if s.Owner != nil {
+			delete(core.timers, s)
+			continue
+		}
+		if !t.willAt.IsZero() && !now.Before(t.willAt) {
+			t.willAt = time.Time{}
+			if s.Will != nil {
+				b.publishWill(s, now)
+				if s.Persistent {
+					core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
+				}
+			}
+		}
+		if !t.expireAt.IsZero() && !now.Before(t.expireAt) {
+			// Row "session expiry": its state is deleted.
+			delete(core.timers, s)
+			b.endSession(s)
+			continue
+		}
+		if t.willAt.IsZero() && t.expireAt.IsZero() {
+			delete(core.timers, s)
+		}
+	}
+}
+
+// publishWill publishes s's will and forgets it.
+func (b *Broker) publishWill(s *sessions.Session, now time.Time) {
+	w := s.Will
+	s.Will = nil
+	m := w.Message
+	if m.ExpireAt != 0 {
+		m.ExpireAt = now.UnixMilli() + m.ExpireAt // stored as the interval until now
+	}
+	b.stats.received.Add(1)
+	b.publish(&m, nil)
+}
+
+// endSession deletes s: memory, subscriptions, and its durable state.
+func (b *Broker) endSession(s *sessions.Session) {
+	core := &b.core
+	for f := range s.Subs {
+		group, inner, shared := packet.ParseShared(f)
+		if !shared {
+			inner = f
+		}
+		core.subs.Remove(inner, subKey{s: s, group: group})
+	}
+	delete(core.store.Sessions, s.ClientID)
+	delete(core.timers, s)
+	delete(core.repull, s)
+	if !s.Persistent {
+		return
+	}
+	// Everything of the session must be visible to the erase scan: let
+	// the Txns in flight land first. Rare (clean start over a stored
+	// session, expiry), so the core may wait for one sync here.
+	b.syncWal()
+	for _, f := range s.Inflight {
+		core.txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
+	}
+	if err := core.store.Erase(core.txn, s); err != nil {
+		b.log.Error("erasing session", "client", s.ClientID, "err", err)
+	}
+	s.Persistent = false
+	s.Inflight = make(map[uint16]*sessions.Flight)
+	s.InQoS2 = make(map[uint16]struct{})
+}
+
+// syncWal submits the current drain and waits until every Txn so far is
+// done. Only for rare paths: it stalls the core for a sync.
+func (b *Broker) syncWal() {
+	b.flush()
+	_ = b.wal.Commit(context.Background(), &wal.Txn{})
+}
+
+// onSubscribe handles SUBSCRIBE (row "SUBSCRIBE on a persistent session").
+func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
+	if !active(c) {
+		return
+	}
+	core := &b.core
+	s := c.sess
+	var subID uint32
+	if len(p.Props.SubscriptionIDs) > 0 {
+		subID = p.Props.SubscriptionIDs[0]
+	}
+	codes := make([]packet.ReasonCode, len(p.Subs))
+	type retainedReq struct {
+		filter string
+		opts   wal.Subscription
+	}
+	var wantRetained []retainedReq
+	for i, sub := range p.Subs {
+		if packet.ValidTopicFilter(sub.Filter) != nil {
+			// A filter the broker refuses gets 0x80 / 0x8F in SUBACK,
+			// not a dropped connection.
+			codes[i] = packet.CodeUnspecifiedError
+			if c.version == packet.V5 {
+				codes[i] = packet.CodeTopicFilterInvalid
+			}
+			continue
+		}
+		group, inner, shared := packet.ParseShared(sub.Filter)
+		if shared && sub.NoLocal {
+			// [MQTT-3.8.3-4] No Local on a shared subscription is a
+			// protocol error.
+			c.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeProtocolError}}, outItem{close: true})
+			return
+		}
+		if !shared {
+			inner = sub.Filter
+		}
+		qos := min(sub.QoS, b.opts.MaximumQoS)
+		opts := wal.Subscription{QoS: qos, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, SubID: subID}
+		_, existed := s.Subs[sub.Filter]
+		s.Subs[sub.Filter] = opts
+		core.subs.Add(inner, subKey{s: s, group: group}, subValue{opts: opts, filter: sub.Filter})
+		if s.Persistent {
+			core.txn.Set(wal.SubscriptionKey(s.ClientID, sub.Filter), wal.AppendSubscription(nil, &opts))
+		}
+		codes[i] = packet.ReasonCode(qos) // [MQTT-3.9.3-1] granted QoS
+		// Retained messages on subscribe [MQTT-3.3.1-9]; 5.0 Retain
+		// Handling 1: only for a new subscription, 2: never
+		// [MQTT-3.3.1-10]; never for a shared subscription.
+		if !shared && (sub.RetainHandling == 0 || (sub.RetainHandling == 1 && !existed)) {
+			wantRetained = append(wantRetained, retainedReq{filter: sub.Filter, opts: opts})
+		}
+	}
+	nackCodes := make([]packet.ReasonCode, len(codes))
+	for i := range nackCodes {
+		nackCodes[i] = packet.CodeUnspecifiedError
+	}
+	b.emit(c, outItem{pkt: &packet.Suback{PacketID: p.PacketID, Codes: codes}}, &packet.Suback{PacketID: p.PacketID, Codes: nackCodes})
+	nowMs := time.Now().UnixMilli()
+	for _, r := range wantRetained {
+		var subIDs []uint32
+		if r.opts.SubID != 0 {
+			subIDs = []uint32{r.opts.SubID}
+		}
+		core.retained.Match(r.filter, nowMs, func(m *wal.Message) {
+			// [MQTT-3.3.1-8] retained messages go out with RETAIN set.
+			b.deliver(s, m, min(m.QoS, r.opts.QoS), true, subIDs, 0)
+		})
+	}
+}
+
+// onUnsubscribe handles UNSUBSCRIBE.
+func (b *Broker) onUnsubscribe(c *conn, p *packet.Unsubscribe) {
+	if !active(c) {
+		return
+	}
+	core := &b.core
+	s := c.sess
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	for i, f := range p.Filters {
+		if _, ok := s.Subs[f]; !ok {
+			codes[i] = packet.CodeNoSubscriptionExisted
+			continue
+		}
+		delete(s.Subs, f)
+		group, inner, shared := packet.ParseShared(f)
+		if !shared {
+			inner = f
+		}
+		core.subs.Remove(inner, subKey{s: s, group: group})
+		if s.Persistent {
+			core.txn.Delete(wal.SubscriptionKey(s.ClientID, f))
+		}
+	}
+	ack := &packet.Unsuback{PacketID: p.PacketID}
+	if c.version == packet.V5 {
+		ack.Codes = codes
+	}
+	b.emit(c, outItem{pkt: ack}, nil)
+}
+
+// onSessionExpiry applies a 5.0 DISCONNECT's Session Expiry Interval.
+func (b *Broker) onSessionExpiry(c *conn, d *packet.Disconnect) {
+	s := c.sess
+	if !c.connected || s == nil || s.Owner != c {
+		return
+	}
+	if s.Expiry == 0 && d.Props.SessionExpiry != 0 {
+		// [MQTT-3.14.2-2] a protocol error; the connection is closing
+		// anyway, keep the session non-persistent.
+		return
+	}
+	s.Expiry = d.Props.SessionExpiry
+}
+
+// trieAdd indexes a restored subscription.
+func (b *Broker) trieAdd(s *sessions.Session, filter string, o wal.Subscription) {
+	group, inner, shared := packet.ParseShared(filter)
+	if !shared {
+		inner = filter
+	}
+	b.core.subs.Add(inner, subKey{s: s, group: group}, subValue{opts: o, filter: filter})
+}
+
+// active reports whether c is the live connection of its session: packets
+// of a connection that was taken over are ignored.
+func active(c *conn) bool { return c.connected && c.sess != nil && c.sess.Owner == c }

@@ -1,0 +1,33 @@
+package engine
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/keelmq/keel/wal"
+)
+
+// publishSys publishes the $SYS/broker/... topics as retained QoS 0
+// messages. They live in memory only: the Txn they are written to is
+// thrown away, so $SYS costs no disk.
+func (b *Broker) publishSys() {
+	st := b.Stats()
+	vals := []struct {
+		topic string
+		v     string
+	}{
+		{"$SYS/broker/version", "keel"},
+		{"$SYS/broker/uptime", strconv.FormatInt(int64(st.Uptime/time.Second), 10) + " seconds"},
+		{"$SYS/broker/clients/connected", strconv.FormatInt(st.ClientsConnected, 10)},
+		{"$SYS/broker/messages/received", strconv.FormatUint(st.MessagesReceived, 10)},
+		{"$SYS/broker/messages/sent", strconv.FormatUint(st.MessagesSent, 10)},
+		{"$SYS/broker/retained messages/count", strconv.Itoa(st.Retained)},
+		{"$SYS/broker/store/bytes", strconv.FormatUint(st.StoreBytes, 10)},
+	}
+	scratch := &wal.Txn{}
+	for _, v := range vals {
+		m := &wal.Message{Topic: v.topic, Payload: []byte(v.v), Retain: true}
+		b.core.retained.Set(scratch, m)
+		b.route(m, nil)
+	}
+}
