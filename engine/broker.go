@@ -143,10 +143,10 @@ type core struct {
 	store    *sessions.Store
 	retained *retain.Store
 	subs     *topics.Trie[subKey, subValue]
-	online   map[string]*conn   // client id -> its live connection
+	online   map[string]*conn // client id -> its live connection
 	timers   map[*sessions.Session]*timer
-	seq      uint64             // last message/queue seq handed out
-	rr       map[string]int     // round robin per shared group/filter
+	seq      uint64         // last message/queue seq handed out
+	rr       map[string]int // round robin per shared group/filter
 
 	// The drain being built.
 	txn     *wal.Txn

@@ -62,12 +62,12 @@ type outItem struct {
 
 // outPub is one delivery of a message to this connection.
 type outPub struct {
-	msg      *wal.Message
-	qos      byte
-	pid      uint16
-	dup      bool
-	retain   bool
-	subIDs   []uint32
+	msg    *wal.Message
+	qos    byte
+	pid    uint16
+	dup    bool
+	retain bool
+	subIDs []uint32
 }
 
 func newConn(b *Broker, nc net.Conn) *conn {
