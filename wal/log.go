@@ -1,7 +1,6 @@
 package wal
 
 import (
-	"context"
 	"log/slog"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -31,8 +30,12 @@ type Options struct {
 type Txn struct {
 	ops []op
 	// Done is called by the committer goroutine once the Txn's batch is
-	// synced (err nil) or has failed (err non-nil; nothing of the Txn is
-	// durable). Calls happen in Submit order. Done must not block.
+	// synced (err nil) or has failed (err non-nil). A failed Txn is not
+	// acknowledged: it is applied all or nothing, but after a failed sync
+	// Keel cannot know which, so the caller must not ack it and must expect
+	// either outcome after a restart. Calls happen in Submit order. Done
+	// must not block, and must not call Submit or Commit (the committer
+	// would wait on its own queue).
 	Done func(err error)
 }
 
@@ -53,11 +56,10 @@ func (t *Txn) Len() int { return len(t.ops) }
 // Reset empties t for reuse.
 func (t *Txn) Reset() { t.ops = t.ops[:0]; t.Done = nil }
 
-var _ = context.Background
-
-// The rest of the Log API is implemented in commit.go, open.go, scan.go and
+// The rest of the Log API is implemented in open.go, commit.go, read.go and
 // codec.go:
 //
+//	var ErrNotFound, ErrClosed, ErrNewerFormat error
 //	func Open(opts Options) (*Log, error)
 //	func (l *Log) Close() error
 //	func (l *Log) Submit(t *Txn)
@@ -66,3 +68,12 @@ var _ = context.Background
 //	func (l *Log) Scan(lower, upper []byte, fn func(k, v []byte) error) error
 //	func (l *Log) Stats() Stats
 //	func (l *Log) Err() error
+//	func (l *Log) CompressThreshold() int
+//	func AppendMessage(dst []byte, m *Message, compressThreshold int) []byte
+//	func DecodeMessage(b []byte) (Message, error)
+//	func AppendEntry(dst []byte, e *Entry, compressThreshold int) []byte
+//	func DecodeEntry(b []byte) (Entry, error)
+//	func AppendSession(dst []byte, s *Session, compressThreshold int) []byte
+//	func DecodeSession(b []byte) (Session, error)
+//	func AppendSubscription(dst []byte, s *Subscription) []byte
+//	func DecodeSubscription(b []byte) (Subscription, error)

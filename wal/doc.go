@@ -1,0 +1,142 @@
+// Package wal is Keel's durable write path: a Pebble store, the key and
+// record schema kept in it, and the group commit that makes every
+// acknowledgement mean "on disk".
+//
+// # Keys
+//
+// Part of the on-disk format (keys.go): changing any byte needs a new
+// FormatVersion.
+//
+//	0x00 "format"                         -> uint32 BE format version
+//	'm' msgID(8, BE)                      -> Message (shared body)
+//	'r' topic                             -> Message (retained)
+//	's' len(client)(2, BE) client 'M'     -> Session
+//	's' len(client)(2, BE) client 'S' filter -> Subscription
+//	's' len(client)(2, BE) client 'Q' seq(8, BE) -> Entry
+//	's' len(client)(2, BE) client 'I' packetID(2, BE) -> empty (inbound QoS 2 id received)
+//
+// A session's whole state is the range SessionPrefix(client); its queue is
+// the range QueuePrefix(client), ordered by seq; the retained set is the
+// range under 'r'.
+//
+// # Records
+//
+// Every value starts with a record version byte, 1 for every record this
+// version writes; a decoder refuses any other. uvarint and varint are
+// encoding/binary's; str and bytes are a uvarint length and that many bytes.
+// Flag bits not listed must be zero. Decoders copy everything they return
+// and return an error wrapping ErrCorruptRecord, never panic, on bad input.
+//
+// Message (AppendMessage; also the "msg" inside Entry and Session, without
+// its version byte):
+//
+//	+------+-------+-----+-----------+--------------+-----------+
+//	| 0x01 | flags | qos | [pformat] | expireAt     | topic     |
+//	| 1 B  | 1 B   | 1 B | 1 B       | varint (ms)  | str       |
+//	+------+-------+-----+-----------+--------------+-----------+
+//	| [contentType str | responseTopic str | correlation bytes  |
+//	|  | uvarint n | n × (key str, value str)]                  |
+//	+------------------------------------------------------------+
+//	| payload bytes (raw, or an S2 block if flags&0x04)         |
+//	+------------------------------------------------------------+
+//
+//	flags: 0x01 retain
+//	       0x02 has payload format indicator: the [pformat] byte is present
+//	       0x04 payload is S2-compressed (klauspost/compress/s2 block format)
+//	       0x08 has properties: the bracketed property fields are present
+//	       0x10 has correlation data (distinguishes empty from absent);
+//	            requires 0x08
+//
+// A payload of at least the compression threshold (Log.CompressThreshold:
+// default 1024 bytes, negative disables) is stored compressed only when the
+// S2 block is shorter than the payload; otherwise it stays raw. An S2 block
+// claiming more than 256 MiB (MQTT's limit) is corrupt.
+//
+// Entry (AppendEntry):
+//
+//	+------+-------+-------+-----+----------+-----------------------+---------+-------+
+//	| 0x01 | flags | state | qos | packetID | n, n × subID          | shared  | [msg] |
+//	| 1 B  | 1 B   | 1 B   | 1 B | uvarint  | uvarint, uvarint each | uvarint |       |
+//	+------+-------+-------+-----+----------+-----------------------+---------+-------+
+//
+//	flags: 0x01 retain   0x02 inline message present ([msg] follows)
+//	state: 0 queued, 1 sent, 2 released
+//	shared: MessageKey id of the shared body; 0 = none
+//
+// Session (AppendSession):
+//
+//	+------+-------+----------+---------------+----------------+-------------------------+
+//	| 0x01 | flags | protocol | expirySeconds | disconnectedAt | [willDelay uvarint, msg] |
+//	| 1 B  | 1 B   | 1 B      | uvarint       | varint (ms)    |                         |
+//	+------+-------+----------+---------------+----------------+-------------------------+
+//
+//	flags: 0x01 will present
+//
+// Subscription (AppendSubscription):
+//
+//	+------+-------+-----+----------------+---------+
+//	| 0x01 | flags | qos | retainHandling | subID   |
+//	| 1 B  | 1 B   | 1 B | 1 B            | uvarint |
+//	+------+-------+-----+----------------+---------+
+//
+//	flags: 0x01 no local   0x02 retain as published
+//
+// # Commit pipeline
+//
+// One goroutine, the committer, owns every write to Pebble and every sync,
+// as one flusher owns the log file in Pebble's record.LogWriter. Submit only
+// queues a Txn (a bounded queue of 4096 Txns: a full queue blocks Submit,
+// which is the broker's back-pressure). The rules:
+//
+//  1. The committer takes everything queued and appends the ops of those
+//     Txns, in Submit order, to one Pebble batch: a group. A group, and so
+//     every Txn in it, is applied all or nothing (a group over 64 MiB is cut
+//     into several batches at Txn boundaries).
+//  2. The batch is committed with pebble.Sync, and the committer waits for
+//     that sync before it calls any Done of the group: Done(nil) never
+//     precedes the fsync of the WAL record that holds the Txn, so no ack
+//     leaves before its state is on disk.
+//  3. Done runs on the committer, in Submit order across all groups; group
+//     N+1 is written only after every Done of group N has returned. Done
+//     must therefore be quick and must not call Submit or Commit.
+//  4. Txns submitted while a group syncs wait and form the next group: one
+//     fsync for all of them. An empty Txn is acknowledged in order with its
+//     group; a group of only empty Txns is not synced.
+//  5. Pebble applies a batch to its memtable before the sync completes, so
+//     Get and Scan may observe a Txn whose Done has not run yet (or that
+//     then fails). State that must be durable is read only after Done.
+//
+// # Failures
+//
+// Pebble cannot go on after a failed WAL write or sync: its WAL writer keeps
+// the error, hands it to every later sync waiter, and eventually panics
+// inside its commit pipeline; DB.Apply reports a commit error by calling
+// Logger.Fatalf, whose default calls os.Exit. Keel installs its own Pebble
+// Logger: Fatalf logs, records a sticky error, and returns. The committer
+// commits with DB.ApplyNoSyncWait and Batch.SyncWait, which return the sync
+// error instead of routing it through Fatalf.
+//
+// When a group fails, every Txn in it gets Done(err), the failure is
+// counted (Stats.Failures) and logged, and the error becomes sticky: Err()
+// returns it from then on, nothing more is written to Pebble, and every
+// later Txn gets Done(Err()) promptly, in order. A failed Txn was not
+// acknowledged, but its outcome is unknown (the bytes may have reached the
+// disk before the failing fsync returned): after a restart it is either
+// wholly present or wholly absent. Close still completes: it fails what is
+// queued, stops the committer and closes Pebble (if Pebble panicked in its
+// commit pipeline, the DB is left for process exit, since its commit mutex
+// may be held). The broker should treat a non-nil Err() as fatal and
+// restart; Pebble replays its WAL on Open.
+//
+// # Opening
+//
+// Open creates the directory and opens Pebble with format major version
+// pebble.FormatValueSeparation, pinned (not FormatNewest) so that a Pebble
+// upgrade never silently rewrites the directory. An empty store gets the
+// format key (synced). A format version above FormatVersion fails with an
+// error wrapping ErrNewerFormat; a store with data but no format key, and a
+// store Pebble finds corrupt (a damaged MANIFEST or sstable), fail with an
+// error naming the directory and what to do. A torn tail of the newest WAL
+// file (a write cut short by a crash, never synced, never acknowledged) is
+// not corruption: Pebble's WAL recovery stops at it and Open succeeds.
+package wal
