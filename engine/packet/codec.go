@@ -1,6 +1,7 @@
 package packet
 
 import (
+	"strings"
 	"unicode/utf8"
 	"unsafe"
 )
@@ -73,25 +74,10 @@ func ValidUTF8String(s string) error {
 // validUTF8 is the allocation-free core of ValidUTF8String (without the
 // length rule, which the wire format enforces by construction).
 func validUTF8(s string) bool {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c == 0 {
-				return false // [MQTT-1.5.4-2]
-			}
-			i++
-			continue
-		}
-		// DecodeRuneInString reports (RuneError, 1) for ill-formed input,
-		// overlong forms and the surrogates U+D800..U+DFFF [MQTT-1.5.4-1];
-		// a genuine U+FFFD has size 3.
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			return false
-		}
-		i += size
-	}
-	return true
+	// utf8.ValidString refuses ill-formed sequences, overlong forms and
+	// the surrogates U+D800..U+DFFF [MQTT-1.5.4-1]; both calls have fast
+	// paths for ASCII.
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 // [MQTT-1.5.4-2]
 }
 
 func errMalformed(msg string) *Error { return &Error{Code: CodeMalformedPacket, Msg: msg} }

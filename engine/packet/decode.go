@@ -75,7 +75,11 @@ func decode(first byte, body []byte, version byte) (Packet, error) {
 		if first&0x0f != 0 {
 			return nil, errMalformed("CONNECT: reserved header flags set [MQTT-2.1.3-1]")
 		}
-		return decodeConnect(body)
+		c, err := decodeConnect(body)
+		if c == nil {
+			return nil, err // not a typed nil in the interface
+		}
+		return c, err
 	}
 	if version == 0 {
 		return nil, errProtocol("first packet is not CONNECT [MQTT-3.1.0-1]")
@@ -102,17 +106,17 @@ func decode(first byte, body []byte, version byte) (Packet, error) {
 	}
 	switch t {
 	case CONNACK:
-		return decodeConnack(body, version)
+		return packetOrNil(decodeConnack(body, version))
 	case PUBACK, PUBREC, PUBREL, PUBCOMP:
-		return decodeAck(t, body, version)
+		return packetOrNil(decodeAck(t, body, version))
 	case SUBSCRIBE:
-		return decodeSubscribe(body, version)
+		return packetOrNil(decodeSubscribe(body, version))
 	case SUBACK:
-		return decodeSuback(body, version)
+		return packetOrNil(decodeSuback(body, version))
 	case UNSUBSCRIBE:
-		return decodeUnsubscribe(body, version)
+		return packetOrNil(decodeUnsubscribe(body, version))
 	case UNSUBACK:
-		return decodeUnsuback(body, version)
+		return packetOrNil(decodeUnsuback(body, version))
 	case PINGREQ:
 		if len(body) != 0 {
 			return nil, errMalformed("PINGREQ: remaining length not 0")
@@ -124,11 +128,20 @@ func decode(first byte, body []byte, version byte) (Packet, error) {
 		}
 		return &Pingresp{}, nil
 	case DISCONNECT:
-		return decodeDisconnect(body, version)
+		return packetOrNil(decodeDisconnect(body, version))
 	case AUTH:
-		return decodeAuth(body, version)
+		return packetOrNil(decodeAuth(body, version))
 	}
 	return nil, errMalformed("reserved packet type 0")
+}
+
+// packetOrNil returns a nil Packet (not an interface holding a nil
+// pointer) on error.
+func packetOrNil[P Packet](p P, err error) (Packet, error) {
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 // decodeConnect decodes CONNECT (section 3.1).
@@ -324,8 +337,8 @@ func decodeAck(t Type, body []byte, version byte) (*Ack, error) {
 	p := parser{b: body}
 	a := &Ack{Kind: t}
 	var err error
-	if a.PacketID, err = p.u16(t.String() + " packet identifier"); err != nil {
-		return nil, err
+	if a.PacketID, err = p.u16("packet identifier"); err != nil {
+		return nil, prefixErr(t.String()+" ", err)
 	}
 	if a.PacketID == 0 {
 		return nil, errProtocol(t.String() + ": packet identifier 0 [MQTT-2.2.1-3]")

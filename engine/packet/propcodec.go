@@ -77,9 +77,9 @@ var (
 // caller has reset (SubscriptionIDs and User are appended to, so a reused
 // Properties keeps their backing arrays).
 func decodeProps(p *parser, pr *Properties, ctx *propCtx) error {
-	n, err := p.varint(ctx.name + " property length")
+	n, err := p.varint("property length")
 	if err != nil {
-		return err
+		return prefixErr(ctx.name+" ", err)
 	}
 	if n > uint32(p.rest()) {
 		return truncated(ctx.name + " properties")
@@ -87,9 +87,9 @@ func decodeProps(p *parser, pr *Properties, ctx *propCtx) error {
 	q := parser{b: p.b[:p.i+int(n)], i: p.i}
 	p.i += int(n)
 	for q.rest() > 0 {
-		v, err := q.varint(ctx.name + " property identifier")
+		v, err := q.varint("property identifier")
 		if err != nil {
-			return err
+			return prefixErr(ctx.name+" ", err)
 		}
 		if v >= 64 || knownProps&(1<<v) == 0 {
 			return errMalformed(ctx.name + ": unknown property identifier")
@@ -103,6 +103,10 @@ func decodeProps(p *parser, pr *Properties, ctx *propCtx) error {
 		}
 		pr.Set(id)
 		if err := decodeProp(&q, pr, id, ctx.name); err != nil {
+			if pe, ok := err.(*Error); ok && pe.Msg != "" && pe.Msg[0] == ':' {
+				// A parser error ": truncated": say which property.
+				return prefixErr(ctx.name+" property "+id.String(), err)
+			}
 			return err
 		}
 	}
@@ -112,6 +116,15 @@ func decodeProps(p *parser, pr *Properties, ctx *propCtx) error {
 		return errProtocol(ctx.name + ": authentication data without authentication method")
 	}
 	return nil
+}
+
+// prefixErr prepends s to the message of an *Error; it is only called on
+// error paths, so the hot path builds no strings.
+func prefixErr(s string, err error) error {
+	if pe, ok := err.(*Error); ok {
+		pe.Msg = s + pe.Msg
+	}
+	return err
 }
 
 // bool01 checks a Byte property whose only values are 0 and 1.
@@ -124,7 +137,7 @@ func bool01(v byte, id PropID, what string) error {
 
 func decodeProp(q *parser, pr *Properties, id PropID, what string) error {
 	var err error
-	w := what + " property " + id.String()
+	const w = "" // parser errors are prefixed with the property's name by decodeProps
 	switch id {
 	case PropPayloadFormat:
 		if pr.PayloadFormat, err = q.u8(w); err == nil {
