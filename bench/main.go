@@ -1,0 +1,160 @@
+// Command bench is Keel's load generator: it drives any MQTT broker (3.1.1
+// or 5.0) with publishers and subscribers and reports throughput, latency,
+// loss and CPU, so that Keel and Mosquitto can be measured side by side.
+//
+// One load run:
+//
+//	go run ./bench -addr 127.0.0.1:1883 -v 5 -pub 4 -sub 1 -qos 1 -size 64 \
+//	    -window 64 -persistent -pattern fanin -duration 10s -pid $(pidof mosquitto)
+//
+// Patterns: fanin and fanout put every publisher and subscriber on one topic
+// (fan-in is many publishers to few subscribers, fan-out the reverse);
+// pairs gives publisher i and subscriber i a topic of their own (-sub is
+// then -pub). -window is the number of unacknowledged QoS 1/2 publishes per
+// publisher (1: synchronous), capped by the server's Receive Maximum; at
+// QoS 0 publishers write as fast as TCP takes it. -count is messages per
+// publisher; otherwise publishers run for -duration after -warmup.
+//
+// It prints a summary and one machine-readable line, "RESULT {json}". The
+// exit status is 1 when a QoS 1/2 message was acknowledged and never
+// delivered (or a QoS 2 message was delivered twice), 2 on any other error.
+//
+// Other modes:
+//
+//	go run ./bench -fsync-probe DIR      # median 64-byte write + fdatasync in DIR
+//	go run ./bench matrix -h             # Keel vs Mosquitto, every scenario (see matrix.sh)
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "matrix" {
+		os.Exit(matrixMain(os.Args[2:]))
+	}
+	os.Exit(loadMain(os.Args[1:]))
+}
+
+func loadMain(args []string) int {
+	fs := flag.NewFlagSet("bench", flag.ExitOnError)
+	var cfg config
+	var version, qos uint
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:1883", "broker `host:port`")
+	fs.UintVar(&version, "v", 5, "MQTT protocol level: 4 (3.1.1) or 5")
+	fs.IntVar(&cfg.pubs, "pub", 1, "publishers")
+	fs.IntVar(&cfg.subs, "sub", 1, "subscribers (pairs: equal to -pub)")
+	fs.UintVar(&qos, "qos", 1, "QoS of publishes and subscriptions: 0, 1 or 2")
+	fs.IntVar(&cfg.size, "size", 64, "payload `bytes` (at least 16)")
+	fs.IntVar(&cfg.window, "window", 1, "unacknowledged publishes per publisher; 1 = synchronous")
+	fs.BoolVar(&cfg.persistent, "persistent", false, "persistent sessions (3.1.1 clean session 0; 5.0 session expiry 3600 s)")
+	fs.StringVar(&cfg.pattern, "pattern", "fanin", "fanin, fanout (one shared topic) or pairs (a topic per publisher/subscriber pair)")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured publishing time (after -warmup); ignored with -count")
+	fs.DurationVar(&cfg.warmup, "warmup", 0, "publishing time before measurement starts (counts for loss, not for rates)")
+	fs.Int64Var(&cfg.count, "count", 0, "messages per publisher (instead of -duration)")
+	fs.IntVar(&cfg.pid, "pid", 0, "broker process id, for its CPU time from /proc")
+	fs.StringVar(&cfg.label, "label", "", "name of the broker, copied into the RESULT line")
+	fs.DurationVar(&cfg.drain, "drain", 3*time.Second, "after publishing, stop waiting for owed deliveries when none came for this long")
+	fs.DurationVar(&cfg.ackTimeout, "ack-timeout", 10*time.Second, "after publishing, how long to wait for outstanding acknowledgements")
+	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines on stderr")
+	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
+	fs.Parse(args)
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+
+	if *probe != "" {
+		r, err := fsyncProbe(*probe, time.Second)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 2
+		}
+		fmt.Printf("fsync probe in %s: 64 B write + fdatasync, %d samples\n", r.Dir, r.Samples)
+		fmt.Printf("  append  p50 %s  p99 %s\n", fmtUS(r.AppendP50), fmtUS(r.AppendP99))
+		fmt.Printf("  rewrite p50 %s  p99 %s\n", fmtUS(r.RewriteP50), fmtUS(r.RewriteP99))
+		printResult(os.Stdout, r)
+		return 0
+	}
+
+	if version > 255 || qos > 255 {
+		fmt.Fprintln(os.Stderr, "bench: -v or -qos out of range")
+		return 2
+	}
+	cfg.version, cfg.qos = byte(version), byte(qos)
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	r, err := runLoad(&cfg, os.Stderr)
+	if r != nil {
+		printSummary(os.Stdout, &cfg, r)
+		printResult(os.Stdout, r)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	if r.failed() {
+		fmt.Fprintf(os.Stderr, "bench: LOSS: %d acknowledged messages never delivered, %d duplicates at QoS %d\n", r.Lost, r.Dups, r.QoS)
+		return 1
+	}
+	return 0
+}
+
+func printResult(w io.Writer, v any) {
+	b, _ := json.Marshal(v)
+	fmt.Fprintf(w, "RESULT %s\n", b)
+}
+
+func printSummary(w io.Writer, cfg *config, r *result) {
+	pers := ""
+	if r.Persistent {
+		pers = " persistent"
+	}
+	shape := fmt.Sprintf("%d→%d", r.Pubs, r.Subs)
+	if r.Pattern == "pairs" {
+		shape = fmt.Sprintf("%d pairs", r.Pubs)
+	}
+	fmt.Fprintf(w, "%s %s qos%d %dB v%d window %d%s, %.1fs measured, against %s %s\n",
+		r.Pattern, shape, r.QoS, r.Size, r.Version, r.Window, pers, r.Seconds, r.Label, r.Addr)
+	fmt.Fprintf(w, "  published  %d sent, %d acknowledged (%.0f msg/s), %d rejected, %d bogus acks\n",
+		r.Sent, r.Acked, r.PubRate, r.Rejected, r.Bogus)
+	fmt.Fprintf(w, "  delivered  %d of %d owed (%.0f msg/s); lost %d, duplicates %d, reordered %d, foreign %d\n",
+		r.Delivered, r.Expected, r.DelRate, r.Lost, r.Dups, r.Reordered, r.Bad)
+	fmt.Fprintf(w, "  end-to-end p50 %s  p99 %s  p99.9 %s\n", fmtUS(r.E2EP50), fmtUS(r.E2EP99), fmtUS(r.E2EP999))
+	switch r.QoS {
+	case 1:
+		fmt.Fprintf(w, "  PUBACK     p50 %s  p99 %s  mean %s\n", fmtUS(r.AckP50), fmtUS(r.AckP99), fmtUS(r.AckMean))
+	case 2:
+		fmt.Fprintf(w, "  PUBREC     p50 %s  p99 %s  mean %s\n", fmtUS(r.AckP50), fmtUS(r.AckP99), fmtUS(r.AckMean))
+		fmt.Fprintf(w, "  PUBCOMP    p50 %s  p99 %s\n", fmtUS(r.DoneP50), fmtUS(r.DoneP99))
+	}
+	if cfg.pid > 0 {
+		fmt.Fprintf(w, "  broker CPU %.2fs (%.2f cores), %.2fµs per delivered message\n", r.BrokerCPU, r.BrokerCores, r.BrokerCPUPerMsg)
+		fmt.Fprintf(w, "  others     %.2f cores (the rest of the machine's busy time: other processes, steal)\n", r.OtherCores)
+	}
+	fmt.Fprintf(w, "  bench CPU  %.2fs (%.2f cores)\n", r.BenchCPU, r.BenchCores)
+	if r.BenchCores > 1.2 {
+		fmt.Fprintf(w, "  note: the generator used %.2f of the machine's cores; it may be the bottleneck\n", r.BenchCores)
+	}
+}
+
+// fmtUS formats microseconds for people.
+func fmtUS(us float64) string {
+	switch {
+	case us == 0:
+		return "-"
+	case us < 1000:
+		return fmt.Sprintf("%.0fµs", us)
+	case us < 1e6:
+		return fmt.Sprintf("%.2fms", us/1e3)
+	default:
+		return fmt.Sprintf("%.2fs", us/1e6)
+	}
+}

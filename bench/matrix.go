@@ -1,0 +1,457 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// scenario is one row of the matrix: the load flags, run unchanged against
+// every broker.
+type scenario struct {
+	name  string // key, for -only
+	title string
+	args  []string
+	// sync marks a synchronous scenario, judged by acknowledgement latency
+	// rather than throughput.
+	sync bool
+	// rabbit prints RabbitMQ's published durable MQTT figure beside ours.
+	rabbit bool
+}
+
+func throughput(name, title string, args ...string) scenario {
+	return scenario{name: name, title: title, args: args}
+}
+
+var scenarios = []scenario{
+	throughput("fanin-qos1-64", "fan-in 4→1, QoS 1, 64 B, window 64, persistent",
+		"-pattern", "fanin", "-pub", "4", "-sub", "1", "-qos", "1", "-size", "64", "-window", "64", "-persistent"),
+	throughput("fanin-qos1-1k", "fan-in 4→1, QoS 1, 1 KiB, window 64, persistent",
+		"-pattern", "fanin", "-pub", "4", "-sub", "1", "-qos", "1", "-size", "1024", "-window", "64", "-persistent"),
+	throughput("fanin-qos2-64", "fan-in 4→1, QoS 2, 64 B, window 64, persistent",
+		"-pattern", "fanin", "-pub", "4", "-sub", "1", "-qos", "2", "-size", "64", "-window", "64", "-persistent"),
+	throughput("fanin-qos2-1k", "fan-in 4→1, QoS 2, 1 KiB, window 64, persistent",
+		"-pattern", "fanin", "-pub", "4", "-sub", "1", "-qos", "2", "-size", "1024", "-window", "64", "-persistent"),
+	throughput("fanout-qos1-64", "fan-out 1→4, QoS 1, 64 B, window 64, persistent",
+		"-pattern", "fanout", "-pub", "1", "-sub", "4", "-qos", "1", "-size", "64", "-window", "64", "-persistent"),
+	throughput("fanout-qos1-1k", "fan-out 1→4, QoS 1, 1 KiB, window 64, persistent",
+		"-pattern", "fanout", "-pub", "1", "-sub", "4", "-qos", "1", "-size", "1024", "-window", "64", "-persistent"),
+	throughput("fanout-qos2-64", "fan-out 1→4, QoS 2, 64 B, window 64, persistent",
+		"-pattern", "fanout", "-pub", "1", "-sub", "4", "-qos", "2", "-size", "64", "-window", "64", "-persistent"),
+	throughput("fanout-qos2-1k", "fan-out 1→4, QoS 2, 1 KiB, window 64, persistent",
+		"-pattern", "fanout", "-pub", "1", "-sub", "4", "-qos", "2", "-size", "1024", "-window", "64", "-persistent"),
+	{name: "sync-qos1", title: "synchronous 1→1, QoS 1, 64 B, persistent", sync: true,
+		args: []string{"-pattern", "fanin", "-pub", "1", "-sub", "1", "-qos", "1", "-size", "64", "-window", "1", "-persistent"}},
+	{name: "sync-qos2", title: "synchronous 1→1, QoS 2, 64 B, persistent", sync: true,
+		args: []string{"-pattern", "fanin", "-pub", "1", "-sub", "1", "-qos", "2", "-size", "64", "-window", "1", "-persistent"}},
+	{name: "pairs-qos1-100", title: "100 synchronous pairs, QoS 1, 100 B, persistent", sync: true, rabbit: true,
+		args: []string{"-pattern", "pairs", "-pub", "100", "-qos", "1", "-size", "100", "-window", "1", "-persistent"}},
+	throughput("fanin-qos0-64", "fan-in 4→1, QoS 0, 64 B",
+		"-pattern", "fanin", "-pub", "4", "-sub", "1", "-qos", "0", "-size", "64"),
+	throughput("fanout-qos0-64", "fan-out 1→4, QoS 0, 64 B",
+		"-pattern", "fanout", "-pub", "1", "-sub", "4", "-qos", "0", "-size", "64"),
+}
+
+// RabbitMQ's published figure for durable MQTT, 100 synchronous QoS 1
+// publisher/subscriber pairs with 100 B payloads, on 8 CPUs.
+const (
+	rabbitRate       = 17995.0
+	rabbitAckMeanUS  = 5550.0
+	rabbitMachine    = "8 CPUs"
+	mosquittoConfFmt = `# written by keel's bench matrix: in memory, nothing dropped
+listener %d 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 1000000
+max_queued_bytes 0
+max_inflight_messages 0
+set_tcp_nodelay true
+log_dest stderr
+log_type error
+log_type warning
+`
+)
+
+// broker is one contender.
+type broker struct {
+	name string
+	// start launches it listening on port, with dir as scratch space.
+	start func(port int, dir string) *exec.Cmd
+}
+
+type matrixConfig struct {
+	keel, mosquitto string
+	reps            int
+	duration        time.Duration
+	warmup          time.Duration
+	version         int
+	only            *regexp.Regexp
+	out             string
+	tmp             string
+	command         string
+	keelRev         string
+	keelNote        string
+}
+
+func matrixMain(args []string) int {
+	fs := flag.NewFlagSet("bench matrix", flag.ExitOnError)
+	var mc matrixConfig
+	fs.StringVar(&mc.keel, "keel", "", "keel binary (empty: Mosquitto only)")
+	fs.StringVar(&mc.mosquitto, "mosquitto", "mosquitto", "mosquitto binary")
+	fs.IntVar(&mc.reps, "reps", 3, "runs of each scenario on each broker, interleaved")
+	fs.DurationVar(&mc.duration, "duration", 5*time.Second, "measured time per run")
+	fs.DurationVar(&mc.warmup, "warmup", time.Second, "warm-up per run (not measured)")
+	fs.IntVar(&mc.version, "v", 5, "MQTT protocol level: 4 or 5")
+	only := fs.String("only", "", "run only scenarios whose name matches this `regexp`")
+	fs.StringVar(&mc.out, "out", "", "write the report as Markdown to this `file`")
+	fs.StringVar(&mc.tmp, "tmp", "", "scratch directory on the disk to measure (default: a new temporary directory)")
+	fs.StringVar(&mc.command, "command", "", "command line to quote in the report")
+	fs.StringVar(&mc.keelRev, "keel-rev", "", "keel revision to quote in the report")
+	fs.StringVar(&mc.keelNote, "keel-note", "", "why keel is missing, to quote in the report")
+	list := fs.Bool("list", false, "list the scenarios and exit")
+	fs.Parse(args)
+	if *list {
+		for _, s := range scenarios {
+			fmt.Printf("%-16s %s\n", s.name, s.title)
+		}
+		return 0
+	}
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench matrix: -only:", err)
+			return 2
+		}
+		mc.only = re
+	}
+	if mc.reps < 1 {
+		fmt.Fprintln(os.Stderr, "bench matrix: -reps must be at least 1")
+		return 2
+	}
+	if mc.tmp == "" {
+		d, err := os.MkdirTemp("", "keel-bench-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench matrix:", err)
+			return 2
+		}
+		defer os.RemoveAll(d)
+		mc.tmp = d
+	}
+	mosq, err := exec.LookPath(mc.mosquitto)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench matrix: mosquitto:", err)
+		return 2
+	}
+	mc.mosquitto = mosq
+
+	var brokers []broker
+	if mc.keel != "" {
+		brokers = append(brokers, broker{name: "keel", start: func(port int, dir string) *exec.Cmd {
+			return exec.Command(mc.keel, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data", filepath.Join(dir, "data"))
+		}})
+	}
+	brokers = append(brokers, broker{name: "mosquitto", start: func(port int, dir string) *exec.Cmd {
+		conf := filepath.Join(dir, "mosquitto.conf")
+		os.WriteFile(conf, fmt.Appendf(nil, mosquittoConfFmt, port), 0o644)
+		return exec.Command(mc.mosquitto, "-c", conf)
+	}})
+
+	m := &matrix{mc: mc, brokers: brokers}
+	return m.run()
+}
+
+// matrix runs every scenario on every broker and reports.
+type matrix struct {
+	mc      matrixConfig
+	brokers []broker
+
+	fsync   *fsyncResult
+	results map[string]map[string][]*result // scenario -> broker -> reps
+	fails   []string
+	started time.Time
+
+	mu struct {
+		sync.Mutex
+		procs map[int]*os.Process // running children, stopped on a signal
+	}
+}
+
+func (m *matrix) track(p *os.Process, on bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if on {
+		m.mu.procs[p.Pid] = p
+	} else {
+		delete(m.mu.procs, p.Pid)
+	}
+}
+
+func (m *matrix) run() int {
+	m.results = map[string]map[string][]*result{}
+	m.mu.procs = map[int]*os.Process{}
+	m.started = time.Now()
+
+	// Stop every child on SIGINT/SIGTERM, by pid.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		s, ok := <-sigs
+		if !ok {
+			return
+		}
+		m.mu.Lock()
+		for _, p := range m.mu.procs {
+			p.Signal(syscall.SIGKILL)
+		}
+		m.mu.Unlock()
+		os.RemoveAll(m.mc.tmp)
+		fmt.Fprintf(os.Stderr, "bench matrix: %v: stopped\n", s)
+		os.Exit(130)
+	}()
+
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench matrix:", err)
+		return 2
+	}
+
+	if r, err := fsyncProbe(m.mc.tmp, time.Second); err != nil {
+		fmt.Fprintln(os.Stderr, "bench matrix:", err)
+	} else {
+		m.fsync = r
+		fmt.Printf("fsync probe (%s): 64 B append+fdatasync p50 %s, rewrite+fdatasync p50 %s\n",
+			r.Dir, fmtUS(r.AppendP50), fmtUS(r.RewriteP50))
+	}
+
+	var todo []scenario
+	for _, s := range scenarios {
+		if m.mc.only == nil || m.mc.only.MatchString(s.name) {
+			todo = append(todo, s)
+		}
+	}
+	runs := len(todo) * m.mc.reps * len(m.brokers)
+	n := 0
+	for _, s := range todo {
+		m.results[s.name] = map[string][]*result{}
+		for rep := range m.mc.reps {
+			for _, b := range m.brokers {
+				n++
+				fmt.Fprintf(os.Stderr, "[%d/%d] %s, %s, rep %d ... ", n, runs, s.name, b.name, rep+1)
+				r, err := m.runOne(self, s, b, n)
+				switch {
+				case err != nil:
+					fmt.Fprintf(os.Stderr, "error: %v\n", err)
+					m.fails = append(m.fails, fmt.Sprintf("%s on %s, rep %d: %v", s.name, b.name, rep+1, err))
+				case r.failed():
+					fmt.Fprintf(os.Stderr, "LOSS: %d lost, %d duplicates\n", r.Lost, r.Dups)
+					m.fails = append(m.fails, fmt.Sprintf("%s on %s, rep %d: %d acknowledged messages lost, %d duplicates", s.name, b.name, rep+1, r.Lost, r.Dups))
+				default:
+					fmt.Fprintf(os.Stderr, "%s\n", headline(s, r))
+				}
+				// A run that failed to finish has no figures worth a median;
+				// a run that lost messages has, and is listed as failed.
+				if err == nil && r != nil {
+					m.results[s.name][b.name] = append(m.results[s.name][b.name], r)
+				}
+			}
+		}
+		m.printScenario(s)
+	}
+
+	if m.mc.out != "" {
+		if err := os.WriteFile(m.mc.out, m.markdown(todo), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench matrix:", err)
+			return 2
+		}
+		fmt.Printf("\nwrote %s\n", m.mc.out)
+	}
+	if len(m.fails) > 0 {
+		fmt.Println("\nFAILED RUNS:")
+		for _, f := range m.fails {
+			fmt.Println("  " + f)
+		}
+		return 1
+	}
+	return 0
+}
+
+func headline(s scenario, r *result) string {
+	if s.sync {
+		return fmt.Sprintf("%.0f msg/s, ack p50 %s", r.PubRate, fmtUS(r.AckP50))
+	}
+	return fmt.Sprintf("%.0f msg/s delivered, e2e p50 %s", r.DelRate, fmtUS(r.E2EP50))
+}
+
+// runOne starts broker b on a free port with a fresh directory, runs the
+// scenario against it in a child process, and stops the broker.
+func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, error) {
+	dir := filepath.Join(m.mc.tmp, fmt.Sprintf("run-%03d-%s", n, b.name))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.Create(filepath.Join(dir, "broker.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := b.start(port, dir)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", b.name, err)
+	}
+	m.track(cmd.Process, true)
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(5 * time.Second):
+			cmd.Process.Kill()
+			<-exited
+		}
+		m.track(cmd.Process, false)
+	}
+	defer stop()
+	brokerLog := func() string { return logTail(logf.Name()) }
+
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	if err := waitListening(addr, exited, 15*time.Second); err != nil {
+		if errors.Is(err, errExited) {
+			stopped = true
+			m.track(cmd.Process, false)
+		} else {
+			stop()
+		}
+		return nil, fmt.Errorf("%s did not start: %w; log: %s", b.name, err, brokerLog())
+	}
+
+	args := append([]string{
+		"-addr", addr, "-pid", fmt.Sprint(cmd.Process.Pid), "-label", b.name, "-q",
+		"-v", fmt.Sprint(m.mc.version), "-duration", m.mc.duration.String(), "-warmup", m.mc.warmup.String(),
+	}, s.args...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*(m.mc.duration+m.mc.warmup)+90*time.Second)
+	defer cancel()
+	load := exec.CommandContext(ctx, self, args...)
+	var stdout, stderr bytes.Buffer
+	load.Stdout, load.Stderr = &stdout, &stderr
+	if err := load.Start(); err != nil {
+		return nil, err
+	}
+	m.track(load.Process, true)
+	err = load.Wait()
+	m.track(load.Process, false)
+	r := parseResult(stdout.Bytes())
+	select {
+	case werr := <-exited:
+		stopped = true
+		m.track(cmd.Process, false)
+		return r, fmt.Errorf("%s exited during the run (%v); log: %s", b.name, werr, brokerLog())
+	default:
+	}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &ee) && ee.ExitCode() == 1 && r != nil:
+		// Loss: the result says so.
+	default:
+		msg := strings.TrimSpace(stderr.String())
+		return r, fmt.Errorf("load: %v: %s", err, msg)
+	}
+	if r == nil {
+		return nil, fmt.Errorf("load: no RESULT line: %s", strings.TrimSpace(stderr.String()))
+	}
+	return r, nil
+}
+
+func parseResult(out []byte) *result {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	var r *result
+	for sc.Scan() {
+		line, ok := strings.CutPrefix(sc.Text(), "RESULT ")
+		if !ok {
+			continue
+		}
+		var x result
+		if json.Unmarshal([]byte(line), &x) == nil {
+			r = &x
+		}
+	}
+	return r
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+var errExited = errors.New("exited")
+
+// logTail returns the part of a broker's log that explains a failure: from
+// the first panic on if there is one, else the last lines; a dozen lines
+// at most, joined with " | ".
+func logTail(path string) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "panic:") || strings.HasPrefix(l, "fatal error:") {
+			lines = lines[i:min(i+12, len(lines))]
+			break
+		}
+	}
+	if len(lines) > 12 {
+		lines = lines[len(lines)-12:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// waitListening dials addr until it answers, the process exits, or the
+// timeout passes.
+func waitListening(addr string, exited <-chan error, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case werr := <-exited:
+			return fmt.Errorf("%w: %v", errExited, werr)
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not listening on %s after %v", addr, timeout)
+		}
+	}
+}
