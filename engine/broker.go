@@ -134,6 +134,11 @@ type Broker struct {
 
 	closeOnce sync.Once
 
+	// afterSync, if set, runs in the committer after a Txn's successful
+	// sync and before its packets are released: a test seam for crashing
+	// between commit and send.
+	afterSync atomic.Pointer[func()]
+
 	// Owned by the core goroutine.
 	core core
 }
@@ -408,6 +413,9 @@ func (b *Broker) flush() {
 			b.log.Error("commit failed: nothing of this batch is acknowledged", "err", err, "packets", len(effects))
 			refuse(effects)
 		} else {
+			if h := b.afterSync.Load(); h != nil {
+				(*h)()
+			}
 			release(effects)
 		}
 		b.pending.Add(-1)

@@ -133,12 +133,9 @@ func (c *conn) writeLoop() {
 	buf := make([]byte, 0, 64<<10)
 	for {
 		c.mu.Lock()
-		items := c.mu.out
-		c.mu.out = spare[:0]
-		c.mu.outBytes = 0
-		closed := c.mu.closed
-		c.mu.Unlock()
-		if len(items) == 0 {
+		if len(c.mu.out) == 0 {
+			closed := c.mu.closed
+			c.mu.Unlock()
 			if closed {
 				c.nc.Close()
 				return
@@ -146,6 +143,10 @@ func (c *conn) writeLoop() {
 			<-c.wake
 			continue
 		}
+		items := c.mu.out
+		c.mu.out = spare[:0]
+		c.mu.outBytes = 0
+		c.mu.Unlock()
 		buf = buf[:0]
 		closeAfter := false
 		var decs int32
