@@ -213,6 +213,10 @@ func (b *Broker) armTimers(s *sessions.Session, at time.Time) {
 // runTimers publishes due wills and ends expired sessions.
 func (b *Broker) runTimers(now time.Time) {
 	core := &b.core
+	if at, ok := core.retained.NextExpiry(); ok && at <= now.UnixMilli() {
+		// Expired retained messages leave the store too [MQTT-3.3.2-5].
+		core.retained.Expire(core.txn, now.UnixMilli())
+	}
 	for s, t := range core.timers {
 		if s.Owner != nil {
 			delete(core.timers, s)
