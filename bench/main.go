@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 	"time"
 )
 
@@ -62,6 +63,7 @@ func loadMain(args []string) int {
 	fs.DurationVar(&cfg.drain, "drain", 3*time.Second, "after publishing, stop waiting for owed deliveries when none came for this long")
 	fs.DurationVar(&cfg.ackTimeout, "ack-timeout", 10*time.Second, "after publishing, how long to wait for outstanding acknowledgements")
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines on stderr")
+	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
@@ -90,6 +92,16 @@ func loadMain(args []string) int {
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			return 2
+		}
+		defer f.Close()
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
 	}
 	r, err := runLoad(&cfg, os.Stderr)
 	if r != nil {

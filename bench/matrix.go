@@ -320,14 +320,10 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 		return nil, fmt.Errorf("start %s: %w", b.name, err)
 	}
 	m.track(cmd.Process, true)
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
+	exited := make(chan struct{})
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	defer func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-exited:
@@ -336,18 +332,11 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 			<-exited
 		}
 		m.track(cmd.Process, false)
-	}
-	defer stop()
+	}()
 	brokerLog := func() string { return logTail(logf.Name()) }
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
 	if err := waitListening(addr, exited, 15*time.Second); err != nil {
-		if errors.Is(err, errExited) {
-			stopped = true
-			m.track(cmd.Process, false)
-		} else {
-			stop()
-		}
 		return nil, fmt.Errorf("%s did not start: %w; log: %s", b.name, err, brokerLog())
 	}
 
@@ -368,10 +357,8 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 	m.track(load.Process, false)
 	r := parseResult(stdout.Bytes())
 	select {
-	case werr := <-exited:
-		stopped = true
-		m.track(cmd.Process, false)
-		return r, fmt.Errorf("%s exited during the run (%v); log: %s", b.name, werr, brokerLog())
+	case <-exited:
+		return r, fmt.Errorf("%s exited during the run (%v); log: %s", b.name, waitErr, brokerLog())
 	default:
 	}
 	var ee *exec.ExitError
@@ -437,7 +424,7 @@ func logTail(path string) string {
 
 // waitListening dials addr until it answers, the process exits, or the
 // timeout passes.
-func waitListening(addr string, exited <-chan error, timeout time.Duration) error {
+func waitListening(addr string, exited <-chan struct{}, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -446,8 +433,8 @@ func waitListening(addr string, exited <-chan error, timeout time.Duration) erro
 			return nil
 		}
 		select {
-		case werr := <-exited:
-			return fmt.Errorf("%w: %v", errExited, werr)
+		case <-exited:
+			return errExited
 		case <-time.After(20 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {

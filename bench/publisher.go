@@ -163,16 +163,7 @@ func (p *publisher) run(ctl *control) error {
 	var ackDeadline <-chan time.Time
 	stopped := false
 	for {
-		// Take the acknowledgements the read loop has queued.
-		p.mu.Lock()
-		events := p.mu.events
-		p.mu.events = p.spare[:0]
-		rerr, rdone := p.mu.err, p.mu.done
-		p.mu.Unlock()
-		for i := range events {
-			p.handle(&events[i])
-		}
-		p.spare = events
+		rerr, rdone := p.collect()
 		if p.sendErr != nil {
 			return p.sendErr
 		}
@@ -221,6 +212,63 @@ func (p *publisher) run(ctl *control) error {
 			case <-p.wake:
 			case <-ctl.stop:
 			}
+		}
+	}
+}
+
+// collect handles the acknowledgements the read loop has queued, and
+// reports whether the read loop has ended, and why.
+func (p *publisher) collect() (readErr error, readDone bool) {
+	p.mu.Lock()
+	events := p.mu.events
+	p.mu.events = p.spare[:0]
+	readErr, readDone = p.mu.err, p.mu.done
+	p.mu.Unlock()
+	for i := range events {
+		p.handle(&events[i])
+	}
+	p.spare = events
+	return readErr, readDone
+}
+
+// sendOne sends the next message, first waiting (flushed) for a free slot
+// in the window: a step of a load driven from outside, as testing.B does.
+func (p *publisher) sendOne() error {
+	for p.cfg.qos > 0 && p.inflight >= p.window {
+		if err := p.c.wr.Flush(); err != nil {
+			return err
+		}
+		<-p.wake
+		if err, done := p.collect(); done {
+			return fmt.Errorf("publisher %d: read loop ended: %v", p.idx, err)
+		}
+		if p.sendErr != nil {
+			return p.sendErr
+		}
+	}
+	return p.send()
+}
+
+// finish flushes and waits until every sent message is acknowledged.
+func (p *publisher) finish(timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		if err := p.c.wr.Flush(); err != nil {
+			return err
+		}
+		if p.inflight == 0 {
+			return nil
+		}
+		select {
+		case <-p.wake:
+		case <-deadline:
+			return fmt.Errorf("publisher %d: %d acknowledgements outstanding after %v", p.idx, p.inflight, timeout)
+		}
+		if err, done := p.collect(); done && p.inflight > 0 {
+			return fmt.Errorf("publisher %d: read loop ended: %v", p.idx, err)
+		}
+		if p.sendErr != nil {
+			return p.sendErr
 		}
 	}
 }
