@@ -261,7 +261,7 @@ func TestReadErrors(t *testing.T) {
 		t.Fatalf("empty stream: got %v, want io.EOF", err)
 	}
 	// Ends in the remaining length, or in the body: io.ErrUnexpectedEOF.
-	for _, raw := range [][]byte{{0x30}, {0x30, 0x80}, {0x30, 0x0a, 0x00, 0x03}, {0x30, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3}} {
+	for _, raw := range [][]byte{{0x30}, {0x30, 0x80}, {0x30, 0x0a, 0x00, 0x03}, {0x30, 0xff, 0xff, 0xff, 0x3f, 1, 2, 3}} {
 		if _, err := readOne(raw, V311); err != io.ErrUnexpectedEOF {
 			t.Fatalf("% x: got %v, want io.ErrUnexpectedEOF", raw, err)
 		}
@@ -281,6 +281,11 @@ func TestReadErrors(t *testing.T) {
 	}
 	if r.Buffered() != 7 {
 		t.Fatalf("too large: %d bytes buffered, want the 7-byte body left unread", r.Buffered())
+	}
+	// 0 means MaxPacketSize: the largest Remaining Length plus its header
+	// is over it.
+	if _, err := readOne([]byte{0x30, 0xff, 0xff, 0xff, 0x7f}, V311); !errors.As(err, &pe) || pe.Code != CodePacketTooLarge {
+		t.Fatalf("remaining 268435455 with maxSize 0: got %v, want too large", err)
 	}
 	// Before CONNECT anything else is refused after its first byte.
 	r = bufio.NewReader(bytes.NewReader([]byte{0xc0, 0x00}))
@@ -354,7 +359,8 @@ func TestReadLargeBody(t *testing.T) {
 		t.Fatal("payload differs")
 	}
 
-	huge := []byte{0x30, 0xff, 0xff, 0xff, 0x7f, 0x00, 0x01, 'a', 'x', 'y'} // claims 256 MB, has 5 bytes
+	huge := AppendVarInt([]byte{0x30}, 250<<20)    // claims 250 MB...
+	huge = append(huge, 0x00, 0x01, 'a', 'x', 'y') // ...has 5 bytes
 	var before, after runtime.MemStats
 	runtime.ReadMemStats(&before)
 	for range 10 {

@@ -324,7 +324,8 @@ func decodePublish(first byte, body []byte, version byte, pub *Publish) error {
 		}
 	}
 	if p.rest() > 0 {
-		pub.Payload = body[p.i:]
+		// Capacity clipped: an append to Payload must not write past body.
+		pub.Payload = body[p.i:len(body):len(body)]
 	}
 	return nil
 }

@@ -4,33 +4,33 @@ package packet
 type PropID byte
 
 const (
-	PropPayloadFormat          PropID = 0x01
-	PropMessageExpiry          PropID = 0x02
-	PropContentType            PropID = 0x03
-	PropResponseTopic          PropID = 0x08
-	PropCorrelationData        PropID = 0x09
-	PropSubscriptionID         PropID = 0x0B
-	PropSessionExpiry          PropID = 0x11
-	PropAssignedClientID       PropID = 0x12
-	PropServerKeepAlive        PropID = 0x13
-	PropAuthMethod             PropID = 0x15
-	PropAuthData               PropID = 0x16
-	PropRequestProblemInfo     PropID = 0x17
-	PropWillDelay              PropID = 0x18
-	PropRequestResponseInfo    PropID = 0x19
-	PropResponseInfo           PropID = 0x1A
-	PropServerReference        PropID = 0x1C
-	PropReasonString           PropID = 0x1F
-	PropReceiveMaximum         PropID = 0x21
-	PropTopicAliasMaximum      PropID = 0x22
-	PropTopicAlias             PropID = 0x23
-	PropMaximumQoS             PropID = 0x24
-	PropRetainAvailable        PropID = 0x25
-	PropUserProperty           PropID = 0x26
-	PropMaximumPacketSize      PropID = 0x27
-	PropWildcardSubAvailable   PropID = 0x28
-	PropSubIDAvailable         PropID = 0x29
-	PropSharedSubAvailable     PropID = 0x2A
+	PropPayloadFormat        PropID = 0x01
+	PropMessageExpiry        PropID = 0x02
+	PropContentType          PropID = 0x03
+	PropResponseTopic        PropID = 0x08
+	PropCorrelationData      PropID = 0x09
+	PropSubscriptionID       PropID = 0x0B
+	PropSessionExpiry        PropID = 0x11
+	PropAssignedClientID     PropID = 0x12
+	PropServerKeepAlive      PropID = 0x13
+	PropAuthMethod           PropID = 0x15
+	PropAuthData             PropID = 0x16
+	PropRequestProblemInfo   PropID = 0x17
+	PropWillDelay            PropID = 0x18
+	PropRequestResponseInfo  PropID = 0x19
+	PropResponseInfo         PropID = 0x1A
+	PropServerReference      PropID = 0x1C
+	PropReasonString         PropID = 0x1F
+	PropReceiveMaximum       PropID = 0x21
+	PropTopicAliasMaximum    PropID = 0x22
+	PropTopicAlias           PropID = 0x23
+	PropMaximumQoS           PropID = 0x24
+	PropRetainAvailable      PropID = 0x25
+	PropUserProperty         PropID = 0x26
+	PropMaximumPacketSize    PropID = 0x27
+	PropWildcardSubAvailable PropID = 0x28
+	PropSubIDAvailable       PropID = 0x29
+	PropSharedSubAvailable   PropID = 0x2A
 )
 
 // Properties holds the MQTT 5.0 properties of one packet (or of a will).

@@ -24,8 +24,8 @@ func read(r *bufio.Reader, version byte, maxSize uint32) (Packet, error) {
 // decoding it, for callers that decode with DecodePublish into a reused
 // struct or store raw packets. The body is read into buf's backing array
 // when it is big enough (buf[:0] is reused), else into a new buffer grown
-// as bytes arrive. maxSize bounds the whole packet as in Read (0: no bound
-// beyond the protocol's own). Errors are as Read's. No version check is
+// as bytes arrive. maxSize bounds the whole packet as in Read (0 means
+// MaxPacketSize). Errors are as Read's. No version check is
 // made: checking that the first packet is CONNECT is the caller's.
 func ReadFrame(r *bufio.Reader, maxSize uint32, buf []byte) (first byte, body []byte, err error) {
 	return readFrame(r, V5, maxSize, buf)
@@ -57,7 +57,10 @@ func readFrame(r *bufio.Reader, version byte, maxSize uint32, buf []byte) (byte,
 			break
 		}
 	}
-	if maxSize != 0 && uint64(hdr)+uint64(rem) > uint64(maxSize) {
+	if maxSize == 0 {
+		maxSize = MaxPacketSize
+	}
+	if uint64(hdr)+uint64(rem) > uint64(maxSize) {
 		return 0, nil, &Error{Code: CodePacketTooLarge, Msg: Type(first>>4).String() + ": packet larger than the maximum packet size"}
 	}
 	size := int(rem)

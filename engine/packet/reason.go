@@ -55,10 +55,10 @@ const (
 
 // CONNACK return codes of MQTT 3.1 and 3.1.1 (section 3.2.2.3 of 3.1.1).
 const (
-	RetAccepted                  ReasonCode = 0x00
-	RetUnacceptableVersion       ReasonCode = 0x01
-	RetIdentifierRejected        ReasonCode = 0x02
-	RetServerUnavailable         ReasonCode = 0x03
-	RetBadUsernameOrPassword     ReasonCode = 0x04
-	RetNotAuthorized             ReasonCode = 0x05
+	RetAccepted              ReasonCode = 0x00
+	RetUnacceptableVersion   ReasonCode = 0x01
+	RetIdentifierRejected    ReasonCode = 0x02
+	RetServerUnavailable     ReasonCode = 0x03
+	RetBadUsernameOrPassword ReasonCode = 0x04
+	RetNotAuthorized         ReasonCode = 0x05
 )
