@@ -134,6 +134,15 @@ type Broker struct {
 
 	closeOnce sync.Once
 
+	// failed is closed when a commit fails; failErr says why. After that
+	// the in-memory state may be ahead of the store, so the broker acks
+	// nothing more (every later Txn fails too: the wal is sticky-failed)
+	// and its owner should stop it: replay on the next start restores the
+	// last state that was synced.
+	failed   chan struct{}
+	failOnce sync.Once
+	failErr  error
+
 	// afterSync, if set, runs in the committer after a Txn's successful
 	// sync and before its packets are released: a test seam for crashing
 	// between commit and send.
@@ -220,6 +229,7 @@ func New(opts Options, l *wal.Log) (*Broker, error) {
 		events:    make(chan event, 4096),
 		quit:      make(chan struct{}),
 		committed: make(chan struct{}, 1),
+		failed:    make(chan struct{}),
 	}
 	t0 := time.Now()
 	if err := b.load(); err != nil {
@@ -410,7 +420,7 @@ func (b *Broker) flush() {
 	txn.Done = func(err error) {
 		if err != nil {
 			b.stats.commitFailures.Add(1)
-			b.log.Error("commit failed: nothing of this batch is acknowledged", "err", err, "packets", len(effects))
+			b.fail(err)
 			refuse(effects)
 		} else {
 			if h := b.afterSync.Load(); h != nil {
@@ -459,6 +469,30 @@ func refuse(effects []effect) {
 		case e.nack != nil || e.item.pkt != nil:
 			e.c.kill()
 		}
+	}
+}
+
+// fail records the first commit failure and signals Failed.
+func (b *Broker) fail(err error) {
+	b.failOnce.Do(func() {
+		b.failErr = err
+		b.log.Error("store failed: nothing more is acknowledged; stop and restart keel to recover from the last synced state", "err", err)
+		close(b.failed)
+	})
+}
+
+// Failed is closed once a commit has failed. The broker then refuses every
+// acknowledgement (5.0 clients get reason 0x80, others are disconnected);
+// its owner should Close it and reopen the store.
+func (b *Broker) Failed() <-chan struct{} { return b.failed }
+
+// Err is the first commit failure, or nil.
+func (b *Broker) Err() error {
+	select {
+	case <-b.failed:
+		return b.failErr
+	default:
+		return nil
 	}
 }
 

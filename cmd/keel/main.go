@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -98,11 +99,19 @@ func serve(args []string) error {
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	var failure error
 	select {
 	case s := <-sig:
 		logger.Info("shutting down", "signal", s.String())
 	case err := <-errc:
 		logger.Error("listener failed", "err", err)
+		failure = err
+	case <-b.Failed():
+		// The store failed (I/O error, disk full): nothing more can be
+		// acknowledged. Stop cleanly; the next start replays the last
+		// synced state.
+		failure = fmt.Errorf("store failed: %w", b.Err())
+		logger.Error("shutting down: store failed", "err", b.Err())
 	}
 	// Stop accepting, disconnect clients, let in-flight commits finish,
 	// close Pebble.
@@ -113,16 +122,18 @@ func serve(args []string) error {
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		logger.Warn("shutdown", "err", err)
 	}
-	if err := l.Close(); err != nil {
+	if err := l.Close(); err != nil && failure == nil {
 		return fmt.Errorf("closing store: %w", err)
 	}
 	logger.Info("stopped")
-	return nil
+	return failure
 }
 
 func serveMetrics(addr string, b *engine.Broker, logger *slog.Logger) {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", metricsHandler(b))
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	if err := http.ListenAndServe(addr, mux); err != nil {
 		logger.Error("metrics listener", "err", err)
 	}
