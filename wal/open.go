@@ -115,6 +115,9 @@ func open(opts Options, env commitEnv) (*Log, error) {
 	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("wal: open: create data directory %s: %w", opts.Dir, err)
 	}
+	if err := checkManifest(fs, opts.Dir); err != nil {
+		return nil, err
+	}
 	cache := pebble.NewCache(defaultCacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
@@ -148,13 +151,19 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		}
 	}
 	if err != nil {
-		if pebble.IsCorruptionError(err) {
-			return nil, fmt.Errorf("wal: open: data directory %s is corrupt: %w; "+
-				"restore it from a backup, or move it aside to start empty", opts.Dir, err)
-		}
-		return nil, fmt.Errorf("wal: open %s: %w", opts.Dir, err)
+		return nil, l.wrapErr("open", err)
 	}
 	l.db = db
+	// Open reads only the MANIFEST and WAL; sstables are opened on first
+	// use. Load every table's properties now (footer, meta index and
+	// properties blocks, all checksummed: a few KiB per table), so a
+	// truncated or garbled table fails Open rather than the first read of
+	// it. Data blocks are verified when read: Get and Scan report that
+	// corruption the same way.
+	if _, err := db.SSTables(pebble.WithProperties()); err != nil {
+		_ = db.Close()
+		return nil, l.wrapErr("open", err)
+	}
 	if err := l.checkFormat(); err != nil {
 		_ = db.Close()
 		return nil, err
@@ -188,11 +197,7 @@ func (l *Log) checkFormat() error {
 		return nil
 	}
 	if err != nil {
-		if pebble.IsCorruptionError(err) {
-			return fmt.Errorf("wal: open: data directory %s is corrupt: %w; "+
-				"restore it from a backup, or move it aside to start empty", l.dir, err)
-		}
-		return fmt.Errorf("wal: open %s: read format version: %w", l.dir, err)
+		return l.wrapErr("open: read format version", err)
 	}
 	defer closer.Close()
 	if len(v) != 4 {
@@ -207,6 +212,16 @@ func (l *Log) checkFormat() error {
 		return fmt.Errorf("wal: open: data directory %s has invalid format version 0", l.dir)
 	}
 	return nil
+}
+
+// wrapErr wraps a Pebble error for op; corruption gets the directory and
+// what to do about it.
+func (l *Log) wrapErr(op string, err error) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("wal: %s: data directory %s is corrupt: %w; "+
+			"restore it from a backup, or move it aside to start empty", op, l.dir, err)
+	}
+	return fmt.Errorf("wal: %s %s: %w", op, l.dir, err)
 }
 
 func (l *Log) isEmpty() (bool, error) {

@@ -2,7 +2,6 @@ package wal
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -21,7 +20,7 @@ func (l *Log) Get(key []byte) ([]byte, error) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, fmt.Errorf("wal: get: %w", err)
+		return nil, l.wrapErr("get", err)
 	}
 	out := append([]byte(nil), v...)
 	_ = closer.Close()
@@ -39,24 +38,24 @@ func (l *Log) Scan(lower, upper []byte, fn func(k, v []byte) error) (err error) 
 	}
 	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return fmt.Errorf("wal: scan: %w", err)
+		return l.wrapErr("scan", err)
 	}
 	defer func() {
 		if cerr := it.Close(); cerr != nil && err == nil {
-			err = fmt.Errorf("wal: scan: %w", cerr)
+			err = l.wrapErr("scan", cerr)
 		}
 	}()
 	for valid := it.First(); valid; valid = it.Next() {
 		v, verr := it.ValueAndErr()
 		if verr != nil {
-			return fmt.Errorf("wal: scan: %w", verr)
+			return l.wrapErr("scan", verr)
 		}
 		if err := fn(it.Key(), v); err != nil {
 			return err
 		}
 	}
 	if err := it.Error(); err != nil {
-		return fmt.Errorf("wal: scan: %w", err)
+		return l.wrapErr("scan", err)
 	}
 	return nil
 }
