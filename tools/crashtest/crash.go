@@ -27,8 +27,11 @@ import (
 type crashPlan struct {
 	until        <-chan struct{} // closed: the crash phase ends early
 	startupKills bool
-	afterKill    func()                          // right after each kill
-	afterReady   func(ctx context.Context) error // after each restart, once the port accepts
+	// ackSpan, if set, makes every kill an after_ack kill with K drawn
+	// from [1, ackSpan]: crashes spread over a known amount of traffic.
+	ackSpan    int
+	afterKill  func()                          // right after each kill
+	afterReady func(ctx context.Context) error // after each restart, once the port accepts
 }
 
 const readyTimeout = 60 * time.Second
@@ -51,7 +54,7 @@ func (r *run) crashPhase(ctx context.Context, plan *crashPlan) error {
 			r.log.Info("crash phase: duration reached", "crashes", r.crashCount())
 			return nil
 		}
-		kind, ok := r.awaitKillMoment(ctx, rng, plan.until, deadline)
+		kind, ok := r.awaitKillMoment(ctx, rng, plan, deadline)
 		if !ok {
 			return ctx.Err()
 		}
@@ -67,11 +70,15 @@ func (r *run) crashPhase(ctx context.Context, plan *crashPlan) error {
 
 // awaitKillMoment waits for the next kill moment; false means the crash
 // phase is over (until closed, deadline or ctx).
-func (r *run) awaitKillMoment(ctx context.Context, rng *rand.Rand, until <-chan struct{}, deadline time.Time) (string, bool) {
+func (r *run) awaitKillMoment(ctx context.Context, rng *rand.Rand, plan *crashPlan, deadline time.Time) (string, bool) {
 	var kind string
 	var wait <-chan time.Time
 	var t *time.Timer
-	switch rng.IntN(3) {
+	choice := rng.IntN(3)
+	if plan.ackSpan > 0 {
+		choice = -1
+	}
+	switch choice {
 	case 0:
 		kind = "uptime"
 		t = time.NewTimer(time.Duration(50+rng.IntN(451)) * time.Millisecond)
@@ -83,6 +90,9 @@ func (r *run) awaitKillMoment(ctx context.Context, rng *rand.Rand, until <-chan 
 			ev, kind = evDelivery, "after_deliv"
 		}
 		k := uint64(1) << rng.IntN(10)
+		if plan.ackSpan > 0 {
+			ev, kind, k = evAck, "after_ack", 1+rng.Uint64N(uint64(plan.ackSpan))
+		}
 		select { // drop a stale token
 		case <-r.trigger:
 		default:
@@ -98,7 +108,7 @@ func (r *run) awaitKillMoment(ctx context.Context, rng *rand.Rand, until <-chan 
 	select {
 	case <-wait:
 	case <-r.trigger:
-	case <-until:
+	case <-plan.until:
 		return "", false
 	case <-end.C:
 		return "", false

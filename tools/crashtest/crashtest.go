@@ -158,6 +158,7 @@ type Result struct {
 	Reordered    int
 	SessionsLost int
 
+	Details   map[string]int // mode-specific counters (retained checks, wills, ...)
 	Anomalies map[string]int // protocol oddities seen by the clients
 	Examples  []string       // a few examples of each violation
 	Problems  []string       // failures outside the counters: the broker died by itself, a phase timed out, ...
@@ -214,6 +215,7 @@ type run struct {
 		examples     []string
 		problems     []string
 		extra        tally // retained checks
+		details      map[string]int
 	}
 }
 
@@ -300,6 +302,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	r.prefix = fmt.Sprintf("ct%06x", r.nonce&0xFFFFFF)
 	r.mu.kills = make(map[string]int)
 	r.mu.anomalies = make(map[string]int)
+	r.mu.details = make(map[string]int)
 
 	work := cfg.WorkDir
 	if work == "" {
@@ -390,6 +393,7 @@ func (r *run) result() Result {
 		Duplicated:   t.duplicated,
 		Reordered:    t.reordered,
 		SessionsLost: r.mu.sessionsLost,
+		Details:      maps.Clone(r.mu.details),
 		Anomalies:    maps.Clone(r.mu.anomalies),
 		Examples:     append(slices.Clone(r.mu.examples), t.examples...),
 		Problems:     slices.Clone(r.mu.problems),
@@ -397,10 +401,15 @@ func (r *run) result() Result {
 	return res
 }
 
-// addTally adds a verification's counts to the result.
-func (r *run) addTally(t tally) {
+// addTally adds a verification's counts to the result, and to the
+// details under name (if not empty).
+func (r *run) addTally(name string, t tally) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if name != "" {
+		r.mu.details[name+"_accepted"] += t.accepted
+		r.mu.details[name+"_lost"] += t.lost
+	}
 	e := &r.mu.extra
 	e.accepted += t.accepted
 	e.delivered += t.delivered
@@ -408,7 +417,9 @@ func (r *run) addTally(t tally) {
 	e.duplicated += t.duplicated
 	e.reordered += t.reordered
 	for _, x := range t.examples {
-		e.example("%s", x)
+		if len(e.examples) < 4*maxExamples {
+			e.examples = append(e.examples, x)
+		}
 	}
 }
 
@@ -563,6 +574,6 @@ func (r *run) runStandard(ctx context.Context) error {
 	r.drain(ctx, missing, progress)
 	cancelClients()
 	wg.Wait()
-	r.addTally(verify(accepted.snapshot(), ledgers, func(msgKey) []int { return all }))
+	r.addTally("", verify(accepted.snapshot(), ledgers, func(msgKey) []int { return all }))
 	return nil
 }

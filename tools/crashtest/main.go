@@ -102,6 +102,9 @@ func report(res Result) int {
 		kills = append(kills, fmt.Sprintf("%s=%d", k, res.Kills[k]))
 	}
 	fmt.Printf("seed=%d kills: %s\n", res.Seed, strings.Join(kills, " "))
+	for _, k := range slices.Sorted(maps.Keys(res.Details)) {
+		fmt.Printf("detail %s=%d\n", k, res.Details[k])
+	}
 	for _, k := range slices.Sorted(maps.Keys(res.Anomalies)) {
 		fmt.Printf("anomaly %s=%d\n", k, res.Anomalies[k])
 	}
