@@ -121,6 +121,37 @@ func DecodeEntry(b []byte) (Entry, error) {
 	return e, d.finish("entry")
 }
 
+// EntryHeader is what replay needs of a queue entry without its message.
+type EntryHeader struct {
+	State    byte
+	QoS      byte
+	PacketID uint16
+	Shared   uint64
+}
+
+// PeekEntry decodes only the header of an entry encoded by AppendEntry:
+// replay reads every queued entry, and skipping the message keeps it cheap.
+func PeekEntry(b []byte) (EntryHeader, error) {
+	d := decoder{b: b}
+	d.version()
+	var h EntryHeader
+	d.flags(entryKnown)
+	h.State = d.byte()
+	if h.State > EntryReleased {
+		d.fail("entry state %d", h.State)
+	}
+	h.QoS = d.qos()
+	h.PacketID = uint16(d.uvarint(1<<16 - 1))
+	for n := d.count(1); n > 0; n-- {
+		d.uvarint(1<<32 - 1)
+	}
+	h.Shared = d.uvarint(1<<64 - 1)
+	if d.err != nil {
+		return h, d.err
+	}
+	return h, nil
+}
+
 // AppendSession appends the encoding of s to dst. The will's payload is
 // compressed as by AppendMessage.
 func AppendSession(dst []byte, s *Session, compressThreshold int) []byte {

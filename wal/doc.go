@@ -128,6 +128,13 @@
 // may be held). The broker should treat a non-nil Err() as fatal and
 // restart; Pebble replays its WAL on Open.
 //
+// One path is beyond Keel's reach: if the first sign of a WAL error comes
+// while Pebble rotates its WAL (a memtable switch inside a commit), Pebble
+// panics in DB.rotateWAL with its DB mutex released, and the deferred unlock
+// turns that into an unrecoverable Go runtime fatal error: the process
+// exits, as Pebble's default Fatalf would. That is still safe: nothing
+// unsynced was acknowledged, and the restart replays the WAL.
+//
 // # Opening
 //
 // Open creates the directory and opens Pebble with format major version
