@@ -132,17 +132,22 @@ type Store struct {
 func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
 	st := &Store{log: l, Sessions: make(map[string]*Session), refs: make(map[uint64]int32)}
 	var queued, inflight, subs int
+	var s *Session // the session of the previous key: keys come grouped by session
 	err := l.Scan(wal.AllSessionsPrefix(), wal.PrefixEnd(wal.AllSessionsPrefix()), func(k, v []byte) error {
-		client, kind, rest, ok := wal.ParseSessionKey(k)
-		if !ok {
+		if len(k) < 4 {
 			return fmt.Errorf("sessions: bad key %q", k)
 		}
-		s := st.Sessions[client]
-		if s == nil {
+		n := int(k[1])<<8 | int(k[2])
+		if len(k) < 3+n+1 {
+			return fmt.Errorf("sessions: bad key %q", k)
+		}
+		if s == nil || s.ClientID != string(k[3:3+n]) { // no allocation: compared in place
+			client := string(k[3 : 3+n])
 			s = New(client)
 			s.Persistent = true
 			st.Sessions[client] = s
 		}
+		client, kind, rest := s.ClientID, k[3+n], k[3+n+1:]
 		switch kind {
 		case 'M':
 			rec, err := wal.DecodeSession(v)
@@ -170,19 +175,24 @@ func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
 			if seq > st.MaxSeq {
 				st.MaxSeq = seq
 			}
-			e, err := wal.DecodeEntry(v)
+			h, err := wal.PeekEntry(v)
 			if err != nil {
 				return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
 			}
-			if e.Shared != 0 {
-				st.refs[e.Shared]++
+			if h.Shared != 0 {
+				st.refs[h.Shared]++
 			}
-			if e.State == wal.EntryQueued {
+			if h.State == wal.EntryQueued {
+				// Queued messages stay on disk; only the cursor is kept.
 				if !s.Backlog {
 					s.Backlog, s.Cursor = true, seq
 				}
 				queued++
 				return nil
+			}
+			e, err := wal.DecodeEntry(v)
+			if err != nil {
+				return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
 			}
 			f := &Flight{Seq: seq, PacketID: e.PacketID, State: e.State, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: e.Inline}
 			if e.Shared != 0 && e.State == wal.EntrySent {
