@@ -166,6 +166,12 @@ func (c *conn) writeLoop() {
 			}
 			items[i] = outItem{}
 		}
+		if decs > 0 {
+			// Free the Receive Maximum slots before the acks leave: a
+			// client may send its next PUBLISH the moment it reads one,
+			// and the reader must not count the acknowledged one still.
+			c.inflightIn.Add(-decs)
+		}
 		if len(buf) > 0 {
 			c.nc.SetWriteDeadline(time.Now().Add(c.b.opts.WriteTimeout))
 			if _, err := c.nc.Write(buf); err != nil {
@@ -179,9 +185,6 @@ func (c *conn) writeLoop() {
 			if len(buf) > 1<<20 {
 				buf = make([]byte, 0, 64<<10)
 			}
-		}
-		if decs > 0 {
-			c.inflightIn.Add(-decs)
 		}
 		spare = items
 		if closeAfter {
