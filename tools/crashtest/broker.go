@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -185,13 +186,43 @@ func (b *broker) logTail(n int64) string {
 }
 
 // freeAddr returns a loopback address whose port was free a moment ago.
+// The port is taken below the kernel's ephemeral range when possible: the
+// broker is down between a kill and its restart, and an outbound socket
+// (of this process or any other) must not grab the port meanwhile.
 func freeAddr() (string, error) {
+	lo := ephemeralLow()
+	for range 100 {
+		if lo <= 10000 {
+			break
+		}
+		port := 10000 + rand.IntN(lo-10000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return l.Addr().String(), nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", err
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// ephemeralLow is the first port of the ephemeral range (Linux; else the
+// IANA one).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil {
+				return n
+			}
+		}
+	}
+	return 49152
 }
 
 // buildKeel builds ./cmd/keel into dir and returns the binary's path.

@@ -162,6 +162,8 @@ type Result struct {
 	Anomalies map[string]int // protocol oddities seen by the clients
 	Examples  []string       // a few examples of each violation
 	Problems  []string       // failures outside the counters: the broker died by itself, a phase timed out, ...
+
+	WorkDir string // kept work directory (broker.log, data/), if any
 }
 
 // Summary is the one-line result.
@@ -310,9 +312,16 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("crashtest: %w", err)
 		}
-		if !cfg.Keep {
-			defer os.RemoveAll(work)
-		}
+		defer func() {
+			// Keep the broker's log and data directory for a post-mortem.
+			if cfg.Keep || len(res.Violations()) > 0 {
+				res.WorkDir = work
+				return
+			}
+			os.RemoveAll(work)
+		}()
+	} else {
+		defer func() { res.WorkDir = work }()
 	}
 	data := cfg.DataDir
 	if data == "" {

@@ -167,6 +167,7 @@ func TestCrash(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			merge(&cfg, base)
+			cfg.WorkDir = t.TempDir()
 			cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			res, err := Run(context.Background(), cfg)
 			if err != nil {
@@ -182,6 +183,8 @@ func TestCrash(t *testing.T) {
 				t.Errorf("seed %d: %s keeps nothing across kill -9, yet no violation was reported", res.Seed, which)
 			case !wantViolations && len(v) > 0:
 				t.Errorf("seed %d: violations: %s", res.Seed, strings.Join(v, "; "))
+				b := &broker{logPath: filepath.Join(cfg.WorkDir, "broker.log")}
+				t.Logf("broker log tail:\n%s", b.logTail(4096))
 			}
 			if res.Crashes == 0 {
 				t.Errorf("no crash happened")
@@ -195,6 +198,7 @@ func TestCrash(t *testing.T) {
 		t.Run("no-crash", func(t *testing.T) {
 			cfg := Config{Mode: ModeOffline, QoS: 2, Crashes: -1}
 			merge(&cfg, base)
+			cfg.WorkDir = t.TempDir()
 			cfg.Duration = 2 * time.Second
 			res, err := Run(context.Background(), cfg)
 			if err != nil {

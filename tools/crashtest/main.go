@@ -111,6 +111,9 @@ func report(res Result) int {
 	for _, e := range res.Examples {
 		fmt.Println("example:", e)
 	}
+	if res.WorkDir != "" {
+		fmt.Printf("work dir (broker.log, data): %s\n", res.WorkDir)
+	}
 	v := res.Violations()
 	for _, x := range v {
 		fmt.Println("VIOLATION:", x)

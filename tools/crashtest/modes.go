@@ -364,6 +364,12 @@ wait:
 	r.addTally("retained", t)
 }
 
+// willWait bounds how long a will client waits, after losing its
+// connection, for the watcher to see its will before connecting again (a
+// broker that publishes a will only when its client returns would
+// otherwise never be caught: the final crash catches it anyway).
+const willWait = 5 * time.Second
+
 // runWill keeps the client connected with a will whose payload carries a
 // fresh generation on every CONNECT. When a connection it had a CONNACK
 // for is lost (it never sends DISCONNECT), that will must be published: it
@@ -389,10 +395,18 @@ func (c *client) runWill(ctx context.Context, stop <-chan struct{}, watcher *led
 		c.close(cn)
 		k := msgKey{c.will.pub, cn.willGen}
 		wills.add(k)
-		for i := 0; i < 1000 && !watcher.has(k); i++ {
+		lostAt := time.Now()
+		for !watcher.has(k) {
+			if time.Since(lostAt) > willWait {
+				c.r.log.Info("will not seen yet; reconnecting anyway", "client", c.id, "will", k, "waited", willWait)
+				break
+			}
 			if !sleepCtx(ctx, 5*time.Millisecond, stop) {
 				break
 			}
+		}
+		if watcher.has(k) {
+			c.r.log.Debug("will seen", "client", c.id, "will", k, "after", time.Since(lostAt).Round(time.Millisecond))
 		}
 	}
 }
