@@ -189,19 +189,43 @@ func (b *Broker) window(c *conn) int {
 	return w
 }
 
-// fits reports whether m can be sent to c within the client's Maximum
-// Packet Size [MQTT-3.1.2-24]; a message that does not fit is discarded
-// for that client [MQTT-3.1.2-25].
-func fits(c *conn, m *wal.Message, nsub int) bool {
-	if c.clientMaxPkt == 0 {
-		return true
+// fits reports whether m can be sent to c at qos within the client's
+// Maximum Packet Size [MQTT-3.1.2-24]; a message that does not fit is
+// discarded for that client [MQTT-3.1.2-25].
+func fits(c *conn, m *wal.Message, qos byte, subIDs []uint32) bool {
+	return c.clientMaxPkt == 0 || publishSize(m, qos, subIDs) <= int(c.clientMaxPkt)
+}
+
+// publishSize is the exact size of the 5.0 PUBLISH that carries m at qos
+// with subIDs, as conn.encode writes it (see setMessageProps).
+func publishSize(m *wal.Message, qos byte, subIDs []uint32) int {
+	props := 0
+	if m.HasPayloadFormat {
+		props += 1 + 1
 	}
-	size := 5 + 2 + len(m.Topic) + 2 + len(m.Payload) + 4 + len(m.ContentType) + len(m.ResponseTopic) +
-		len(m.CorrelationData) + 16 + 5*nsub
+	if m.ExpireAt != 0 {
+		props += 1 + 4
+	}
+	if m.ContentType != "" {
+		props += 1 + 2 + len(m.ContentType)
+	}
+	if m.ResponseTopic != "" {
+		props += 1 + 2 + len(m.ResponseTopic)
+	}
+	if m.CorrelationData != nil {
+		props += 1 + 2 + len(m.CorrelationData)
+	}
+	for _, id := range subIDs {
+		props += 1 + packet.VarIntLen(id)
+	}
 	for _, u := range m.User {
-		size += 5 + len(u.Key) + len(u.Value)
+		props += 1 + 2 + len(u.Key) + 2 + len(u.Value)
 	}
-	return uint32(size) <= c.clientMaxPkt
+	rem := 2 + len(m.Topic) + packet.VarIntLen(uint32(props)) + props + len(m.Payload)
+	if qos > 0 {
+		rem += 2
+	}
+	return 1 + packet.VarIntLen(uint32(rem)) + rem
 }
 
 // deliver hands one copy of m to session s at qos (commit-before-send row
@@ -210,7 +234,7 @@ func fits(c *conn, m *wal.Message, nsub int) bool {
 func (b *Broker) deliver(s *sessions.Session, m *wal.Message, qos byte, retainFlag bool, subIDs []uint32, shared uint64) {
 	c := &b.core
 	oc, _ := s.Owner.(*conn)
-	if oc != nil && !fits(oc, m, len(subIDs)) {
+	if oc != nil && !fits(oc, m, qos, subIDs) {
 		if shared != 0 {
 			c.store.Release(c.txn, shared)
 		}
@@ -302,7 +326,7 @@ func (b *Broker) fill(s *sessions.Session) {
 	for _, p := range pulled {
 		s.Cursor = p.Seq + 1
 		key := wal.QueueKey(s.ClientID, p.Seq)
-		if p.Msg == nil || expired(p.Msg, nowMs) || !fits(oc, p.Msg, len(p.Entry.SubIDs)) {
+		if p.Msg == nil || expired(p.Msg, nowMs) || !fits(oc, p.Msg, p.Entry.QoS, p.Entry.SubIDs) {
 			// Message expiry counted while queued [MQTT-3.3.2-5].
 			c.txn.Delete(key)
 			c.store.Release(c.txn, p.Entry.Shared)
