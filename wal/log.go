@@ -33,9 +33,9 @@ type Txn struct {
 	// synced (err nil) or has failed (err non-nil). A failed Txn is not
 	// acknowledged: it is applied all or nothing, but after a failed sync
 	// Keel cannot know which, so the caller must not ack it and must expect
-	// either outcome after a restart. Calls happen in Submit order. Done
-	// must not block, and must not call Submit or Commit (the committer
-	// would wait on its own queue).
+	// either outcome after a restart. Calls happen in Submit order, on the
+	// committer goroutine. Done must not block, and must not call Submit,
+	// Commit or Close (the committer would wait for itself).
 	Done func(err error)
 }
 

@@ -20,7 +20,7 @@ var (
 	ErrClosed = errors.New("wal: closed")
 	// ErrNewerFormat is wrapped by Open's error when the data directory was
 	// written by a newer Keel than this one.
-	ErrNewerFormat = errors.New("wal: data directory written by a newer format")
+	ErrNewerFormat = errors.New("wal: newer data format")
 )
 
 // Pebble settings. pebbleFormat is part of the on-disk format: it is the
