@@ -71,7 +71,8 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		core.txn.Set(wal.SessionKey(id), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
 	}
 
-	ack := &packet.Connack{SessionPresent: present}
+	// 3.1 has no session-present flag: that byte is reserved there.
+	ack := &packet.Connack{SessionPresent: present && c.version != packet.V31}
 	if c.version == packet.V5 {
 		pr := &ack.Props
 		if assigned {
