@@ -34,6 +34,7 @@ var (
 	mPub     = metric{label: "acked publishes", get: func(r *result) float64 { return r.PubRate }, fmt: rate}
 	mDel     = metric{label: "deliveries", get: func(r *result) float64 { return r.DelRate }, fmt: rate}
 	mAckP50  = metric{label: "ack p50 (PUBACK/PUBREC)", get: func(r *result) float64 { return r.AckP50 }, fmt: fmtUS, when: qosAtLeast(1)}
+	mOther   = metric{label: "others' cores (noise)", get: func(r *result) float64 { return r.OtherCores }, fmt: cores}
 	mAckMean = metric{label: "ack mean", get: func(r *result) float64 { return r.AckMean }, fmt: fmtUS, when: qosAtLeast(1)}
 )
 
@@ -50,7 +51,7 @@ var metrics = []metric{
 	{label: "broker CPU per delivery", get: func(r *result) float64 { return r.BrokerCPUPerMsg }, fmt: perMsg},
 	{label: "broker cores", get: func(r *result) float64 { return r.BrokerCores }, fmt: cores},
 	{label: "bench cores", get: func(r *result) float64 { return r.BenchCores }, fmt: cores},
-	{label: "others' cores (noise)", get: func(r *result) float64 { return r.OtherCores }, fmt: cores},
+	mOther,
 	{label: "lost (QoS 0: dropped)", get: func(r *result) float64 { return float64(r.Lost) }, fmt: count},
 }
 
@@ -157,6 +158,9 @@ func (m *matrix) printScenario(s scenario) {
 		}
 		fmt.Println(strings.TrimRight(b.String(), " "))
 	}
+	if s.sync && m.fsync != nil {
+		fmt.Printf("  one 64 B write + fdatasync on the data disk: p50 %s (rewrite) / %s (append)\n", fmtUS(m.fsync.RewriteP50), fmtUS(m.fsync.AppendP50))
+	}
 	if s.rabbit {
 		fmt.Printf("  RabbitMQ, published (durable MQTT, %s): %.0f msg/s, mean PUBACK %s\n", rabbitMachine, rabbitRate, fmtUS(rabbitAckMeanUS))
 	}
@@ -215,9 +219,10 @@ func (m *matrix) markdown(todo []scenario) []byte {
 		"ack is PUBLISH sent to PUBACK (QoS 1) or PUBREC (QoS 2) received.\n\n")
 
 	p("## Summary\n\n")
-	p("Throughput scenarios: deliveries per second (higher is better). Synchronous scenarios: acknowledgement p50 (lower is better).\n\n")
-	w.WriteString(mdRow("scenario", "figure", first, last, first+"/"+last))
-	w.WriteString(mdSep(5))
+	p("Throughput scenarios: deliveries per second (higher is better). Synchronous scenarios: acknowledgement p50 (lower is better). " +
+		"The last column is how many of the machine's cores other processes took during these runs (median over both brokers): the noise.\n\n")
+	w.WriteString(mdRow("scenario", "figure", first, last, first+"/"+last, "others' cores"))
+	w.WriteString(mdSep(6))
 	for _, s := range todo {
 		mt := mDel
 		if s.sync {
@@ -234,10 +239,15 @@ func (m *matrix) markdown(todo []scenario) []byte {
 		if s.sync {
 			label = "ack p50"
 		}
+		var all []*result
+		for _, rs := range m.results[s.name] {
+			all = append(all, rs...)
+		}
+		noise := summarize(all, mOther.get).format(mOther.fmt)
 		if len(m.brokers) == 1 {
-			w.WriteString(mdRow(s.title, label, "n/a", cell(b), r))
+			w.WriteString(mdRow(s.title, label, "n/a", cell(b), r, noise))
 		} else {
-			w.WriteString(mdRow(s.title, label, cell(a), cell(b), r))
+			w.WriteString(mdRow(s.title, label, cell(a), cell(b), r, noise))
 		}
 	}
 	p("\n")
@@ -264,6 +274,10 @@ func (m *matrix) markdown(todo []scenario) []byte {
 	for _, s := range todo {
 		p("### %s\n\n", s.title)
 		p("`bench %s`\n\n", strings.Join(s.args, " "))
+		if s.sync && m.fsync != nil {
+			p("One 64 B write + fdatasync on the data disk takes %s (p50, rewrite in place) to %s (append): "+
+				"the floor under a durable synchronous acknowledgement.\n\n", fmtUS(m.fsync.RewriteP50), fmtUS(m.fsync.AppendP50))
+		}
 		h := m.header()
 		w.WriteString(mdRow(h...))
 		w.WriteString(mdSep(len(h)))

@@ -270,11 +270,19 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		}
 		lastSent, lastDelivered = sent, deliv
 	}
+	var unstick *time.Timer
 publishing:
 	for {
 		select {
 		case <-stopTimer:
 			ctl.halt()
+			// A publisher blocked writing to a broker that stopped reading
+			// would never see the stop: give up on it after the ack timeout.
+			unstick = time.AfterFunc(cfg.ackTimeout+5*time.Second, func() {
+				for _, p := range pubs {
+					p.c.nc.SetWriteDeadline(pastTime)
+				}
+			})
 		case <-pubsDone:
 			break publishing
 		case <-tick.C:
@@ -282,6 +290,9 @@ publishing:
 		}
 	}
 	ctl.halt()
+	if unstick != nil {
+		unstick.Stop()
+	}
 
 	// Drain: wait until every owed delivery arrived, or until deliveries
 	// stop coming for cfg.drain.

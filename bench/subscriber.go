@@ -130,9 +130,9 @@ func (s *subscriber) deliver(payload []byte) {
 	}
 }
 
-// stop ends the read loop: it unblocks the pending read with a deadline in
-// the past. After the loop has returned, the caller owns the connection.
+// stop ends the read loop: it unblocks the pending read (or write) with a
+// deadline in the past. After the loop has returned, the caller owns the connection.
 func (s *subscriber) stop() {
 	s.stopping.Store(true)
-	s.c.nc.SetReadDeadline(pastTime)
+	s.c.nc.SetDeadline(pastTime) // a write blocked on a broker that stopped reading, too
 }
