@@ -217,16 +217,17 @@ func TestWALErrors(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			mem := vfs.NewCrashableMem()
 			inj := eio(c.kinds...)
-			// A memtable that never fills: a WAL error that surfaces while
-			// Pebble rotates the WAL crashes the process (see doc.go), which
-			// a test cannot observe.
+			// Keep the memtable far below Pebble's first memtable size (256
+			// KiB) so Pebble never rotates the WAL here: a WAL error that
+			// surfaces during a rotation crashes the process (see doc.go),
+			// which a test cannot observe.
 			opts := testOptions(errorfs.Wrap(mem, inj))
 			opts.Pebble = nil
 			l := openTest(t, opts)
 			w := newWorkload()
 			stop := make(chan struct{})
-			wg := w.run(l, 8, 100, stop)
-			for w.ackedCount() < 200 {
+			wg := w.run(l, 8, 10, stop)
+			for w.ackedCount() < 100 {
 				time.Sleep(time.Millisecond)
 			}
 			inj.On()
