@@ -33,7 +33,8 @@ type conn struct {
 
 	// Owned by the core goroutine.
 	sess      *sessions.Session
-	connected bool // CONNACK accepted
+	connected bool               // CONNACK accepted
+	resend    []*sessions.Flight // resumed flights not resent yet: over the client's Receive Maximum
 
 	// Read side only.
 	aliases    map[uint16]string

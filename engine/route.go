@@ -301,6 +301,16 @@ func (b *Broker) fill(s *sessions.Session) {
 	}
 	c := &b.core
 	w := b.window(oc)
+	// Flights resumed from the previous connection go first, as acks make
+	// room for them (see onConnect).
+	for len(oc.resend) > 0 && len(s.Inflight)-len(oc.resend) < w {
+		f := oc.resend[0]
+		oc.resend[0] = nil
+		oc.resend = oc.resend[1:]
+		if s.Inflight[f.PacketID] == f { // else completed meanwhile
+			b.emit(oc, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
+		}
+	}
 	for len(s.Pending) > 0 && len(s.Inflight) < w {
 		f := s.Pending[0]
 		s.Pending[0] = nil

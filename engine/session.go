@@ -104,8 +104,17 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 
 	if present {
 		// [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP=1 and the
-		// same packet id, and PUBREL for released ones, in order.
-		for _, f := range s.InflightInOrder() {
+		// same packet id, and PUBREL for released ones, in order. Every
+		// one of them counts against the new connection's Receive Maximum
+		// [MQTT-3.3.4-7]: PUBLISHes beyond it wait in c.resend for acks.
+		flights := s.InflightInOrder()
+		room := b.window(c)
+		for _, f := range flights {
+			if f.State == wal.EntryReleased {
+				room--
+			}
+		}
+		for _, f := range flights {
 			if f.State == wal.EntryReleased {
 				b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREL, PacketID: f.PacketID}}, nil)
 				continue
@@ -113,6 +122,11 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 			if f.Msg == nil {
 				continue
 			}
+			if room <= 0 {
+				c.resend = append(c.resend, f)
+				continue
+			}
+			room--
 			b.emit(c, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
 		}
 	}
