@@ -1170,3 +1170,128 @@ func TestPublishSizeMatchesEncoding(t *testing.T) {
 		}
 	}
 }
+
+// TestClientReceiveMaximumOnResume: the messages left unacknowledged on a
+// persistent session are resent on resume [MQTT-4.4.0-1], but still no
+// more at a time than the new connection's Receive Maximum
+// [MQTT-3.3.4-7].
+func TestClientReceiveMaximumOnResume(t *testing.T) {
+	tb := startBroker(t, Options{})
+	sub := dialRaw(t, tb.addr, packet.V5)
+	sub.connect("resume", false, nil)
+	sub.subscribe(1, "rr/#", 1)
+	pub := dialRaw(t, tb.addr, packet.V5)
+	pub.connect("pub", true, nil)
+	const n = 5
+	for i := 0; i < n; i++ {
+		pub.pubAcked(uint16(i+1), "rr/x", fmt.Sprint(i))
+	}
+	for i := 0; i < n; i++ {
+		sub.expectPublish() // received, never acknowledged
+	}
+	gone(t, tb, func() { sub.nc.Close() })
+
+	sub = dialRaw(t, tb.addr, packet.V5)
+	sub.connect("resume", false, func(cp *packet.Connect) {
+		cp.Props.ReceiveMaximum = 2
+		cp.Props.Set(packet.PropReceiveMaximum)
+	})
+	// Two resent at once; each ack lets one more through, in order.
+	var open []*packet.Publish
+	for next := 0; next < n || len(open) > 0; {
+		for len(open) < 2 && next < n {
+			p := sub.expectPublish()
+			if !p.Dup || string(p.Payload) != fmt.Sprint(next) {
+				t.Fatalf("resend %d: got %q dup=%v, want %q dup=true", next, p.Payload, p.Dup, fmt.Sprint(next))
+			}
+			open = append(open, p)
+			next++
+		}
+		if next < n {
+			sub.expectNothing(quiet) // a third would exceed Receive Maximum 2
+		}
+		sub.ackPub(open[0])
+		open = open[1:]
+	}
+	sub.expectNothing(quiet)
+}
+
+// TestInboundQoS2DuplicateNotRoutedTwice: a resent QoS 2 PUBLISH (DUP,
+// same packet id, before PUBREL) is acknowledged again but delivered once
+// [MQTT-4.3.3-10].
+func TestInboundQoS2DuplicateNotRoutedTwice(t *testing.T) {
+	for _, v := range []byte{packet.V311, packet.V5} {
+		t.Run(fmt.Sprintf("v=%d", v), func(t *testing.T) {
+			tb := startBroker(t, Options{})
+			sub := dialRaw(t, tb.addr, v)
+			sub.connect("sub", true, nil)
+			sub.subscribe(1, "q2/#", 1)
+			pub := dialRaw(t, tb.addr, v)
+			pub.connect("pub", true, nil)
+			pub.publish(5, "q2/x", 2, "once")
+			pub.expectAck(packet.PUBREC, 5)
+			pub.send(&packet.Publish{Dup: true, QoS: 2, PacketID: 5, Topic: "q2/x", Payload: []byte("once")})
+			pub.expectAck(packet.PUBREC, 5)
+			pub.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 5})
+			pub.expectAck(packet.PUBCOMP, 5)
+			// The id is free again: a new message with it is a new message.
+			pub.publish(5, "q2/x", 2, "twice")
+			pub.expectAck(packet.PUBREC, 5)
+			pub.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 5})
+			pub.expectAck(packet.PUBCOMP, 5)
+			sub.expectPub("q2/x", "once")
+			sub.expectPub("q2/x", "twice")
+			sub.expectNothing(quiet)
+		})
+	}
+}
+
+func TestUnsubscribe(t *testing.T) {
+	for _, v := range []byte{packet.V311, packet.V5} {
+		t.Run(fmt.Sprintf("v=%d", v), func(t *testing.T) {
+			tb := startBroker(t, Options{})
+			sub := dialRaw(t, tb.addr, v)
+			sub.connect("sub", false, nil)
+			sub.subscribe(1, "un/a", 1)
+			sub.subscribe(2, "$share/g/un/b", 1)
+			sub.send(&packet.Unsubscribe{PacketID: 3, Filters: []string{"un/a", "un/none", "$share/g/un/b"}})
+			p := sub.recv()
+			ua, ok := p.(*packet.Unsuback)
+			if !ok || ua.PacketID != 3 {
+				t.Fatalf("got %T %+v, want UNSUBACK 3", p, p)
+			}
+			// 5.0: one code per filter, 0x11 where nothing was subscribed.
+			if v == packet.V5 {
+				want := []packet.ReasonCode{packet.CodeSuccess, packet.CodeNoSubscriptionExisted, packet.CodeSuccess}
+				if !slices.Equal(ua.Codes, want) {
+					t.Fatalf("got UNSUBACK codes %v, want %v", ua.Codes, want)
+				}
+			}
+			// [MQTT-3.10.4-2] no new messages for the removed filters,
+			// and the removal is durable.
+			tb.crash()
+			sub = dialRaw(t, tb.addr, v)
+			sub.connect("sub", false, nil)
+			sub.subscribe(4, "un/c", 1)
+			pub := dialRaw(t, tb.addr, v)
+			pub.connect("pub", true, nil)
+			pub.pubAcked(1, "un/a", "a")
+			pub.pubAcked(2, "un/b", "b")
+			pub.pubAcked(3, "un/c", "sentinel")
+			sub.expectPub("un/c", "sentinel")
+		})
+	}
+}
+
+// TestServerShutdownDisconnect: a clean broker stop tells 5.0 clients why
+// (DISCONNECT 0x8B, Server shutting down) and closes 3.1.1 ones.
+func TestServerShutdownDisconnect(t *testing.T) {
+	tb := startBroker(t, Options{})
+	v5 := dialRaw(t, tb.addr, packet.V5)
+	v5.connect("v5", true, nil)
+	v3 := dialRaw(t, tb.addr, packet.V311)
+	v3.connect("v3", true, nil)
+	tb.restart()
+	v5.expectDisconnect(packet.CodeServerShuttingDown)
+	v3.expectEOF()
+}
