@@ -311,6 +311,7 @@ func (b *Broker) fill(s *sessions.Session) {
 			b.emit(oc, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
 		}
 	}
+	nowMs := time.Now().UnixMilli()
 	for len(s.Pending) > 0 && len(s.Inflight) < w {
 		f := s.Pending[0]
 		s.Pending[0] = nil
@@ -322,45 +323,50 @@ func (b *Broker) fill(s *sessions.Session) {
 	if !s.Persistent || !s.Backlog {
 		return
 	}
-	room := w - len(s.Inflight)
-	// Pull in chunks, not one message per ack: each pull is a disk scan.
-	if room <= 0 || (len(s.Inflight) > 0 && room < min(w/4, 64)) {
-		return
-	}
-	pulled, err := c.store.Pull(s, room)
-	if err != nil {
-		b.log.Error("reading session queue", "client", s.ClientID, "err", err)
-		return
-	}
-	nowMs := time.Now().UnixMilli()
-	for _, p := range pulled {
-		s.Cursor = p.Seq + 1
-		key := wal.QueueKey(s.ClientID, p.Seq)
-		if p.Msg == nil || expired(p.Msg, nowMs) || !fits(oc, p.Msg, p.Entry.QoS, p.Entry.SubIDs) {
-			// Message expiry counted while queued [MQTT-3.3.2-5].
-			c.txn.Delete(key)
-			c.store.Release(c.txn, p.Entry.Shared)
-			continue
+	// Pull until the window is full or the queue is drained: entries that
+	// take no slot (dropped as expired or too big, or QoS 0) leave room
+	// that no ack will come to fill.
+	for {
+		room := w - len(s.Inflight)
+		// Pull in chunks, not one message per ack: each pull is a disk scan.
+		if room <= 0 || (len(s.Inflight) > 0 && room < min(w/4, 64)) {
+			return
 		}
-		if p.Entry.QoS == 0 {
-			c.txn.Delete(key)
-			b.emit(oc, outItem{pub: &outPub{msg: p.Msg, retain: p.Entry.Retain, subIDs: p.Entry.SubIDs}}, nil)
-			continue
+		pulled, err := c.store.Pull(s, room)
+		if err != nil {
+			b.log.Error("reading session queue", "client", s.ClientID, "err", err)
+			return
 		}
-		pid := s.NextPacketID()
-		e := p.Entry
-		e.State, e.PacketID = wal.EntrySent, pid
-		c.txn.Set(key, wal.AppendEntry(nil, &e, b.wal.CompressThreshold()))
-		s.Inflight[pid] = &sessions.Flight{Seq: p.Seq, PacketID: pid, State: wal.EntrySent, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: p.Msg}
-		b.emit(oc, outItem{pub: &outPub{msg: p.Msg, qos: e.QoS, pid: pid, retain: e.Retain, subIDs: e.SubIDs}}, nil)
-	}
-	if len(pulled) < room {
-		if c.txn.Len() > 0 || b.pending.Load() > 0 {
-			// Entries still in an uncommitted Txn are not visible yet:
-			// look again after the next commit.
-			c.repull[s] = struct{}{}
-		} else {
-			s.Backlog = false
+		for _, p := range pulled {
+			s.Cursor = p.Seq + 1
+			key := wal.QueueKey(s.ClientID, p.Seq)
+			if p.Msg == nil || expired(p.Msg, nowMs) || !fits(oc, p.Msg, p.Entry.QoS, p.Entry.SubIDs) {
+				// Message expiry counted while queued [MQTT-3.3.2-5].
+				c.txn.Delete(key)
+				c.store.Release(c.txn, p.Entry.Shared)
+				continue
+			}
+			if p.Entry.QoS == 0 {
+				c.txn.Delete(key)
+				b.emit(oc, outItem{pub: &outPub{msg: p.Msg, retain: p.Entry.Retain, subIDs: p.Entry.SubIDs}}, nil)
+				continue
+			}
+			pid := s.NextPacketID()
+			e := p.Entry
+			e.State, e.PacketID = wal.EntrySent, pid
+			c.txn.Set(key, wal.AppendEntry(nil, &e, b.wal.CompressThreshold()))
+			s.Inflight[pid] = &sessions.Flight{Seq: p.Seq, PacketID: pid, State: wal.EntrySent, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: p.Msg}
+			b.emit(oc, outItem{pub: &outPub{msg: p.Msg, qos: e.QoS, pid: pid, retain: e.Retain, subIDs: e.SubIDs}}, nil)
+		}
+		if len(pulled) < room {
+			if c.txn.Len() > 0 || b.pending.Load() > 0 {
+				// Entries still in an uncommitted Txn are not visible yet:
+				// look again after the next commit.
+				c.repull[s] = struct{}{}
+			} else {
+				s.Backlog = false
+			}
+			return
 		}
 	}
 }
