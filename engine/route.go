@@ -316,6 +316,9 @@ func (b *Broker) fill(s *sessions.Session) {
 		f := s.Pending[0]
 		s.Pending[0] = nil
 		s.Pending = s.Pending[1:]
+		if expired(f.Msg, nowMs) {
+			continue // expired while waiting for the window [MQTT-3.3.2-5]
+		}
 		f.PacketID, f.State = s.NextPacketID(), wal.EntrySent
 		s.Inflight[f.PacketID] = f
 		b.emit(oc, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, retain: f.Retain, subIDs: f.SubIDs}}, nil)
