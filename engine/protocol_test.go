@@ -1295,3 +1295,63 @@ func TestServerShutdownDisconnect(t *testing.T) {
 	v5.expectDisconnect(packet.CodeServerShuttingDown)
 	v3.expectEOF()
 }
+
+// TestMessageExpiryWhileWaitingForWindow: a message that expires while it
+// waits for room in an online client's Receive Maximum is not delivered
+// [MQTT-3.3.2-5], whether it waits in memory (clean session) or on disk
+// (persistent session).
+func TestMessageExpiryWhileWaitingForWindow(t *testing.T) {
+	for _, clean := range []bool{true, false} {
+		t.Run(fmt.Sprintf("clean=%v", clean), func(t *testing.T) {
+			t.Parallel()
+			tb := startBroker(t, Options{})
+			sub := dialRaw(t, tb.addr, packet.V5)
+			sub.connect("slow", clean, func(cp *packet.Connect) {
+				cp.Props.ReceiveMaximum = 1
+				cp.Props.Set(packet.PropReceiveMaximum)
+			})
+			sub.subscribe(1, "mw/#", 1)
+			pub := dialRaw(t, tb.addr, packet.V5)
+			pub.connect("pub", true, nil)
+			pub.pubAcked(1, "mw/x", "first")
+			p := &packet.Publish{QoS: 1, PacketID: 2, Topic: "mw/x", Payload: []byte("expiring")}
+			p.Props.MessageExpiry = 1
+			p.Props.Set(packet.PropMessageExpiry)
+			pub.send(p)
+			pub.expectAck(packet.PUBACK, 2)
+			pub.pubAcked(3, "mw/x", "last")
+
+			first := sub.expectPublish()
+			time.Sleep(1200 * time.Millisecond) // "expiring" waits behind "first"
+			sub.ackPub(first)
+			sub.expectPub("mw/x", "last")
+			sub.expectNothing(quiet)
+		})
+	}
+}
+
+// TestQueuedTooBigDoesNotStall: a queued message dropped because it
+// exceeds the client's Maximum Packet Size [MQTT-3.1.2-25] leaves its
+// place in the window to the next queued one.
+func TestQueuedTooBigDoesNotStall(t *testing.T) {
+	tb := startBroker(t, Options{})
+	opts := func(cp *packet.Connect) {
+		cp.Props.ReceiveMaximum = 1
+		cp.Props.Set(packet.PropReceiveMaximum)
+		cp.Props.MaximumPacketSize = 64
+		cp.Props.Set(packet.PropMaximumPacketSize)
+	}
+	sub := dialRaw(t, tb.addr, packet.V5)
+	sub.connect("small", false, opts)
+	sub.subscribe(1, "qb/#", 1)
+	sub.disconnect(tb)
+	pub := dialRaw(t, tb.addr, packet.V5)
+	pub.connect("pub", true, nil)
+	pub.pubAcked(1, "qb/x", string(make([]byte, 100)))
+	pub.pubAcked(2, "qb/x", string(make([]byte, 100)))
+	pub.pubAcked(3, "qb/x", "fits")
+	sub = dialRaw(t, tb.addr, packet.V5)
+	sub.connect("small", false, opts)
+	sub.expectPub("qb/x", "fits")
+	sub.expectNothing(quiet)
+}
