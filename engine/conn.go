@@ -344,6 +344,10 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		if packet.ValidTopicName(cp.WillTopic) != nil {
 			return refuse(packet.CodeTopicNameInvalid, packet.RetNotAuthorized)
 		}
+		if c.version == packet.V5 && cp.WillQoS > c.b.opts.MaximumQoS {
+			// [MQTT-3.2.2-12] a will above our Maximum QoS: 0x9B.
+			return refuse(packet.CodeQoSNotSupported, packet.RetNotAuthorized)
+		}
 	}
 	if c.version == packet.V5 && cp.Props.Has(packet.PropAuthMethod) {
 		// Enhanced authentication is not offered [MQTT-4.12.0-1].
