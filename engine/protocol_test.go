@@ -1355,3 +1355,32 @@ func TestQueuedTooBigDoesNotStall(t *testing.T) {
 	sub.expectPub("qb/x", "fits")
 	sub.expectNothing(quiet)
 }
+
+func TestMaximumQoS(t *testing.T) {
+	tb := startBroker(t, Options{MaximumQoS: 1})
+	rc := dialRaw(t, tb.addr, packet.V5)
+	ca := rc.connect("mq", true, nil)
+	// [MQTT-3.2.2-9] a server that does not support QoS 2 says so.
+	if !ca.Props.Has(packet.PropMaximumQoS) || ca.Props.MaximumQoS != 1 {
+		t.Fatalf("got Maximum QoS %d (present %v), want 1", ca.Props.MaximumQoS, ca.Props.Has(packet.PropMaximumQoS))
+	}
+	// A subscription asking for QoS 2 is granted 1.
+	if got := rc.subscribe(1, "mq/#", 2).Codes[0]; got != 1 {
+		t.Fatalf("granted %v, want 1", got)
+	}
+	rc.pubSelf(2, "mq/x", "qos1 ok")
+	// [MQTT-3.3.1-4]... a QoS 2 PUBLISH above Maximum QoS: 0x9B.
+	rc.publish(3, "mq/x", 2, "too high")
+	rc.expectDisconnect(packet.CodeQoSNotSupported)
+
+	// [MQTT-3.2.2-12] a CONNECT whose will QoS exceeds it is refused with
+	// 0x9B.
+	rc = dialRaw(t, tb.addr, packet.V5)
+	ca = rc.connect("mqwill", true, func(cp *packet.Connect) {
+		cp.WillFlag, cp.WillTopic, cp.WillPayload, cp.WillQoS = true, "mq/will", []byte("w"), 2
+	})
+	if ca.ReasonCode != packet.CodeQoSNotSupported {
+		t.Fatalf("will QoS 2: got CONNACK %#x, want 0x9b", byte(ca.ReasonCode))
+	}
+	rc.expectEOF()
+}
