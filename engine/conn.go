@@ -100,10 +100,10 @@ func (c *conn) send(items ...outItem) {
 			c.mu.closed = true
 		}
 	}
-	slow := c.mu.outBytes > c.b.opts.MaxOutboundBytes
+	queued := c.mu.outBytes
 	c.mu.Unlock()
-	if slow {
-		c.log.Warn("slow consumer: disconnecting", "queued_bytes", c.mu.outBytes)
+	if queued > c.b.opts.MaxOutboundBytes {
+		c.log.Warn("slow consumer: disconnecting", "queued_bytes", queued)
 		c.kill()
 		return
 	}
