@@ -1384,3 +1384,40 @@ func TestMaximumQoS(t *testing.T) {
 	}
 	rc.expectEOF()
 }
+
+// TestTakeoverCarriesInflight: a session taken over keeps its flows both
+// ways: an unacknowledged outbound message is resent to the new
+// connection [MQTT-4.4.0-1], and an inbound QoS 2 flow can be completed on
+// it.
+func TestTakeoverCarriesInflight(t *testing.T) {
+	for _, v := range []byte{packet.V311, packet.V5} {
+		t.Run(fmt.Sprintf("v=%d", v), func(t *testing.T) {
+			tb := startBroker(t, Options{})
+			first := dialRaw(t, tb.addr, v)
+			first.connect("twin", false, nil)
+			first.subscribe(1, "tk/#", 1)
+			first.publish(9, "elsewhere", 2, "inbound")
+			first.expectAck(packet.PUBREC, 9)
+
+			pub := dialRaw(t, tb.addr, v)
+			pub.connect("pub", true, nil)
+			pub.pubAcked(1, "tk/x", "unacked")
+			sent := first.expectPublish()
+
+			second := dialRaw(t, tb.addr, v)
+			if !second.connect("twin", false, nil).SessionPresent {
+				t.Fatalf("session present = false, want true")
+			}
+			p := second.expectPublish()
+			if !p.Dup || p.PacketID != sent.PacketID || string(p.Payload) != "unacked" {
+				t.Fatalf("got %q id %d dup=%v, want %q id %d dup=true", p.Payload, p.PacketID, p.Dup, "unacked", sent.PacketID)
+			}
+			second.ackPub(p)
+			second.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 9})
+			if a := second.expectAck(packet.PUBCOMP, 9); a.ReasonCode != packet.CodeSuccess {
+				t.Fatalf("PUBCOMP for the taken-over inbound flow: reason %#x, want 0", byte(a.ReasonCode))
+			}
+			second.expectNothing(quiet)
+		})
+	}
+}
