@@ -106,9 +106,9 @@ func (b *broker) alive() error {
 	select {
 	case <-exited:
 		b.mu.Lock()
-		st := b.mu.state
+		st, n := b.mu.state, b.mu.starts
 		b.mu.Unlock()
-		return fmt.Errorf("%w (start %d): %v; log tail:\n%s", errBrokerExited, b.mu.starts, st, b.logTail(2048))
+		return fmt.Errorf("%w (start %d): %v; log tail:\n%s", errBrokerExited, n, st, b.logTail(2048))
 	default:
 		return nil
 	}

@@ -45,6 +45,7 @@ type conn struct {
 	version byte
 
 	willGen uint32 // generation carried by this connection's will
+	n       int    // this connection's number for its client, from 1
 
 	dead   chan struct{}       // closed when the reader stops
 	suback chan *packet.Suback // SUBACKs, for the subscribing goroutine
@@ -93,7 +94,7 @@ type clientOpts struct {
 	// deliver is called by the reader for each PUBLISH handed to the
 	// application (see the rules above), before it is acknowledged. ok
 	// reports whether the payload is one of this run's.
-	deliver func(p *packet.Publish, k msgKey, ok bool)
+	deliver func(cn *conn, p *packet.Publish, k msgKey, ok bool)
 	// onAccept is called once per outbound message the broker accepted
 	// (PUBACK, or PUBREC for QoS 2).
 	onAccept func(m *outMsg)
@@ -112,6 +113,7 @@ type client struct {
 		sync.Mutex
 		hadSession bool // a CONNACK acknowledged this persistent session
 		lastLost   bool // the last CONNACK found the session lost
+		conns      int  // connections that got a CONNACK
 		subscribed bool // SUBACK seen in the current session
 		out        []*outMsg
 		lastID     uint16
@@ -246,6 +248,8 @@ func (c *client) establish(ctx context.Context, cn *conn, ack *packet.Connack) e
 		return fmt.Errorf("%w: broker's Maximum QoS is %d, test needs %d", errFatal, ack.Props.MaximumQoS, c.r.cfg.QoS)
 	}
 	c.mu.Lock()
+	c.mu.conns++
+	cn.n = c.mu.conns
 	lost := false
 	if c.clean {
 		if ack.SessionPresent {
@@ -426,10 +430,10 @@ func (c *client) onPublish(cn *conn, p *packet.Publish) error {
 	}
 	switch p.QoS {
 	case 0:
-		c.deliverOne(p, k, ok)
+		c.deliverOne(cn, p, k, ok)
 		return nil
 	case 1:
-		c.deliverOne(p, k, ok)
+		c.deliverOne(cn, p, k, ok)
 		return cn.write(&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID})
 	default:
 		c.mu.Lock()
@@ -439,7 +443,7 @@ func (c *client) onPublish(cn *conn, p *packet.Publish) error {
 		}
 		c.mu.Unlock()
 		if !seen {
-			c.deliverOne(p, k, ok)
+			c.deliverOne(cn, p, k, ok)
 		} else if ok && prev != k {
 			// The broker reused a packet id before the PUBREL that frees
 			// it: this message is swallowed (and so will count as lost).
@@ -449,12 +453,12 @@ func (c *client) onPublish(cn *conn, p *packet.Publish) error {
 	}
 }
 
-func (c *client) deliverOne(p *packet.Publish, k msgKey, ok bool) {
+func (c *client) deliverOne(cn *conn, p *packet.Publish, k msgKey, ok bool) {
 	if p.QoS != c.r.cfg.QoS && !p.Retain {
 		c.r.anomaly("qos_downgraded", "%s: PUBLISH %v at QoS %d, want %d", c.id, k, p.QoS, c.r.cfg.QoS)
 	}
 	if c.deliver != nil {
-		c.deliver(p, k, ok)
+		c.deliver(cn, p, k, ok)
 	}
 }
 

@@ -169,6 +169,9 @@ func (r *run) restart(ctx context.Context, rng *rand.Rand, plan *crashPlan, budg
 			return fmt.Errorf("restart: %w", err)
 		}
 		r.startupEst = (r.startupEst*3 + d) / 4
+		r.mu.Lock()
+		r.mu.details["startup_ms_max"] = max(r.mu.details["startup_ms_max"], int(d.Milliseconds()))
+		r.mu.Unlock()
 		if plan.afterReady != nil {
 			return plan.afterReady(ctx)
 		}

@@ -279,9 +279,9 @@ func (r *run) rng(stream uint64) *rand.Rand {
 }
 
 // deliverTo records this run's messages into l.
-func (r *run) deliverTo(l *ledger) func(*packet.Publish, msgKey, bool) {
-	return func(_ *packet.Publish, k msgKey, ok bool) {
-		if ok && l.record(k) {
+func (r *run) deliverTo(l *ledger) func(*conn, *packet.Publish, msgKey, bool) {
+	return func(cn *conn, p *packet.Publish, k msgKey, ok bool) {
+		if ok && l.record(k, via{cn.n, p.PacketID, p.Dup}) {
 			r.bump(evDelivery)
 		}
 	}

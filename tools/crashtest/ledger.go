@@ -44,6 +44,15 @@ func decodePayload(b []byte, nonce uint64) (msgKey, bool) {
 	return msgKey{binary.BigEndian.Uint32(b[10:]), binary.BigEndian.Uint32(b[14:])}, true
 }
 
+// via says how a delivery arrived, for the examples of violations.
+type via struct {
+	conn int // the receiving client's connection number, from 1
+	pid  uint16
+	dup  bool
+}
+
+func (v via) String() string { return fmt.Sprintf("conn %d id %d dup %t", v.conn, v.pid, v.dup) }
+
 // maxExamples bounds how many examples of each violation are kept.
 const maxExamples = 5
 
@@ -62,6 +71,7 @@ type ledger struct {
 		sync.Mutex
 		counts    map[msgKey]uint32
 		maxFirst  map[uint32]uint32 // per pub: highest seq among first deliveries
+		maxVia    map[uint32]via    // how that one arrived
 		distinct  int
 		dups      int
 		reordered int
@@ -73,6 +83,7 @@ func newLedger(name string) *ledger {
 	l := &ledger{name: name, changed: make(chan struct{}, 1)}
 	l.mu.counts = make(map[msgKey]uint32)
 	l.mu.maxFirst = make(map[uint32]uint32)
+	l.mu.maxVia = make(map[uint32]via)
 	return l
 }
 
@@ -82,7 +93,7 @@ func newLedger(name string) *ledger {
 // older message after a newer one is a duplicate, not a reorder; a first
 // delivery whose seq is below the highest first-delivered seq of the same
 // pub is a reorder.
-func (l *ledger) record(k msgKey) bool {
+func (l *ledger) record(k msgKey, v via) bool {
 	l.mu.Lock()
 	n := l.mu.counts[k]
 	l.mu.counts[k] = n + 1
@@ -91,9 +102,10 @@ func (l *ledger) record(k msgKey) bool {
 		l.mu.distinct++
 		if hi, ok := l.mu.maxFirst[k.pub]; ok && k.seq < hi {
 			l.mu.reordered++
-			l.exampleLocked("reordered: %s: %v after seq %d", l.name, k, hi)
+			l.exampleLocked("reordered: %s: first got %v (%v) after seq %d (%v)", l.name, k, v, hi, l.mu.maxVia[k.pub])
 		} else {
 			l.mu.maxFirst[k.pub] = k.seq
+			l.mu.maxVia[k.pub] = v
 		}
 	} else {
 		l.mu.dups++

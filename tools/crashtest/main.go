@@ -16,8 +16,22 @@
 // reordered > 0, sessions_lost > 0, or a problem such as the broker dying
 // by itself), 2 if the test could not run.
 //
-// The broker is started as `keel serve --listen 127.0.0.1:PORT --data DIR`
-// and is ready when the port accepts TCP connections.
+// What the broker must do for the tester to pass:
+//
+//   - start as `keel serve --listen 127.0.0.1:PORT --data DIR` (DIR exists
+//     and is empty at the first start, and is the same on every restart);
+//     the tester knows it is up when the port accepts a TCP connection
+//     (probe connections close without sending CONNECT), and retries
+//     CONNECT with backoff until it gets a CONNACK;
+//   - keep every promise of DESIGN.md across SIGKILL at any moment,
+//     including during startup and replay: session present = 1 for every
+//     session it had acknowledged; every acknowledged PUBLISH delivered to
+//     every persistent subscription (QoS 2: once), in order per
+//     publisher; retained values as new as the last acknowledged one;
+//     stored wills published after the restart, with no client returning.
+//
+// The kill is SIGKILL sent to the PID of the process the tester started
+// (through os.Process, which cannot hit a reused PID), never by name.
 package main
 
 import (

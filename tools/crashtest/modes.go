@@ -301,7 +301,7 @@ func (r *run) checkRetained(ctx context.Context, snap []uint32, n int) {
 	got := make(map[uint32]uint32)
 	changed := make(chan struct{}, 1)
 	c := r.newClient(clientOpts{id: r.clientID("k", n), clean: true, subs: []string{"crash/r/#"},
-		deliver: func(p *packet.Publish, k msgKey, ok bool) {
+		deliver: func(_ *conn, p *packet.Publish, k msgKey, ok bool) {
 			if !ok || !p.Retain {
 				return // a live update, not the stored value
 			}
