@@ -387,11 +387,8 @@ func diskInfo(dir string) string {
 	if dev, ok := strings.CutPrefix(source, "/dev/"); ok {
 		for d := dev; d != ""; d = d[:len(d)-1] {
 			if r, err := os.ReadFile("/sys/block/" + d + "/queue/rotational"); err == nil {
-				if strings.TrimSpace(string(r)) == "0" {
-					s += ", not rotational"
-				} else {
-					s += ", rotational"
-				}
+				// Virtual disks often say 1 whatever backs them.
+				s += fmt.Sprintf(", %s/queue/rotational = %s", d, strings.TrimSpace(string(r)))
 				break
 			}
 		}
