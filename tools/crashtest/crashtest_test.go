@@ -163,10 +163,11 @@ func TestCrash(t *testing.T) {
 		}
 	}
 
-	for _, tc := range cases {
+	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			merge(&cfg, base)
+			cfg.Seed = base.Seed + uint64(i) // a different crash schedule per case
 			cfg.WorkDir = t.TempDir()
 			cfg.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			res, err := Run(context.Background(), cfg)

@@ -32,6 +32,12 @@ func manyTopic(i int) string { return fmt.Sprintf("crash/m/%d", i) }
 
 const manyWorkers = 32
 
+// idleWait is how long a check waits for one more expected message before
+// it counts the rest missing. It costs time only when something is
+// missing; it is generous so that a loaded machine (CI runs every package
+// at once) does not turn a slow broker into a lost message.
+const idleWait = 3 * time.Second
+
 // forEach runs f(i) for i in [0, n) on a few workers and returns the first
 // error.
 func forEach(ctx context.Context, n, workers int, f func(ctx context.Context, i int) error) error {
@@ -139,7 +145,7 @@ func (r *run) runMany(ctx context.Context) error {
 }
 
 // drainSession connects one offline session and waits for its messages:
-// until it has want, or nothing new came for a second, or 10 s.
+// until it has want, or nothing new came for idleWait, or 10 s.
 func (r *run) drainSession(ctx context.Context, c *client, l *ledger, want []msgKey) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
@@ -156,12 +162,12 @@ func (r *run) drainSession(ctx context.Context, c *client, l *ledger, want []msg
 	}
 	deadline := time.NewTimer(10 * time.Second)
 	defer deadline.Stop()
-	idle := time.NewTimer(time.Second)
+	idle := time.NewTimer(idleWait)
 	defer idle.Stop()
 	for l.missing(want) > 0 {
 		select {
 		case <-l.changed:
-			idle.Reset(time.Second)
+			idle.Reset(idleWait)
 		case <-idle.C:
 			return
 		case <-deadline.C:
@@ -325,13 +331,13 @@ func (r *run) checkRetained(ctx context.Context, snap []uint32, n int) {
 		defer mu.Unlock()
 		return len(got)
 	}
-	idle := time.NewTimer(time.Second)
+	idle := time.NewTimer(idleWait)
 	defer idle.Stop()
 wait:
 	for count() < want {
 		select {
 		case <-changed:
-			idle.Reset(time.Second)
+			idle.Reset(idleWait)
 		case <-idle.C:
 			break wait
 		case <-cn.dead:
