@@ -479,7 +479,7 @@ func (c *conn) checkPublish(p *packet.Publish) (packet.ReasonCode, string) {
 			c.qos2Open[p.PacketID] = struct{}{}
 		}
 		if n := c.inflightIn.Add(1); c.version == packet.V5 && n > int32(c.b.opts.ReceiveMaximum) {
-			// [MQTT-3.3.4-9] more unacknowledged QoS>0 publishes than our
+			// [MQTT-3.3.4-7] more unacknowledged QoS>0 publishes than our
 			// Receive Maximum.
 			return packet.CodeReceiveMaximumExceeded, "receive maximum exceeded"
 		}

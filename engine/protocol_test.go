@@ -578,7 +578,7 @@ func TestReceiveMaximumExceeded(t *testing.T) {
 			buf, _ = (&packet.Publish{QoS: 1, PacketID: uint16(i), Topic: "rm/x", Payload: []byte("x")}).Append(buf, packet.V5)
 		}
 		rc.sendRaw(buf)
-		// [MQTT-3.3.4-9] more than Receive Maximum unacknowledged: 0x93.
+		// [MQTT-3.3.4-7] more than our Receive Maximum unacknowledged: 0x93.
 		rc.expectDisconnect(packet.CodeReceiveMaximumExceeded)
 		by.check()
 	})
@@ -618,7 +618,7 @@ func TestReceiveMaximumWithinLimit(t *testing.T) {
 }
 
 func TestClientReceiveMaximumHonoured(t *testing.T) {
-	// [MQTT-3.3.4-7] the server sends no more than the client's Receive
+	// [MQTT-3.3.4-9] the server sends no more than the client's Receive
 	// Maximum of unacknowledged QoS 1/2 PUBLISH packets.
 	const n = 5
 	window := func(t *testing.T, sub *rawClient) {
@@ -1174,7 +1174,7 @@ func TestPublishSizeMatchesEncoding(t *testing.T) {
 // TestClientReceiveMaximumOnResume: the messages left unacknowledged on a
 // persistent session are resent on resume [MQTT-4.4.0-1], but still no
 // more at a time than the new connection's Receive Maximum
-// [MQTT-3.3.4-7].
+// [MQTT-3.3.4-9].
 func TestClientReceiveMaximumOnResume(t *testing.T) {
 	tb := startBroker(t, Options{})
 	sub := dialRaw(t, tb.addr, packet.V5)

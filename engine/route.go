@@ -184,7 +184,7 @@ func (b *Broker) route(m *wal.Message, from *sessions.Session) {
 func (b *Broker) window(c *conn) int {
 	w := int(b.opts.MaxInflight)
 	if int(c.clientRecvMax) < w {
-		w = int(c.clientRecvMax) // [MQTT-3.3.4-7] the client's Receive Maximum
+		w = int(c.clientRecvMax) // [MQTT-3.3.4-9] the client's Receive Maximum
 	}
 	return w
 }

@@ -106,7 +106,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		// [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP=1 and the
 		// same packet id, and PUBREL for released ones, in order. Every
 		// one of them counts against the new connection's Receive Maximum
-		// [MQTT-3.3.4-7]: PUBLISHes beyond it wait in c.resend for acks.
+		// [MQTT-3.3.4-9]: PUBLISHes beyond it wait in c.resend for acks.
 		flights := s.InflightInOrder()
 		room := b.window(c)
 		for _, f := range flights {
