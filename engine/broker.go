@@ -268,10 +268,14 @@ func (b *Broker) load() error {
 	}
 	c.txn = &wal.Txn{}
 	now := time.Now()
+	// Every subscription first: a will published below must reach every
+	// session that subscribed to it, whatever the map order.
 	for _, s := range st.Sessions {
 		for f, o := range s.Subs {
 			b.trieAdd(s, f, o)
 		}
+	}
+	for _, s := range st.Sessions {
 		// Every restored session is offline now. One that was connected
 		// when the broker stopped lost its connection without DISCONNECT:
 		// its clocks start now, and its will is due [MQTT-3.1.2-8].
