@@ -85,7 +85,7 @@ func TestBadFirstPacket(t *testing.T) {
 		"publish":        rawPublish(packet.V311, 0, "a", 0, "x"),
 		"connect flags":  {0x11, 0x00},                                                     // reserved header flags [MQTT-2.1.3-1]
 		"truncated":      {0x10, 0x20, 0x00, 0x04, 'M'},                                    // then EOF
-		"length 5 bytes": {0x10, 0x80, 0x80, 0x80, 0x80, 0x01},                             // [MQTT-1.5.5-1]
+		"length 5 bytes": {0x10, 0x80, 0x80, 0x80, 0x80, 0x01},                             // at most four bytes (1.5.5)
 		"reserved flag":  append(connectBytes(t, "MQTT", 4)[:9:9], 0x03, 0, 30, 0, 1, 'x'), // [MQTT-3.1.2-3]
 		"will qos 3":     append(connectBytes(t, "MQTT", 4)[:9:9], 0x1e, 0, 30, 0, 1, 'x'),
 		"trailing bytes": append(connectBytes(t, "MQTT", 4), 0xff),
@@ -116,7 +116,7 @@ func TestGarbageAfterConnect(t *testing.T) {
 			want packet.ReasonCode
 		}{
 			"reserved type 0":   {[]byte{0x00, 0x00}, packet.CodeMalformedPacket},
-			"length 5 bytes":    {[]byte{0xc0, 0x80, 0x80, 0x80, 0x80, 0x01}, packet.CodeMalformedPacket}, // [MQTT-1.5.5-1]
+			"length 5 bytes":    {[]byte{0xc0, 0x80, 0x80, 0x80, 0x80, 0x01}, packet.CodeMalformedPacket}, // at most four bytes (1.5.5)
 			"pingreq with body": {[]byte{0xc0, 0x01, 0x00}, packet.CodeMalformedPacket},
 			"bad header flags":  {[]byte{0x82, 0x05, 0x00, 0x01, 0x00, 0x01, 'a'}, packet.CodeMalformedPacket}, // SUBSCRIBE flags 0 [MQTT-3.8.1-1]
 			"publish qos 3":     {rawPublish(v, 0x06, "a", 1, "x"), packet.CodeMalformedPacket},                // [MQTT-3.3.1-4]
@@ -277,7 +277,7 @@ func TestSubscribeInvalidFilter(t *testing.T) {
 	eachVersion(t, Options{}, func(t *testing.T, tb *testBroker, v byte) {
 		rc := dialRaw(t, tb.addr, v)
 		rc.connect("bad", true, nil)
-		// [MQTT-3.9.3-1]/[MQTT-4.7.1-1]: a bad filter gets its own
+		// [MQTT-3.8.4-6] [MQTT-3.8.4-7]: a bad filter gets its own
 		// failure code in SUBACK (3.1.1 0x80, 5.0 0x8F); the others in
 		// the same SUBSCRIBE are granted, and the connection stays.
 		bad := packet.ReasonCode(0x80)
@@ -335,9 +335,9 @@ func TestPubrelUnknownID(t *testing.T) {
 	eachVersion(t, Options{}, func(t *testing.T, tb *testBroker, v byte) {
 		rc := dialRaw(t, tb.addr, v)
 		rc.connect("rel", true, nil)
-		// [MQTT-4.3.3-?] PUBREL for an id the server does not hold is
+		// PUBREL for an id the server does not hold is
 		// still completed: PUBCOMP, in 5.0 with 0x92 (Packet Identifier
-		// not found).
+		// not found, 3.7.2.1).
 		rc.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 42})
 		a := rc.expectAck(packet.PUBCOMP, 42)
 		want := packet.CodeSuccess

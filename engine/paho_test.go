@@ -310,7 +310,7 @@ func TestPahoPubSubQoS(t *testing.T) {
 		pub := dial(t, tb.addr, "pub", nil)
 		for qos := byte(0); qos <= 2; qos++ {
 			filter := fmt.Sprintf("q%d/t", qos)
-			// [MQTT-3.9.3-1] granted QoS is the one asked for (max 2).
+			// [MQTT-3.8.4-7] granted QoS is the one asked for (max 2).
 			if got := sub.subscribe(t, filter, qos); got != qos {
 				t.Fatalf("subscribe %s: granted %d, want %d", filter, got, qos)
 			}
@@ -354,14 +354,14 @@ func TestPahoWildcards(t *testing.T) {
 		plus.subscribe(t, "end", 1)
 		pub.publish(t, "end", 1, false, "end")
 		// '+' matches exactly one level, including an empty one
-		// [MQTT-4.7.1-2].
+		// (section 4.7.1.3).
 		plus.inbox().expect(t,
 			msg{topic: "a/b/c", payload: "a/b/c", qos: 1},
 			msg{topic: "a/x/c", payload: "a/x/c", qos: 1},
 			msg{topic: "a//c", payload: "a//c", qos: 1},
 			msg{topic: "end", payload: "end", qos: 1})
 		// '#' matches the parent level and any number of children
-		// [MQTT-4.7.1-1].
+		// (section 4.7.1.2).
 		hash.inbox().expect(t,
 			msg{topic: "a/b/c", payload: "a/b/c", qos: 1},
 			msg{topic: "a/b/c/d", payload: "a/b/c/d", qos: 1},
@@ -402,7 +402,7 @@ func TestPahoOverlappingSubscriptionsDeliverOnceAtHighestQoS(t *testing.T) {
 		sub.subscribe(t, "ov/x", 1)
 		pub.publish(t, "ov/x", 2, false, "one")
 		pub.publish(t, "ov/y", 1, false, "two")
-		// [MQTT-3.3.5-1] the server delivers the message respecting the
+		// (3.1.1 [MQTT-3.3.5-1], 5.0 [MQTT-3.3.4-2]) the server delivers the message respecting the
 		// maximum QoS of all matching subscriptions; Keel sends one copy.
 		sub.inbox().expect(t,
 			msg{topic: "ov/x", payload: "one", qos: 2},
@@ -418,14 +418,15 @@ func TestPahoRetained(t *testing.T) {
 		pub.publish(t, "r/a", 1, true, "v1")
 		pub.publish(t, "r/a", 1, true, "v2") // replaces v1 [MQTT-3.3.1-5]
 		pub.publish(t, "r/b", 1, true, "gone")
-		pub.publish(t, "r/b", 1, true, "") // clears r/b [MQTT-3.3.1-10]
+		pub.publish(t, "r/b", 1, true, "") // clears r/b (3.1.1 [MQTT-3.3.1-10], 5.0 [MQTT-3.3.1-6])
 		pub.publish(t, "r/c", 0, true, "qos0")
 
 		sub := dial(t, tb.addr, "sub", nil)
 		sub.subscribe(t, "r/#", 2)
 		// Retained messages are sent on subscribe with RETAIN set
-		// [MQTT-3.3.1-8], at min(publish, subscription) QoS; an empty
-		// retained message is never sent [MQTT-3.3.1-11].
+		// (3.1.1 [MQTT-3.3.1-8], 5.0 [MQTT-3.3.1-9]), at min(publish, subscription)
+		// QoS; an empty
+		// retained message is never sent (3.1.1 [MQTT-3.3.1-11], 5.0 [MQTT-3.3.1-7]).
 		got := map[string]msg{}
 		for i := 0; i < 2; i++ {
 			m := sub.inbox().next(t)

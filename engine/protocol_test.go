@@ -303,7 +303,7 @@ func TestSessionTakeover(t *testing.T) {
 }
 
 func TestKeepAlive(t *testing.T) {
-	// [MQTT-3.1.2-24] (3.1.1: [MQTT-3.1.2-24] as well) the server closes
+	// [MQTT-3.1.2-22] (3.1.1: [MQTT-3.1.2-24]) the server closes
 	// a connection silent for one and a half times the keep alive; 5.0
 	// says why with DISCONNECT 0x8D [MQTT-4.13.1-1].
 	silent := func(t *testing.T, rc *rawClient) {
@@ -954,13 +954,15 @@ func TestWillOnDisconnect(t *testing.T) {
 	watch.connect("watch", true, nil)
 	watch.subscribe(1, "wod/#", 1)
 
-	// [MQTT-3.14.4-3] DISCONNECT with 0x04 publishes the will.
+	// DISCONNECT with 0x04 (Disconnect with Will Message, 3.14.2.1)
+	// publishes the will.
 	w := dialRaw(t, tb.addr, packet.V5)
 	w.connect("w4", true, withWill("wod/w4", "bye", 0))
 	w.send(&packet.Disconnect{ReasonCode: packet.CodeDisconnectWithWill})
 	watch.expectPub("wod/w4", "bye")
 
-	// [MQTT-3.1.2-10] a normal DISCONNECT (0x00) discards it.
+	// [MQTT-3.1.2-10] [MQTT-3.14.4-3] a normal DISCONNECT (0x00) discards
+	// it.
 	w = dialRaw(t, tb.addr, packet.V5)
 	w.connect("w0", true, withWill("wod/w0", "bye", 0))
 	w.disconnect(tb)
@@ -996,7 +998,7 @@ func TestSessionExpiry(t *testing.T) {
 			t.Fatalf("reconnect within the expiry: session present = false, want true")
 		}
 		rc.disconnect(tb)
-		// ... and after it, gone [MQTT-3.1.2-23]: with its subscription.
+		// ... and after it, gone [MQTT-4.1.0-2]: with its subscription.
 		time.Sleep(2200 * time.Millisecond)
 		rc = dialRaw(t, tb.addr, packet.V5)
 		if rc.connect("se", false, sessionExpiry(60)).SessionPresent {
@@ -1011,7 +1013,7 @@ func TestSessionExpiry(t *testing.T) {
 		tb := startBroker(t, Options{})
 		rc := dialRaw(t, tb.addr, packet.V5)
 		rc.connect("se0", false, sessionExpiry(60))
-		// [MQTT-3.14.2-2] DISCONNECT may change a non-zero expiry; 0 ends
+		// (3.14.2.2.2) DISCONNECT may change a non-zero expiry; 0 ends
 		// the session with the connection.
 		gone(t, tb, func() {
 			d := &packet.Disconnect{}
@@ -1036,7 +1038,7 @@ func TestSessionExpiry(t *testing.T) {
 		})
 		rc = dialRaw(t, tb.addr, packet.V5)
 		if rc.connect("se1", false, sessionExpiry(60)).SessionPresent {
-			t.Fatalf("session present = true, want false: expiry 0 at CONNECT cannot be raised [MQTT-3.14.2-2]")
+			t.Fatalf("session present = true, want false: expiry 0 at CONNECT cannot be raised (3.14.2.2.2)")
 		}
 	})
 }
@@ -1071,7 +1073,7 @@ func TestSharedSubscription(t *testing.T) {
 	for i := 0; i < n; i++ {
 		plain.expectPub("sh/x", fmt.Sprint(i))
 	}
-	// [MQTT-4.8.2-2]... each message of a shared subscription goes to
+	// (section 4.8.2) each message of a shared subscription goes to
 	// exactly one member; no retained message is sent for a shared
 	// subscription.
 	seen := map[string]int{}
@@ -1369,7 +1371,8 @@ func TestMaximumQoS(t *testing.T) {
 		t.Fatalf("granted %v, want 1", got)
 	}
 	rc.pubSelf(2, "mq/x", "qos1 ok")
-	// [MQTT-3.3.1-4]... a QoS 2 PUBLISH above Maximum QoS: 0x9B.
+	// [MQTT-3.2.2-11] binds the client; a QoS 2 PUBLISH above Maximum QoS
+	// gets DISCONNECT 0x9B (3.2.2.3.4).
 	rc.publish(3, "mq/x", 2, "too high")
 	rc.expectDisconnect(packet.CodeQoSNotSupported)
 
