@@ -49,6 +49,14 @@ type Options struct {
 	TopicAliasMaximum uint16 // 0: 100
 	MaximumQoS        byte   // 0 means 2 (the zero value keeps the default)
 	QueueQoS0         bool   // queue QoS 0 messages for offline persistent sessions
+
+	// SyncCompletions makes the deletion of a completed outbound flow
+	// (PUBACK or PUBCOMP from a subscriber) wait for a sync of its own.
+	// By default it rides the next sync: nothing is sent after it, and if a
+	// crash loses it the message is resent with DUP (QoS 1) or its PUBREL
+	// is (QoS 2), which the protocol allows. Costs one fsync per
+	// acknowledged delivery.
+	SyncCompletions bool
 	MaxOutboundBytes  int    // per connection before it is cut as a slow consumer; 0: 64 MiB
 	MaxMemQueue       int    // per non-persistent session; 0: 10000
 	ConnectTimeout    time.Duration
@@ -162,8 +170,11 @@ type core struct {
 	seq      uint64         // last message/queue seq handed out
 	rr       map[string]int // round robin per shared group/filter
 
-	// The drain being built.
+	// The drain being built. lazyOps counts its writes that no packet
+	// waits on and whose loss is harmless (completions): a drain of only
+	// those is committed without a sync of its own.
 	txn     *wal.Txn
+	lazyOps int
 	effects []effect
 	repull  map[*sessions.Session]struct{}
 	scratch map[*sessions.Session]*target
@@ -267,6 +278,9 @@ func (b *Broker) load() error {
 		c.seq = now
 	}
 	c.txn = &wal.Txn{}
+	for _, k := range st.Garbage {
+		c.txn.Delete(k)
+	}
 	now := time.Now()
 	// Every subscription first: a will published below must reach every
 	// session that subscribed to it, whatever the map order.
@@ -414,12 +428,18 @@ func (b *Broker) flush() {
 	}
 	effects := c.effects
 	c.effects = nil
+	lazy := c.lazyOps
+	c.lazyOps = 0
 	if c.txn.Len() == 0 && b.pending.Load() == 0 {
 		release(effects)
 		return
 	}
 	txn := c.txn
 	c.txn = &wal.Txn{}
+	// Deleting a completed flow (after PUBACK or PUBCOMP) sends nothing:
+	// it may ride the next sync. Lost in a crash, the message is resent
+	// (QoS 1, allowed) or its PUBREL is (answered with PUBCOMP).
+	txn.NoSync = !b.opts.SyncCompletions && len(effects) == 0 && txn.Len() == lazy
 	b.pending.Add(1)
 	txn.Done = func(err error) {
 		if err != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -184,7 +185,9 @@ func TestCommitBeforeSendRows(t *testing.T) {
 
 	// Outbound rows: s receives one message, then acts.
 	outbound := func(t *testing.T, qos byte) (*testBroker, *rawClient, *packet.Publish) {
-		tb := startBroker(t, Options{})
+		// Exactness of the completion rows needs SyncCompletions; the
+		// default lets them ride the next sync (TestLazyCompletions).
+		tb := startBroker(t, Options{SyncCompletions: true})
 		s := dialRaw(t, tb.addr, v)
 		s.connect("s", false, nil)
 		s.subscribe(1, "x", qos)
@@ -265,4 +268,53 @@ func TestCommitBeforeSendRows(t *testing.T) {
 			t.Fatal("session present = true, want false")
 		}
 	})
+}
+
+// By default the deletion after a subscriber's PUBACK or PUBCOMP is not
+// synced by itself. A crash may bring the flow back, only as the protocol
+// allows: a QoS 1 message resent with DUP and its packet id, a QoS 2 flow
+// as PUBREL. Once acknowledged again it is gone.
+func TestLazyCompletions(t *testing.T) {
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("qos=%d", qos), func(t *testing.T) {
+			tb := startBroker(t, Options{})
+			s := dialRaw(t, tb.addr, packet.V5)
+			s.connect("s", false, nil)
+			s.subscribe(1, "x", qos)
+			p := dialRaw(t, tb.addr, packet.V5)
+			p.connect("p", true, nil)
+			p.publish(1, "x", qos, "m")
+			got := s.expectPublish()
+			if qos == 1 {
+				s.send(&packet.Ack{Kind: packet.PUBACK, PacketID: got.PacketID})
+			} else {
+				s.send(&packet.Ack{Kind: packet.PUBREC, PacketID: got.PacketID})
+				s.expectAck(packet.PUBREL, got.PacketID)
+				s.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: got.PacketID})
+			}
+			time.Sleep(50 * time.Millisecond) // let the completion reach the core
+			tb.crash()
+
+			s = dialRaw(t, tb.addr, packet.V5)
+			s.connect("s", false, nil)
+			pk, err := s.tryRecv(300 * time.Millisecond)
+			if err == nil {
+				switch a := pk.(type) {
+				case *packet.Publish:
+					if qos != 1 || !a.Dup || a.PacketID != got.PacketID {
+						t.Fatalf("after crash: got PUBLISH qos %d dup %v id %d, want only a QoS 1 DUP resend of id %d", a.QoS, a.Dup, a.PacketID, got.PacketID)
+					}
+					s.send(&packet.Ack{Kind: packet.PUBACK, PacketID: a.PacketID})
+				case *packet.Ack:
+					if qos != 2 || a.Kind != packet.PUBREL || a.PacketID != got.PacketID {
+						t.Fatalf("after crash: got %+v, want only PUBREL %d", a, got.PacketID)
+					}
+					s.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: a.PacketID})
+				default:
+					t.Fatalf("after crash: got %T", pk)
+				}
+			}
+			s.expectNothing(300 * time.Millisecond)
+		})
+	}
 }

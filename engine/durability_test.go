@@ -89,7 +89,7 @@ func TestInboundQoS2ResendAfterCrashNotRoutedTwice(t *testing.T) {
 }
 
 func TestReleasedOutboundResentAsPubrel(t *testing.T) {
-	tb := startBroker(t, Options{})
+	tb := startBroker(t, Options{SyncCompletions: true})
 	sub := dialRaw(t, tb.addr, packet.V5)
 	sub.connect("s", false, nil)
 	sub.subscribe(1, "x", 2)

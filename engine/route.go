@@ -453,8 +453,10 @@ func (b *Broker) complete(s *sessions.Session, f *sessions.Flight) {
 	core := &b.core
 	delete(s.Inflight, f.PacketID)
 	if s.Persistent {
+		n := core.txn.Len()
 		core.txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
 		core.store.Release(core.txn, f.Shared)
+		core.lazyOps += core.txn.Len() - n
 	}
 	b.fill(s)
 }

@@ -123,15 +123,20 @@ type Store struct {
 	// MaxSeq is the highest queue or message seq found on disk.
 	MaxSeq uint64
 
-	// PendingWills lists sessions that were connected when the broker
+	// WasConnected lists sessions that were connected when the broker
 	// stopped: their connection ended without DISCONNECT.
 	WasConnected []*Session
+
+	// Garbage holds keys Load found dead (completed flows whose deletion
+	// was lost, unreferenced bodies): the broker deletes them at start.
+	Garbage [][]byte
 }
 
 // Load rebuilds every persistent session from the wal.
 func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
 	st := &Store{log: l, Sessions: make(map[string]*Session), refs: make(map[uint64]int32)}
 	var queued, inflight, subs int
+	var staleShared []uint64
 	var s *Session // the session of the previous key: keys come grouped by session
 	err := l.Scan(wal.AllSessionsPrefix(), wal.PrefixEnd(wal.AllSessionsPrefix()), func(k, v []byte) error {
 		if len(k) < 4 {
@@ -202,8 +207,22 @@ func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
 				}
 				f.Msg = m
 			}
+			if old := s.Inflight[e.PacketID]; old != nil {
+				// Two bindings of one packet id: the id was reused after
+				// the older flow completed, and the completion's delete
+				// (written without a sync of its own) was lost. The
+				// older one is done: drop it.
+				if old.Seq > f.Seq {
+					old, f = f, old
+				}
+				st.Garbage = append(st.Garbage, wal.QueueKey(client, old.Seq))
+				if old.Shared != 0 {
+					staleShared = append(staleShared, old.Shared)
+				}
+			} else {
+				inflight++
+			}
 			s.Inflight[e.PacketID] = f
-			inflight++
 		case 'I':
 			if len(rest) != 2 {
 				return fmt.Errorf("sessions: bad inbound key %q", k)
@@ -215,12 +234,24 @@ func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	for _, id := range staleShared {
+		// A body left without references is collected by the scan below.
+		if st.refs[id]--; st.refs[id] <= 0 {
+			delete(st.refs, id)
+		}
+	}
 	// Shared bodies: find the highest id, and drop orphans (a body whose
 	// last reference went away).
 	err = l.Scan(wal.MessagePrefix(), wal.PrefixEnd(wal.MessagePrefix()), func(k, v []byte) error {
 		if len(k) == 9 {
-			if id := beUint64(k[1:]); id > st.MaxSeq {
+			id := beUint64(k[1:])
+			if id > st.MaxSeq {
 				st.MaxSeq = id
+			}
+			if st.refs[id] == 0 {
+				// No entry references it: its last release was lost
+				// (or never written). Collect it.
+				st.Garbage = append(st.Garbage, append([]byte(nil), k...))
 			}
 		}
 		return nil
@@ -237,7 +268,7 @@ func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
 		}
 	}
 	logger.Info("sessions restored", "sessions", len(st.Sessions), "subscriptions", subs,
-		"queued", queued, "inflight", inflight, "shared_bodies", len(st.refs))
+		"queued", queued, "inflight", inflight, "shared_bodies", len(st.refs), "garbage", len(st.Garbage))
 	return st, nil
 }
 

@@ -139,3 +139,40 @@ func TestNextPacketIDSkipsInUse(t *testing.T) {
 		t.Fatalf("after wrap: got %d, want 3 (0 is never used, 1 and 2 are in flight)", got)
 	}
 }
+
+// A completion's delete rides the next sync; if a crash loses it after the
+// packet id was reused, two bindings of one id come back. The older flow
+// is done: Load keeps the newer and marks the older (and a body nothing
+// references any more) as garbage.
+func TestLoadDropsStaleBindings(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	l, err := wal.Open(wal.Options{Dir: "d", FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := &wal.Message{Topic: "t", Payload: []byte("m"), QoS: 1}
+	commit(t, l, func(txn *wal.Txn) {
+		txn.Set(wal.SessionKey("a"), wal.AppendSession(nil, &wal.Session{Protocol: 4, ExpirySeconds: NeverExpire, DisconnectedAt: 1}, 0))
+		txn.Set(wal.MessageKey(5), wal.AppendMessage(nil, msg, 0))
+		txn.Set(wal.QueueKey("a", 10), wal.AppendEntry(nil, &wal.Entry{State: wal.EntrySent, PacketID: 1, QoS: 1, Shared: 5}, 0))
+		txn.Set(wal.QueueKey("a", 20), wal.AppendEntry(nil, &wal.Entry{State: wal.EntrySent, PacketID: 1, QoS: 1, Inline: msg}, 0))
+		txn.Set(wal.MessageKey(6), wal.AppendMessage(nil, msg, 0)) // referenced by nothing
+	})
+	_, l = reopen(t, fs, l)
+	st, err := Load(l, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f := st.Sessions["a"].Inflight[1]; f == nil || f.Seq != 20 {
+		t.Fatalf("binding of id 1: got %+v, want the newer one (seq 20)", f)
+	}
+	want := map[string]bool{string(wal.QueueKey("a", 10)): true, string(wal.MessageKey(5)): true, string(wal.MessageKey(6)): true}
+	if len(st.Garbage) != len(want) {
+		t.Fatalf("garbage: got %d keys, want %d", len(st.Garbage), len(want))
+	}
+	for _, k := range st.Garbage {
+		if !want[string(k)] {
+			t.Fatalf("unexpected garbage key %q", k)
+		}
+	}
+}

@@ -170,6 +170,14 @@ func (l *Log) commitGroup(b *pebble.Batch, group []*Txn) *pebble.Batch {
 		l.env.hold(len(group))
 	}
 	start, records, size := 0, 0, 0
+	mustSync := func(txns []*Txn) bool {
+		for _, t := range txns {
+			if !t.NoSync && len(t.ops) > 0 {
+				return true
+			}
+		}
+		return false
+	}
 	for i, t := range group {
 		n := 0
 		for j := range t.ops {
@@ -177,7 +185,7 @@ func (l *Log) commitGroup(b *pebble.Batch, group []*Txn) *pebble.Batch {
 		}
 		if records > 0 && size+n > l.env.maxBatchBytes {
 			// Commit what we have, in order, before this Txn.
-			if b = l.sync(b, group[start:i], records); b == nil {
+			if b = l.sync(b, group[start:i], records, mustSync(group[start:i])); b == nil {
 				l.finish(group[i:], l.Err())
 				return nil
 			}
@@ -194,24 +202,30 @@ func (l *Log) commitGroup(b *pebble.Batch, group []*Txn) *pebble.Batch {
 		records += len(t.ops)
 		size += n
 	}
-	return l.sync(b, group[start:], records)
+	return l.sync(b, group[start:], records, mustSync(group[start:]))
 }
 
 // sync commits b (holding records ops of txns) with a sync and completes
 // txns. It returns the batch to reuse, or nil after a failure.
-func (l *Log) sync(b *pebble.Batch, txns []*Txn, records int) *pebble.Batch {
+func (l *Log) sync(b *pebble.Batch, txns []*Txn, records int, mustSync bool) *pebble.Batch {
 	if records == 0 {
 		l.finish(txns, nil)
 		return b
 	}
 	size := len(b.Repr())
-	if err := l.env.apply(b); err != nil {
+	apply := l.env.apply
+	if !mustSync {
+		apply = l.applyNoSync
+	}
+	if err := apply(b); err != nil {
 		l.setErr(fmt.Errorf("wal: commit: %w", err))
 		l.logger.Error("commit failed", "txns", len(txns), "records", records, "err", err)
 		l.finish(txns, l.Err())
 		return nil
 	}
-	l.stats.syncs.Add(1)
+	if mustSync {
+		l.stats.syncs.Add(1)
+	}
 	l.stats.records.Add(uint64(records))
 	l.stats.bytes.Add(uint64(size))
 	b.Reset()
@@ -256,4 +270,21 @@ func (l *Log) applySynced(b *pebble.Batch) (err error) {
 		return err
 	}
 	return b.SyncWait()
+}
+
+// applyNoSync writes b to Pebble's WAL without waiting for a sync (see
+// Txn.NoSync). Errors are handled as in applySynced.
+func (l *Log) applyNoSync(b *pebble.Batch) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.wedged.Store(true)
+			err = fmt.Errorf("pebble panicked in commit: %v", r)
+		}
+	}()
+	// DB.Apply reports a commit error through Logger.Fatalf (our sticky
+	// error) and may then return nil: check Err afterwards.
+	if err := l.db.Apply(b, pebble.NoSync); err != nil {
+		return err
+	}
+	return l.Err()
 }

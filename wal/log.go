@@ -37,6 +37,14 @@ type Txn struct {
 	// committer goroutine. Done must not block, and must not call Submit,
 	// Commit or Close (the committer would wait for itself).
 	Done func(err error)
+
+	// NoSync lets the Txn be written without waiting for an fsync of its
+	// own: Done runs once it is in Pebble's WAL, and the next synced Txn
+	// makes it durable (order is kept: a crash keeps a prefix of the log).
+	// For writes whose loss is harmless and that no packet waits on, like
+	// deleting a queue entry after its PUBACK (lost, it is only resent).
+	// A group is synced if any Txn in it lacks NoSync.
+	NoSync bool
 }
 
 type op struct {
@@ -54,7 +62,7 @@ func (t *Txn) Delete(key []byte) { t.ops = append(t.ops, op{del: true, key: key}
 func (t *Txn) Len() int { return len(t.ops) }
 
 // Reset empties t for reuse.
-func (t *Txn) Reset() { t.ops = t.ops[:0]; t.Done = nil }
+func (t *Txn) Reset() { t.ops = t.ops[:0]; t.Done = nil; t.NoSync = false }
 
 // The rest of the Log API is implemented in open.go, commit.go, read.go and
 // codec.go:

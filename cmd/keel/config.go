@@ -103,6 +103,12 @@ func (c *config) set(key, val string) error {
 			return fmt.Errorf("want true or false, got %q", val)
 		}
 		e.QueueQoS0 = v
+	case "sync_completions":
+		v, err := strconv.ParseBool(val)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", val)
+		}
+		e.SyncCompletions = v
 	case "sys_interval":
 		d, err := time.ParseDuration(val)
 		if err != nil {
