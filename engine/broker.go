@@ -56,12 +56,12 @@ type Options struct {
 	// crash loses it the message is resent with DUP (QoS 1) or its PUBREL
 	// is (QoS 2), which the protocol allows. Costs one fsync per
 	// acknowledged delivery.
-	SyncCompletions bool
-	MaxOutboundBytes  int    // per connection before it is cut as a slow consumer; 0: 64 MiB
-	MaxMemQueue       int    // per non-persistent session; 0: 10000
-	ConnectTimeout    time.Duration
-	WriteTimeout      time.Duration
-	SysInterval       time.Duration // $SYS publish period; 0: 10 s; negative: off
+	SyncCompletions  bool
+	MaxOutboundBytes int // per connection before it is cut as a slow consumer; 0: 64 MiB
+	MaxMemQueue      int // per non-persistent session; 0: 10000
+	ConnectTimeout   time.Duration
+	WriteTimeout     time.Duration
+	SysInterval      time.Duration // $SYS publish period; 0: 10 s; negative: off
 
 	// Authenticate, if set, decides CONNECT credentials.
 	Authenticate func(clientID, username string, password []byte) bool
