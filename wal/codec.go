@@ -97,23 +97,9 @@ func AppendEntry(dst []byte, e *Entry, compressThreshold int) []byte {
 // memory with b.
 func DecodeEntry(b []byte) (Entry, error) {
 	d := decoder{b: b}
-	d.version()
-	var e Entry
-	flags := d.flags(entryKnown)
+	flags, h := d.entryHeader(true)
+	e := Entry{State: h.State, QoS: h.QoS, PacketID: h.PacketID, Shared: h.Shared, SubIDs: h.subIDs}
 	e.Retain = flags&entryRetain != 0
-	e.State = d.byte()
-	if e.State > EntryReleased {
-		d.fail("entry state %d", e.State)
-	}
-	e.QoS = d.qos()
-	e.PacketID = uint16(d.uvarint(1<<16 - 1))
-	if n := d.count(1); n > 0 {
-		e.SubIDs = make([]uint32, n)
-		for i := range e.SubIDs {
-			e.SubIDs[i] = uint32(d.uvarint(1<<32 - 1))
-		}
-	}
-	e.Shared = d.uvarint(1<<64 - 1)
 	if flags&entryInline != 0 {
 		e.Inline = new(Message)
 		d.msg(e.Inline)
@@ -127,29 +113,40 @@ type EntryHeader struct {
 	QoS      byte
 	PacketID uint16
 	Shared   uint64
+	subIDs   []uint32
 }
 
 // PeekEntry decodes only the header of an entry encoded by AppendEntry:
 // replay reads every queued entry, and skipping the message keeps it cheap.
 func PeekEntry(b []byte) (EntryHeader, error) {
 	d := decoder{b: b}
+	_, h := d.entryHeader(false)
+	return h, d.err
+}
+
+// entryHeader decodes an entry up to its message; subscription ids are
+// kept only if wantSubIDs.
+func (d *decoder) entryHeader(wantSubIDs bool) (flags byte, h EntryHeader) {
 	d.version()
-	var h EntryHeader
-	d.flags(entryKnown)
+	flags = d.flags(entryKnown)
 	h.State = d.byte()
 	if h.State > EntryReleased {
 		d.fail("entry state %d", h.State)
 	}
 	h.QoS = d.qos()
 	h.PacketID = uint16(d.uvarint(1<<16 - 1))
-	for n := d.count(1); n > 0; n-- {
-		d.uvarint(1<<32 - 1)
+	n := d.count(1)
+	if wantSubIDs && n > 0 {
+		h.subIDs = make([]uint32, n)
+	}
+	for i := 0; i < n; i++ {
+		id := uint32(d.uvarint(1<<32 - 1))
+		if wantSubIDs {
+			h.subIDs[i] = id
+		}
 	}
 	h.Shared = d.uvarint(1<<64 - 1)
-	if d.err != nil {
-		return h, d.err
-	}
-	return h, nil
+	return flags, h
 }
 
 // AppendSession appends the encoding of s to dst. The will's payload is
