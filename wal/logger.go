@@ -17,8 +17,10 @@ import (
 // sticky error is set.
 type pebbleLogger struct{ l *Log }
 
+// Infof logs at debug level: Pebble's routine chatter (WAL replay,
+// flushes) is not what an operator of the broker needs to see.
 func (p pebbleLogger) Infof(format string, args ...any) {
-	p.l.logger.Log(context.Background(), slog.LevelInfo, "pebble: "+fmt.Sprintf(format, args...))
+	p.l.logger.Log(context.Background(), slog.LevelDebug, "pebble: "+fmt.Sprintf(format, args...))
 }
 
 func (p pebbleLogger) Errorf(format string, args ...any) {
