@@ -21,7 +21,7 @@
 //
 // Other modes:
 //
-//	go run ./bench -fsync-probe DIR      # median 64-byte write + fdatasync in DIR
+//	go run ./bench -fsync-probe DIR      # 64-byte write + fdatasync latency (and CPU) in DIR
 //	go run ./bench matrix -h             # Keel vs Mosquitto, every scenario (see matrix.sh)
 package main
 
@@ -80,6 +80,8 @@ func loadMain(args []string) int {
 		fmt.Printf("fsync probe in %s: 64 B write + fdatasync, %d samples\n", r.Dir, r.Samples)
 		fmt.Printf("  append  p50 %s  p99 %s\n", fmtUS(r.AppendP50), fmtUS(r.AppendP99))
 		fmt.Printf("  rewrite p50 %s  p99 %s\n", fmtUS(r.RewriteP50), fmtUS(r.RewriteP99))
+		fmt.Printf("  prealloc p50 %s  p99 %s  (append into fallocate(KEEP_SIZE) space, as Pebble's WAL)\n", fmtUS(r.PreallocP50), fmtUS(r.PreallocP99))
+		fmt.Printf("  CPU charged to the syncing thread: %.0fµs per write + fdatasync (%.0f%% of its wall time)\n", r.CPUPerSync, 100*r.CPUShare)
 		printResult(os.Stdout, r)
 		return 0
 	}

@@ -105,6 +105,8 @@ type matrixConfig struct {
 	command         string
 	keelRev         string
 	keelNote        string
+	notes           string
+	save            string
 }
 
 func matrixMain(args []string) int {
@@ -122,12 +124,32 @@ func matrixMain(args []string) int {
 	fs.StringVar(&mc.command, "command", "", "command line to quote in the report")
 	fs.StringVar(&mc.keelRev, "keel-rev", "", "keel revision to quote in the report")
 	fs.StringVar(&mc.keelNote, "keel-note", "", "why keel is missing, to quote in the report")
+	fs.StringVar(&mc.notes, "notes", "", "Markdown `file` of hand-written analysis (profiles) to include in the report after the targets")
+	fs.StringVar(&mc.save, "save", "", "write every run's result (JSON) to this `file`, for -load")
+	load := fs.String("load", "", "measure nothing: write the report (-out, -notes) again from a -save `file`")
 	list := fs.Bool("list", false, "list the scenarios and exit")
 	fs.Parse(args)
 	if *list {
 		for _, s := range scenarios {
 			fmt.Printf("%-16s %s\n", s.name, s.title)
 		}
+		return 0
+	}
+	if *load != "" {
+		m, todo, err := loadMatrix(*load, mc)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench matrix: -load:", err)
+			return 2
+		}
+		if mc.out == "" {
+			fmt.Fprintln(os.Stderr, "bench matrix: -load needs -out")
+			return 2
+		}
+		if err := os.WriteFile(mc.out, m.markdown(todo), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "bench matrix:", err)
+			return 2
+		}
+		m.printTargets(todo)
 		return 0
 	}
 	if *only != "" {
@@ -183,6 +205,7 @@ type matrix struct {
 	results map[string]map[string][]*result // scenario -> broker -> reps
 	fails   []string
 	started time.Time
+	info    reportInfo
 
 	mu struct {
 		sync.Mutex
@@ -234,8 +257,8 @@ func (m *matrix) run() int {
 		fmt.Fprintln(os.Stderr, "bench matrix:", err)
 	} else {
 		m.fsync = r
-		fmt.Printf("fsync probe (%s): 64 B append+fdatasync p50 %s, rewrite+fdatasync p50 %s\n",
-			r.Dir, fmtUS(r.AppendP50), fmtUS(r.RewriteP50))
+		fmt.Printf("fsync probe (%s): 64 B + fdatasync p50: append %s, rewrite %s, prealloc (as Pebble's WAL) %s; %.0fµs CPU per sync (%.0f%% of its wall time)\n",
+			r.Dir, fmtUS(r.AppendP50), fmtUS(r.RewriteP50), fmtUS(r.PreallocP50), r.CPUPerSync, 100*r.CPUShare)
 	}
 
 	var todo []scenario
@@ -273,6 +296,14 @@ func (m *matrix) run() int {
 		m.printScenario(s)
 	}
 
+	m.gatherInfo()
+	if m.mc.save != "" {
+		if err := m.save(m.mc.save, todo); err != nil {
+			fmt.Fprintln(os.Stderr, "bench matrix: -save:", err)
+			return 2
+		}
+		fmt.Printf("\nsaved %s\n", m.mc.save)
+	}
 	if m.mc.out != "" {
 		if err := os.WriteFile(m.mc.out, m.markdown(todo), 0o644); err != nil {
 			fmt.Fprintln(os.Stderr, "bench matrix:", err)
@@ -280,6 +311,7 @@ func (m *matrix) run() int {
 		}
 		fmt.Printf("\nwrote %s\n", m.mc.out)
 	}
+	m.printTargets(todo)
 	if len(m.fails) > 0 {
 		fmt.Println("\nFAILED RUNS:")
 		for _, f := range m.fails {
@@ -308,6 +340,15 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 	port, err := freePort()
 	if err != nil {
 		return nil, err
+	}
+	// A synchronous scenario is judged against one fsync of this disk:
+	// measure it here, in this run's directory, right before the broker
+	// starts, so the two figures share the disk's state of the moment.
+	var probe *fsyncResult
+	if s.sync {
+		if probe, err = fsyncProbe(dir, 500*time.Millisecond); err != nil {
+			return nil, err
+		}
 	}
 	logf, err := os.Create(filepath.Join(dir, "broker.log"))
 	if err != nil {
@@ -373,6 +414,7 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 	if r == nil {
 		return nil, fmt.Errorf("load: no RESULT line: %s", strings.TrimSpace(stderr.String()))
 	}
+	r.Fsync = probe
 	return r, nil
 }
 
@@ -439,6 +481,18 @@ func waitListening(addr string, exited <-chan struct{}, timeout time.Duration) e
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not listening on %s after %v", addr, timeout)
+		}
+	}
+}
+
+func (m *matrix) printTargets(todo []scenario) {
+	if m.mc.keel == "" {
+		return
+	}
+	if rows := m.targetRows(todo); len(rows) > 0 {
+		fmt.Println("\n== targets")
+		for _, r := range rows {
+			fmt.Printf("  %-8s %s: %s\n", r[2], r[0], r[1])
 		}
 	}
 }

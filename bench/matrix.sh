@@ -5,12 +5,23 @@
 #   bench/matrix.sh                      # 3 reps x 5 s per scenario and broker
 #   REPS=5 DURATION=10s bench/matrix.sh
 #   ONLY='sync|pairs' OUT=/tmp/b.md bench/matrix.sh
+#   REV=HEAD bench/matrix.sh             # measure a commit, not the work tree
 #
 # Environment: REPS (3), DURATION (5s measured per run), WARMUP (1s),
 # MQTT_VERSION (5, or 4 for 3.1.1), ONLY (regexp of scenario names),
 # OUT (bench/BENCHMARKS.md), DATA_ROOT (where brokers' data directories go:
 # the disk being measured; default $TMPDIR or /tmp), KEEL (a keel binary to
-# use instead of building ./cmd/keel).
+# use instead of building ./cmd/keel), REV (a commit: build keel and the
+# load generator from `git archive REV`, so that uncommitted changes in the
+# work tree are not measured), NOTES (hand-written Markdown included after
+# the targets; default bench/ANALYSIS.md when it exists), SAVE (every
+# run's result as JSON; default OUT with .json for .md). To write the report
+# again from saved results, e.g. after editing bench/ANALYSIS.md:
+#
+#   go run ./bench matrix -load bench/BENCHMARKS.json -notes bench/ANALYSIS.md -out bench/BENCHMARKS.md
+#
+# Targets (the issue's goals for Keel) are printed at the end and written to
+# the report's "Targets" table; their definitions are in bench/targets.go.
 #
 # Mosquitto runs in memory (persistence false); Keel runs with a fresh data
 # directory per run. Every process started here is stopped by pid on exit.
@@ -23,6 +34,7 @@ WARMUP=${WARMUP:-1s}
 MQTT_VERSION=${MQTT_VERSION:-5}
 ONLY=${ONLY:-}
 OUT=${OUT:-bench/BENCHMARKS.md}
+SAVE=${SAVE:-${OUT%.md}.json}
 DATA_ROOT=${DATA_ROOT:-${TMPDIR:-/tmp}}
 
 if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
@@ -46,28 +58,41 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-go build -o "$WORK/bench" ./bench
+NOTES=${NOTES:-}
+[ -z "$NOTES" ] && [ -f bench/ANALYSIS.md ] && NOTES=bench/ANALYSIS.md
+
+SRC=.
+if [ -n "${REV:-}" ]; then
+	KEEL_REV="$(git rev-parse "$REV^{commit}")"
+	mkdir -p "$WORK/src"
+	git archive "$KEEL_REV" | tar -x -C "$WORK/src"
+	SRC=$WORK/src
+else
+	KEEL_REV="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+	git diff --quiet HEAD -- 2>/dev/null || KEEL_REV="$KEEL_REV (work tree modified)"
+fi
+
+(cd "$SRC" && go build -o "$WORK/bench" ./bench)
 
 KEEL_NOTE=""
 if [ -n "${KEEL:-}" ]; then
 	KEEL_BIN=$KEEL
-elif go build -o "$WORK/keel" ./cmd/keel 2>"$WORK/keel-build.log"; then
+	KEEL_REV="$KEEL_REV (keel binary: $KEEL)"
+elif (cd "$SRC" && go build -o "$WORK/keel" ./cmd/keel) 2>"$WORK/keel-build.log"; then
 	KEEL_BIN=$WORK/keel
 else
 	KEEL_BIN=""
 	KEEL_NOTE="go build ./cmd/keel failed: $(head -c 300 "$WORK/keel-build.log" | tr '\n' ' ')"
 	echo "matrix: $KEEL_NOTE; measuring Mosquitto only" >&2
 fi
-KEEL_REV="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-git diff --quiet HEAD -- 2>/dev/null || KEEL_REV="$KEEL_REV (work tree modified)"
 
 mkdir -p "$WORK/runs"
 "$WORK/bench" matrix \
 	-keel "$KEEL_BIN" -keel-rev "$KEEL_REV" -keel-note "$KEEL_NOTE" \
 	-mosquitto "$MOSQUITTO" \
 	-reps "$REPS" -duration "$DURATION" -warmup "$WARMUP" -v "$MQTT_VERSION" \
-	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" \
-	-command "REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh" &
+	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -save "$SAVE" \
+	-command "${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh" &
 MATRIX_PID=$!
 status=0
 wait "$MATRIX_PID" || status=$?

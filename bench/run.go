@@ -135,6 +135,11 @@ type result struct {
 	// other processes and the hypervisor (steal). Only with -pid.
 	OtherCores float64 `json:"other_cores,omitempty"`
 
+	// Fsync is the disk's write + fdatasync latency measured in the run's
+	// data directory just before the broker started (matrix, synchronous
+	// scenarios only): the floor under this run's acknowledgement latency.
+	Fsync *fsyncResult `json:"fsync,omitempty"`
+
 	Err string `json:"error,omitempty"`
 }
 
