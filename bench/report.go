@@ -18,6 +18,9 @@ type metric struct {
 	get   func(*result) float64
 	fmt   func(float64) string
 	when  func(scenario, *result) bool // nil: always
+	// noRatio: the brokers' figures are not compared (a ratio would mean
+	// nothing, e.g. of a difference that may be negative).
+	noRatio bool
 }
 
 func rate(v float64) string { return fmt.Sprintf("%.0f/s", v) }
@@ -126,7 +129,11 @@ func (m *matrix) rows(s scenario) [][]string {
 			row = append(row, sm.format(mt.fmt))
 		}
 		if len(sums) > 1 {
-			row = append(row, ratio(sums[0], sums[len(sums)-1]))
+			if mt.noRatio {
+				row = append(row, "n/a")
+			} else {
+				row = append(row, ratio(sums[0], sums[len(sums)-1]))
+			}
 		}
 		rows = append(rows, row)
 	}

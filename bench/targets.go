@@ -61,9 +61,9 @@ func fsyncWAL(r *result) float64 {
 }
 
 var (
-	mFsync = metric{label: "one fsync p50 (this run's disk, before it)", get: fsyncWAL, fmt: fmtUS,
+	mFsync = metric{label: "one fsync p50 (this run's disk, before it)", get: fsyncWAL, fmt: fmtUS, noRatio: true,
 		when: func(_ scenario, r *result) bool { return r.Fsync != nil }}
-	mAckOverFsync = metric{label: "ack p50 − one fsync p50", get: ackOverFsync, fmt: fmtUS,
+	mAckOverFsync = metric{label: "ack p50 − one fsync p50", get: ackOverFsync, fmt: fmtUS, noRatio: true,
 		when: func(_ scenario, r *result) bool { return r.Fsync != nil }}
 	mCPUPerMsg = metric{label: "broker CPU per delivery", get: func(r *result) float64 { return r.BrokerCPUPerMsg }, fmt: perMsg}
 )
