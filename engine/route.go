@@ -64,11 +64,16 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish) {
 	switch p.QoS {
 	case 0:
 		b.publish(toMessage(p, c.version, time.Now()), s)
+	// The ack is queued before the deliveries: all are released together
+	// after the same sync, and the publisher's ack is the latency that
+	// waits on it. Per connection, order is unchanged.
 	case 1:
-		b.publish(toMessage(p, c.version, time.Now()), s)
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}, decIn: true},
 			&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
+		b.publish(toMessage(p, c.version, time.Now()), s)
 	case 2:
+		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
+			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
 		if _, seen := s.InQoS2[p.PacketID]; !seen {
 			// First arrival: record the packet id with the message so a
 			// resend, even after a crash, is not routed twice
@@ -79,8 +84,6 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish) {
 			}
 			b.publish(toMessage(p, c.version, time.Now()), s)
 		}
-		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
-			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
 	}
 }
 
