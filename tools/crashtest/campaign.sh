@@ -13,6 +13,8 @@ MODES=${MODES:-"online offline replay-crash retain-will many-sessions"}
 QOS=${QOS:-"1 2"}
 V=${V:-4}
 SESSIONS=${SESSIONS:-10000}
+# Messages per session in many-sessions: enough publishing to fit CRASHES kills.
+PER_SESSION=${PER_SESSION:-6}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -26,7 +28,7 @@ for mode in $MODES; do
 		args=(-keel "$work/keel" -mode "$mode" -qos "$qos" -v "$V" -crashes "$CRASHES"
 			-duration 60m -timeout 90m -log warn)
 		if [ "$mode" = many-sessions ]; then
-			args+=(-sessions "$SESSIONS")
+			args+=(-sessions "$SESSIONS" -per-session "$PER_SESSION")
 		fi
 		start=$(date +%s)
 		line=$("$work/crashtest" "${args[@]}" 2>"$work/err.log" | tail -1)
