@@ -111,7 +111,9 @@ func (r *run) runMany(ctx context.Context) error {
 	// Kills spread over the publisher's acks; it publishes everything
 	// (stopPub stays open), whenever the crashes end.
 	total := cfg.Sessions * cfg.PerSession
-	plan := crashPlan{until: pubDone, ackSpan: max(1, 2*total/max(1, cfg.Crashes))}
+	// K averages half the span: a span of total/Crashes leaves room for
+	// every kill before the publisher is done.
+	plan := crashPlan{until: pubDone, ackSpan: max(1, total/max(1, cfg.Crashes))}
 	err = r.crashPhase(ctx, &plan)
 	defer close(stopPub)
 	if err != nil {
