@@ -112,6 +112,8 @@ type Stats struct {
 	MessagesSent     uint64 // PUBLISH packets sent
 	Retained         int
 	StoreBytes       uint64
+	StoreSyncs       uint64 // synced commits (fsyncs of the WAL)
+	StoreTxns        uint64 // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	CommitFailures   uint64
 }
 
@@ -530,6 +532,8 @@ func (b *Broker) Stats() Stats {
 		MessagesSent:     b.stats.sent.Load(),
 		Retained:         b.retainedLen(),
 		StoreBytes:       ws.DiskSize,
+		StoreSyncs:       ws.Syncs,
+		StoreTxns:        ws.Commits,
 		CommitFailures:   b.stats.commitFailures.Load(),
 	}
 }

@@ -24,6 +24,8 @@ func metricsHandler(b *engine.Broker) http.Handler {
 	gauge("keel_store_bytes", "Disk space used by the store.", func(s engine.Stats) float64 { return float64(s.StoreBytes) })
 	counter("keel_messages_received_total", "PUBLISH packets received.", func(s engine.Stats) float64 { return float64(s.MessagesReceived) })
 	counter("keel_messages_sent_total", "PUBLISH packets sent.", func(s engine.Stats) float64 { return float64(s.MessagesSent) })
+	counter("keel_store_syncs_total", "Synced commits to the write-ahead log (fsyncs).", func(s engine.Stats) float64 { return float64(s.StoreSyncs) })
+	counter("keel_store_txns_total", "Batches of broker state committed; divided by syncs, the group commit's batching.", func(s engine.Stats) float64 { return float64(s.StoreTxns) })
 	counter("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", func(s engine.Stats) float64 { return float64(s.CommitFailures) })
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
