@@ -22,10 +22,11 @@ type Server struct {
 	Handler Handler
 	Logger  *slog.Logger
 
-	mu    sync.Mutex
-	ln    net.Listener
-	conns map[net.Conn]struct{}
-	wg    sync.WaitGroup
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  map[net.Conn]struct{}
+	closed bool           // Shutdown has begun: no more handlers start
+	wg     sync.WaitGroup // handlers; Add only under mu while !closed
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -62,9 +63,14 @@ func (s *Server) Serve(ln net.Listener) error {
 			tc.SetNoDelay(true)
 		}
 		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			nc.Close()
+			return ErrServerClosed
+		}
 		s.conns[nc] = struct{}{}
-		s.mu.Unlock()
 		s.wg.Add(1)
+		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
 			defer func() {
@@ -90,6 +96,7 @@ func isTemporary(err error) bool {
 // ends; then it closes the connections that are left.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
+	s.closed = true
 	if s.ln != nil {
 		s.ln.Close()
 	}
