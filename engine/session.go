@@ -290,9 +290,6 @@ func (b *Broker) endSession(s *sessions.Session) {
 	// the Txns in flight land first. Rare (clean start over a stored
 	// session, expiry), so the core may wait for one sync here.
 	b.syncWal()
-	for _, f := range s.Inflight {
-		core.txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
-	}
 	if err := core.store.Erase(core.txn, s); err != nil {
 		b.log.Error("erasing session", "client", s.ClientID, "err", err)
 	}

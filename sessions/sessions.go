@@ -9,6 +9,7 @@
 package sessions
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -311,6 +312,9 @@ func (st *Store) Release(txn *wal.Txn, id uint64) {
 // SharedBodies is the number of shared message bodies referenced.
 func (st *Store) SharedBodies() int { return len(st.refs) }
 
+// errStopScan ends a Scan early once enough was read.
+var errStopScan = errors.New("sessions: enough read")
+
 // Pulled is one queued entry read from disk.
 type Pulled struct {
 	Seq   uint64
@@ -323,10 +327,9 @@ type Pulled struct {
 // what it takes.
 func (st *Store) Pull(s *Session, limit int) ([]Pulled, error) {
 	var out []Pulled
-	stop := fmt.Errorf("stop")
 	err := st.log.Scan(wal.QueueKey(s.ClientID, s.Cursor), wal.PrefixEnd(wal.QueuePrefix(s.ClientID)), func(k, v []byte) error {
 		if len(out) >= limit {
-			return stop
+			return errStopScan
 		}
 		_, _, rest, _ := wal.ParseSessionKey(k)
 		e, err := wal.DecodeEntry(v)
@@ -344,7 +347,7 @@ func (st *Store) Pull(s *Session, limit int) ([]Pulled, error) {
 		out = append(out, p)
 		return nil
 	})
-	if err != nil && err != stop {
+	if err != nil && !errors.Is(err, errStopScan) {
 		return out, err
 	}
 	return out, nil
