@@ -134,6 +134,7 @@ func serveMetrics(addr string, b *engine.Broker, logger *slog.Logger) {
 	mux.Handle("/metrics", metricsHandler(b))
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	if err := http.ListenAndServe(addr, mux); err != nil {
 		logger.Error("metrics listener", "err", err)
 	}
