@@ -9,6 +9,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/wal"
 )
 
 // crashAtNextSync arms the broker to take a power-loss image of the store
@@ -317,4 +318,77 @@ func TestLazyCompletions(t *testing.T) {
 			s.expectNothing(300 * time.Millisecond)
 		})
 	}
+}
+
+// queued counts the queue entries of client on the store (Pebble's view:
+// what has been applied, synced or not).
+func queued(t *testing.T, l *wal.Log, client string) int {
+	t.Helper()
+	n := 0
+	p := wal.QueuePrefix(client)
+	if err := l.Scan(p, wal.PrefixEnd(p), func(k, v []byte) error { n++; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A completion is held in memory (Options.CompletionHold) and written by
+// the next commit that writes anything: on its own it costs no WAL write.
+func TestCompletionRidesTheNextCommit(t *testing.T) {
+	tb := startBroker(t, Options{CompletionHold: time.Hour})
+	s := dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil)
+	s.subscribe(1, "x", 1)
+	p := dialRaw(t, tb.addr, packet.V5)
+	p.connect("p", true, nil)
+
+	p.publish(1, "x", 1, "m1")
+	p.expectAck(packet.PUBACK, 1)
+	got := s.expectPublish()
+	if n := queued(t, tb.l, "s"); n != 1 {
+		t.Fatalf("%d queue entries after the delivery, want 1", n)
+	}
+	s.send(&packet.Ack{Kind: packet.PUBACK, PacketID: got.PacketID})
+	s.ping() // the core has handled the PUBACK: it came first
+	if n := queued(t, tb.l, "s"); n != 1 {
+		t.Fatalf("%d queue entries after the PUBACK, want 1: the completion was written on its own", n)
+	}
+
+	p.publish(2, "x", 1, "m2")
+	p.expectAck(packet.PUBACK, 2)
+	if n := queued(t, tb.l, "s"); n != 1 {
+		t.Fatalf("%d queue entries after the next commit, want 1 (m2 only): the held completion was not carried", n)
+	}
+	s.expectPublish()
+}
+
+// With nothing else to commit, a held completion is written after
+// CompletionHold.
+func TestCompletionHoldExpires(t *testing.T) {
+	tb := startBroker(t, Options{CompletionHold: 5 * time.Millisecond})
+	s := dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil)
+	s.subscribe(1, "x", 2)
+	p := dialRaw(t, tb.addr, packet.V5)
+	p.connect("p", true, nil)
+	p.publish(1, "x", 2, "m1")
+	p.expectAck(packet.PUBREC, 1)
+	p.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 1})
+	p.expectAck(packet.PUBCOMP, 1)
+	got := s.expectPublish()
+	s.send(&packet.Ack{Kind: packet.PUBREC, PacketID: got.PacketID})
+	s.expectAck(packet.PUBREL, got.PacketID)
+	s.send(&packet.Ack{Kind: packet.PUBCOMP, PacketID: got.PacketID})
+	deadline := time.Now().Add(5 * time.Second)
+	for queued(t, tb.l, "s") != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the completed flow's entry is still stored 5 s after PUBCOMP")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// And a clean restart keeps it deleted: nothing is resent.
+	tb.restart()
+	s = dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil)
+	s.expectNothing(200 * time.Millisecond)
 }

@@ -365,9 +365,10 @@ func (b *Broker) fill(s *sessions.Session) {
 			b.emit(oc, outItem{pub: &outPub{msg: p.Msg, qos: e.QoS, pid: pid, retain: e.Retain, subIDs: e.SubIDs}}, nil)
 		}
 		if len(pulled) < room {
-			if c.txn.Len() > 0 || b.pending.Load() > 0 {
+			if c.txn.Len() > c.lazyOps || b.pending.Load() > 0 {
 				// Entries still in an uncommitted Txn are not visible yet:
-				// look again after the next commit.
+				// look again after the next commit. (Held completions are
+				// only deletes of entries behind the cursor.)
 				c.repull[s] = struct{}{}
 			} else {
 				s.Backlog = false

@@ -301,7 +301,7 @@ func (b *Broker) endSession(s *sessions.Session) {
 // syncWal submits the current drain and waits until every Txn so far is
 // done. Only for rare paths: it stalls the core for a sync.
 func (b *Broker) syncWal() {
-	b.flush()
+	b.flush(true)
 	_ = b.wal.Commit(context.Background(), &wal.Txn{})
 }
 

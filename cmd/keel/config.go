@@ -109,6 +109,12 @@ func (c *config) set(key, val string) error {
 			return fmt.Errorf("want true or false, got %q", val)
 		}
 		e.SyncCompletions = v
+	case "completion_hold":
+		d, err := time.ParseDuration(val)
+		if err != nil {
+			return fmt.Errorf("want a duration like 10ms (negative: no hold), got %q", val)
+		}
+		e.CompletionHold = d
 	case "sys_interval":
 		d, err := time.ParseDuration(val)
 		if err != nil {

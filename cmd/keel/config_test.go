@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeConfig(t *testing.T, text string) string {
@@ -17,13 +18,14 @@ func writeConfig(t *testing.T, text string) string {
 }
 
 func TestConfigLoads(t *testing.T) {
-	p := writeConfig(t, "# a comment\nlisten = 127.0.0.1:1999\n\ndata = /var/lib/keel  # trailing comment\nmax_inflight = 32\nqueue_qos0 = true\nsync_completions = true\nsys_interval = 5s\n")
+	p := writeConfig(t, "# a comment\nlisten = 127.0.0.1:1999\n\ndata = /var/lib/keel  # trailing comment\nmax_inflight = 32\nqueue_qos0 = true\nsync_completions = true\ncompletion_hold = 2ms\nsys_interval = 5s\n")
 	c := defaultConfig()
 	if err := c.load(p); err != nil {
 		t.Fatal(err)
 	}
 	if c.Listen != "127.0.0.1:1999" || c.Data != "/var/lib/keel" || c.Engine.MaxInflight != 32 ||
-		!c.Engine.QueueQoS0 || !c.Engine.SyncCompletions || c.Engine.SysInterval.Seconds() != 5 {
+		!c.Engine.QueueQoS0 || !c.Engine.SyncCompletions || c.Engine.SysInterval.Seconds() != 5 ||
+		c.Engine.CompletionHold != 2*time.Millisecond {
 		t.Fatalf("got %+v", c)
 	}
 }
