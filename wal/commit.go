@@ -5,28 +5,30 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
+	dto "github.com/prometheus/client_model/go"
 )
 
-// The commit pipeline. One goroutine, the committer (Log.run), owns every
-// write to Pebble and every sync; callers only queue Txns.
+// The commit pipeline. Submit applies each Txn to Pebble at once, in the
+// caller's goroutine, as a Pebble batch of its own; one goroutine, the
+// committer (Log.run), waits for the syncs and calls the Dones.
 //
 // Ordering rules:
 //
-//  1. Txns are written in Submit order: the committer takes the whole queue
-//     at once and appends the ops of its Txns, in order, to one Pebble batch
-//     (a group), so a group, and with it every Txn in it, is all or nothing.
-//  2. A group is committed with pebble.Sync and the committer waits for that
-//     sync before calling any Done of the group. Done(nil) therefore never
+//  1. Txns are applied in Submit order (Submit holds l.mu while it applies),
+//     each as one Pebble batch, so a Txn is all or nothing and Pebble's WAL
+//     holds them in Submit order: a crash keeps a prefix of the log.
+//  2. A Txn without NoSync is applied with pebble.Sync, and the committer
+//     waits for that sync before calling its Done. Done(nil) therefore never
 //     precedes the fsync of the WAL record holding the Txn.
-//  3. Done runs on the committer goroutine, in Submit order, across groups:
-//     group N+1 is written only after every Done of group N has returned.
-//  4. Txns submitted while a group syncs wait in the queue and form the next
-//     group; that is the group commit. An empty Txn rides along and is
-//     acknowledged in order with its group; a group of only empty Txns is not
-//     synced at all (there is nothing to make durable, and everything before
-//     it was synced by an earlier group).
-//  5. After the first failed group the store is sticky-failed (Err): every
-//     later Txn gets Done(Err()) in order, without touching Pebble.
+//  3. Done runs on the committer goroutine, in Submit order.
+//  4. Group commit is Pebble's: its WAL writer syncs everything written
+//     since its last sync with one fdatasync, so the Txns submitted while a
+//     sync is in progress share the next one. Applying in the submitter's
+//     goroutine keeps the committer's wakeup off the path to the WAL write.
+//     An empty Txn touches nothing and is acknowledged in order.
+//  5. After the first failure (an apply or a sync) the store is
+//     sticky-failed (Err): that Txn and every later one get Done(Err()), in
+//     order, and nothing later is applied.
 //
 // Pebble applies a batch to its memtable before the WAL sync completes, so a
 // Get or Scan may see a Txn whose Done has not run yet (or that then fails).
@@ -34,32 +36,17 @@ import (
 
 // commitEnv is the committer's environment: a test seam in the manner of
 // Pebble's commitEnv. The zero value is filled in by defaults.
-type commitEnv struct {
-	// hold, if set, runs on the committer before each group is written, with
-	// the number of Txns in it. Tests block in it to let a group build up.
-	hold func(txns int)
-	// apply commits b to the store and waits for its sync.
-	apply func(b *pebble.Batch) error
-	// maxBatchBytes splits a larger group into several batches.
-	maxBatchBytes int
-}
+type commitEnv struct{}
 
-func (l *Log) defaults() {
-	if l.env.apply == nil {
-		l.env.apply = l.applySynced
-	}
-	if l.env.maxBatchBytes == 0 {
-		l.env.maxBatchBytes = maxBatchBytes
-	}
-}
+func (l *Log) defaults() {}
 
 // Stats are plain counters, safe for concurrent reads.
 type Stats struct {
 	Commits  uint64 // Txns acknowledged with Done(nil)
-	Syncs    uint64 // groups written with a synced Pebble batch
-	Records  uint64 // Set and Delete ops synced
-	Bytes    uint64 // bytes of synced Pebble batches
-	Failures uint64 // groups completed with an error
+	Syncs    uint64 // fdatasyncs of Pebble's WAL (its fsync latency histogram's count)
+	Records  uint64 // Set and Delete ops applied
+	Bytes    uint64 // bytes of applied Pebble batches
+	Failures uint64 // Txns completed with an error
 	DiskSize uint64 // Pebble's disk space usage, bytes
 }
 
@@ -68,25 +55,40 @@ type Stats struct {
 func (l *Log) Stats() Stats {
 	s := Stats{
 		Commits:  l.stats.commits.Load(),
-		Syncs:    l.stats.syncs.Load(),
 		Records:  l.stats.records.Load(),
 		Bytes:    l.stats.bytes.Load(),
 		Failures: l.stats.failures.Load(),
 	}
 	l.dbMu.RLock()
 	if !l.dbMu.closed {
-		s.DiskSize = l.db.Metrics().DiskSpaceUsage()
+		m := l.db.Metrics()
+		s.DiskSize = m.DiskSpaceUsage()
+		l.noteSyncs(m)
 	}
 	l.dbMu.RUnlock()
+	s.Syncs = l.stats.syncs.Load()
 	return s
 }
 
-// Submit hands t to the committer and returns without waiting for a sync.
-// t.Done is called once t is durable or has failed (see Txn.Done). Submit
-// blocks only while the committer's queue is full. After Close has begun,
-// Submit waits for the committer to finish and then calls t.Done(ErrClosed),
-// so Done order still follows Submit order. t belongs to the log until its
-// Done runs.
+// noteSyncs keeps the count of WAL fsyncs Pebble has made, from its fsync
+// latency histogram (one sample per fdatasync of the WAL).
+func (l *Log) noteSyncs(m *pebble.Metrics) {
+	h := m.LogWriter.FsyncLatency
+	if h == nil {
+		return
+	}
+	var d dto.Metric
+	if h.Write(&d) == nil && d.Histogram != nil {
+		l.stats.syncs.Store(d.Histogram.GetSampleCount())
+	}
+}
+
+// Submit applies t to the store and hands it to the committer, without
+// waiting for a sync. t.Done is called once t is durable or has failed (see
+// Txn.Done). Submit blocks only while the committer's queue is full or
+// Pebble stalls writes. After Close has begun, Submit waits for the
+// committer to finish and then calls t.Done(ErrClosed), so Done order still
+// follows Submit order. t belongs to the log until its Done runs.
 func (l *Log) Submit(t *Txn) {
 	l.mu.Lock()
 	for len(l.mu.queue) >= maxQueue && !l.mu.closing {
@@ -100,6 +102,7 @@ func (l *Log) Submit(t *Txn) {
 		}
 		return
 	}
+	l.apply(t)
 	l.mu.queue = append(l.mu.queue, t)
 	if len(l.mu.queue) == 1 {
 		// The committer waits only on an empty queue.
@@ -130,11 +133,69 @@ func (l *Log) Commit(ctx context.Context, t *Txn) error {
 	}
 }
 
-// run is the committer goroutine.
+// apply writes t's ops to Pebble as one batch (l.mu held: Submit order).
+// A synced batch is left on t for the committer to wait on.
+func (l *Log) apply(t *Txn) {
+	if len(t.ops) == 0 {
+		return
+	}
+	if err := l.Err(); err != nil {
+		t.err = err
+		return
+	}
+	b := l.mu.free
+	if b != nil {
+		l.mu.free = nil
+	} else {
+		b = l.db.NewBatch()
+	}
+	for j := range t.ops {
+		o := &t.ops[j]
+		if o.del {
+			_ = b.Delete(o.key, nil) // errors only on a closed batch
+		} else {
+			_ = b.Set(o.key, o.value, nil)
+		}
+	}
+	size := len(b.Repr())
+	var err error
+	if t.NoSync {
+		err = l.applyNoSync(b)
+	} else {
+		err = l.applySynced(b)
+	}
+	if err != nil {
+		// A failed batch may still be referenced by Pebble: never reused.
+		l.setErr(fmt.Errorf("wal: commit: %w", err))
+		l.logger.Error("commit failed", "records", len(t.ops), "err", err)
+		t.err = l.Err()
+		return
+	}
+	l.stats.records.Add(uint64(len(t.ops)))
+	l.stats.bytes.Add(uint64(size))
+	if t.NoSync {
+		l.recycle(b)
+	} else {
+		t.batch = b
+	}
+}
+
+// recycle keeps b for the next apply, unless it grew large (l.mu held).
+func (l *Log) recycle(b *pebble.Batch) {
+	if l.mu.free == nil && cap(b.Repr()) <= 1<<20 {
+		b.Reset()
+		l.mu.free = b
+		return
+	}
+	_ = b.Close()
+}
+
+// run is the committer goroutine: it waits for each Txn's sync, in Submit
+// order, and calls its Done.
 func (l *Log) run() {
 	defer close(l.stopped)
 	var group []*Txn
-	batch := l.db.NewBatch()
+	var failed error // the first failure, in Submit order
 	for {
 		l.mu.Lock()
 		for len(l.mu.queue) == 0 && !l.mu.closing {
@@ -149,111 +210,53 @@ func (l *Log) run() {
 		l.mu.notFull.Broadcast()
 		l.mu.Unlock()
 
-		batch = l.commitGroup(batch, group)
+		for _, t := range group {
+			err := t.err
+			if b := t.batch; b != nil {
+				t.batch = nil
+				if serr := b.SyncWait(); serr != nil {
+					l.setErr(fmt.Errorf("wal: commit: %w", serr))
+					l.logger.Error("sync failed", "records", len(t.ops), "err", serr)
+					err = l.Err()
+				} else {
+					l.mu.Lock()
+					l.recycle(b)
+					l.mu.Unlock()
+				}
+			}
+			if failed == nil && err != nil {
+				failed = err
+			}
+			t.err = nil
+			if failed != nil {
+				l.stats.failures.Add(1)
+				err = failed
+			} else {
+				l.stats.commits.Add(1)
+			}
+			if t.Done != nil {
+				t.Done(err)
+			}
+		}
 		clear(group) // drop references to Txns the callers may reuse
 	}
-	if batch != nil && l.Err() == nil {
-		_ = batch.Close()
+	l.mu.Lock()
+	if b := l.mu.free; b != nil {
+		l.mu.free = nil
+		_ = b.Close()
 	}
+	l.mu.Unlock()
 }
 
-// commitGroup writes group as one synced batch (or several, when it exceeds
-// maxBatchBytes) and calls every Done in order. It returns the batch to use
-// next (nil after a failure: a failed batch may still be referenced by
-// Pebble and is never reused).
-func (l *Log) commitGroup(b *pebble.Batch, group []*Txn) *pebble.Batch {
-	if err := l.Err(); err != nil {
-		l.finish(group, err)
-		return b
-	}
-	if l.env.hold != nil {
-		l.env.hold(len(group))
-	}
-	start, records, size := 0, 0, 0
-	mustSync := func(txns []*Txn) bool {
-		for _, t := range txns {
-			if !t.NoSync && len(t.ops) > 0 {
-				return true
-			}
-		}
-		return false
-	}
-	for i, t := range group {
-		n := 0
-		for j := range t.ops {
-			n += len(t.ops[j].key) + len(t.ops[j].value) + 16
-		}
-		if records > 0 && size+n > l.env.maxBatchBytes {
-			// Commit what we have, in order, before this Txn.
-			if b = l.sync(b, group[start:i], records, mustSync(group[start:i])); b == nil {
-				l.finish(group[i:], l.Err())
-				return nil
-			}
-			start, records, size = i, 0, 0
-		}
-		for j := range t.ops {
-			o := &t.ops[j]
-			if o.del {
-				_ = b.Delete(o.key, nil) // errors only on a closed batch
-			} else {
-				_ = b.Set(o.key, o.value, nil)
-			}
-		}
-		records += len(t.ops)
-		size += n
-	}
-	return l.sync(b, group[start:], records, mustSync(group[start:]))
-}
-
-// sync commits b (holding records ops of txns) with a sync and completes
-// txns. It returns the batch to reuse, or nil after a failure.
-func (l *Log) sync(b *pebble.Batch, txns []*Txn, records int, mustSync bool) *pebble.Batch {
-	if records == 0 {
-		l.finish(txns, nil)
-		return b
-	}
-	size := len(b.Repr())
-	apply := l.env.apply
-	if !mustSync {
-		apply = l.applyNoSync
-	}
-	if err := apply(b); err != nil {
-		l.setErr(fmt.Errorf("wal: commit: %w", err))
-		l.logger.Error("commit failed", "txns", len(txns), "records", records, "err", err)
-		l.finish(txns, l.Err())
-		return nil
-	}
-	if mustSync {
-		l.stats.syncs.Add(1)
-	}
-	l.stats.records.Add(uint64(records))
-	l.stats.bytes.Add(uint64(size))
-	b.Reset()
-	l.finish(txns, nil)
-	return b
-}
-
-// finish calls Done(err) for txns in order.
-func (l *Log) finish(txns []*Txn, err error) {
-	if err == nil {
-		l.stats.commits.Add(uint64(len(txns)))
-	} else if len(txns) > 0 {
-		l.stats.failures.Add(1)
-	}
-	for _, t := range txns {
-		if t.Done != nil {
-			t.Done(err)
-		}
-	}
-}
-
-// applySynced commits b with pebble.Sync and waits for the sync.
+// applySynced applies b with pebble.Sync without waiting for the sync: the
+// committer waits for it (Batch.SyncWait).
 //
 // DB.Apply cannot be used: on a commit error it calls Logger.Fatalf and,
 // since ours does not exit, then returns nil. ApplyNoSyncWait hands the sync
 // error to SyncWait instead. Errors before the WAL write still go through
 // Fatalf (our sticky error); in that case Pebble never queued the batch for
-// a sync and SyncWait would wait forever, so it is not called.
+// a sync and SyncWait would wait forever, so apply reports the error and
+// the batch is abandoned.
 func (l *Log) applySynced(b *pebble.Batch) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -266,10 +269,7 @@ func (l *Log) applySynced(b *pebble.Batch) (err error) {
 	if err := l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
 		return err
 	}
-	if err := l.Err(); err != nil {
-		return err
-	}
-	return b.SyncWait()
+	return l.Err()
 }
 
 // applyNoSync writes b to Pebble's WAL without waiting for a sync (see

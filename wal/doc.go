@@ -83,25 +83,27 @@
 //
 // # Commit pipeline
 //
-// One goroutine, the committer, owns every write to Pebble and every sync,
-// as one flusher owns the log file in Pebble's record.LogWriter. Submit only
-// queues a Txn (a bounded queue of 4096 Txns: a full queue blocks Submit,
-// which is the broker's back-pressure). The rules:
+// Submit applies a Txn to Pebble at once, in the submitting goroutine, as
+// one Pebble batch, and queues it for the committer goroutine (a bounded
+// queue of 4096 Txns: a full queue blocks Submit, which is the broker's
+// back-pressure). The committer waits for the syncs and calls the Dones.
+// Applying in the submitter keeps a goroutine wakeup off the path from a
+// PUBLISH to its WAL write: on this project's 2-vCPU machine each wakeup is
+// 5-20 us, next to a 200 us fsync. The rules:
 //
-//  1. The committer takes everything queued and appends the ops of those
-//     Txns, in Submit order, to one Pebble batch: a group. A group, and so
-//     every Txn in it, is applied all or nothing (a group over 64 MiB is cut
-//     into several batches at Txn boundaries).
-//  2. The batch is committed with pebble.Sync, and the committer waits for
-//     that sync before it calls any Done of the group: Done(nil) never
-//     precedes the fsync of the WAL record that holds the Txn, so no ack
-//     leaves before its state is on disk.
-//  3. Done runs on the committer, in Submit order across all groups; group
-//     N+1 is written only after every Done of group N has returned. Done
-//     must therefore be quick and must not call Submit or Commit.
-//  4. Txns submitted while a group syncs wait and form the next group: one
-//     fsync for all of them. An empty Txn is acknowledged in order with its
-//     group; a group of only empty Txns is not synced.
+//  1. Submit holds the queue's mutex while it applies, so Txns reach
+//     Pebble's WAL in Submit order, each all or nothing.
+//  2. A Txn is applied with pebble.Sync (DB.ApplyNoSyncWait), and the
+//     committer waits for that sync (Batch.SyncWait) before it calls the
+//     Txn's Done: Done(nil) never precedes the fsync of the WAL record that
+//     holds the Txn, so no ack leaves before its state is on disk.
+//  3. Done runs on the committer, in Submit order. Done must therefore be
+//     quick and must not call Submit or Commit.
+//  4. Group commit is Pebble's own: its WAL writer syncs everything written
+//     since its last fdatasync with the next one, so Txns submitted while a
+//     sync is in progress share one. An empty Txn touches nothing and is
+//     acknowledged in order. A NoSync Txn is written to the WAL without a
+//     sync of its own; the next synced Txn makes it durable.
 //  5. Pebble applies a batch to its memtable before the sync completes, so
 //     Get and Scan may observe a Txn whose Done has not run yet (or that
 //     then fails). State that must be durable is read only after Done.
@@ -112,11 +114,11 @@
 // the error, hands it to every later sync waiter, and eventually panics
 // inside its commit pipeline; DB.Apply reports a commit error by calling
 // Logger.Fatalf, whose default calls os.Exit. Keel installs its own Pebble
-// Logger: Fatalf logs, records a sticky error, and returns. The committer
-// commits with DB.ApplyNoSyncWait and Batch.SyncWait, which return the sync
-// error instead of routing it through Fatalf.
+// Logger: Fatalf logs, records a sticky error, and returns. Keel commits
+// with DB.ApplyNoSyncWait and Batch.SyncWait, which return the sync error
+// instead of routing it through Fatalf.
 //
-// When a group fails, every Txn in it gets Done(err), the failure is
+// When an apply or a sync fails, that Txn gets Done(err), the failure is
 // counted (Stats.Failures) and logged, and the error becomes sticky: Err()
 // returns it from then on, nothing more is written to Pebble, and every
 // later Txn gets Done(Err()) promptly, in order. A failed Txn was not

@@ -25,8 +25,8 @@ type Options struct {
 	Pebble func(*pebble.Options)
 }
 
-// Txn is a group of writes committed atomically, with sync, by the log's
-// one committer. Build it with Set and Delete, then Submit it.
+// Txn is a group of writes committed atomically, with sync. Build it with
+// Set and Delete, then Submit it.
 type Txn struct {
 	ops []op
 	// Done is called by the committer goroutine once the Txn's batch is
@@ -43,8 +43,11 @@ type Txn struct {
 	// makes it durable (order is kept: a crash keeps a prefix of the log).
 	// For writes whose loss is harmless and that no packet waits on, like
 	// deleting a queue entry after its PUBACK (lost, it is only resent).
-	// A group is synced if any Txn in it lacks NoSync.
 	NoSync bool
+
+	// Set by Submit for the committer.
+	batch *pebble.Batch // applied with a sync to wait for
+	err   error         // the apply failed
 }
 
 type op struct {

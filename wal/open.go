@@ -40,13 +40,10 @@ const (
 	// maxQueue bounds the committer's queue (txns); a full queue blocks
 	// Submit, which is the broker's back-pressure.
 	maxQueue = 4096
-	// maxBatchBytes splits a very large group into several batches, so a
-	// burst of big payloads cannot reach Pebble's 4 GiB batch limit.
-	maxBatchBytes = 64 << 20
 )
 
-// Log is Keel's durable write path: a Pebble store and the one committer
-// goroutine that owns every write and every sync.
+// Log is Keel's durable write path: a Pebble store, written in Submit
+// order, and the one committer goroutine that waits for its syncs.
 type Log struct {
 	db        *pebble.DB
 	dir       string
@@ -57,8 +54,9 @@ type Log struct {
 	// mu protects the committer's queue.
 	mu struct {
 		sync.Mutex
-		queue   []*Txn // submitted, not yet taken by the committer
-		closing bool   // Close has begun; the committer drains and exits
+		queue   []*Txn        // submitted, not yet taken by the committer
+		free    *pebble.Batch // a batch to reuse
+		closing bool          // Close has begun; the committer drains and exits
 		ready   sync.Cond
 		notFull sync.Cond
 	}
@@ -286,6 +284,9 @@ func (l *Log) close() error {
 	l.dbMu.Lock()
 	l.dbMu.closed = true
 	l.dbMu.Unlock()
+	if !l.wedged.Load() {
+		l.noteSyncs(l.db.Metrics())
+	}
 	if l.wedged.Load() {
 		// Pebble panicked inside its commit pipeline and may still hold
 		// its commit mutex; DB.Close would wait for it forever. Leave the
