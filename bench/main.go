@@ -23,6 +23,7 @@
 //
 //	go run ./bench -fsync-probe DIR      # 64-byte write + fdatasync latency (and CPU) in DIR
 //	go run ./bench matrix -h             # Keel vs Mosquitto, every scenario (see matrix.sh)
+//	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
 package main
 
 import (
@@ -38,6 +39,9 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "matrix" {
 		os.Exit(matrixMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "floor" {
+		os.Exit(floorMain(os.Args[2:]))
 	}
 	os.Exit(loadMain(os.Args[1:]))
 }
