@@ -143,10 +143,10 @@ func (l *Log) apply(t *Txn) {
 		t.err = err
 		return
 	}
-	b := l.mu.free
-	if b != nil {
-		l.mu.free = nil
-	} else {
+	var b *pebble.Batch
+	select {
+	case b = <-l.free:
+	default:
 		b = l.db.NewBatch()
 	}
 	for j := range t.ops {
@@ -180,12 +180,16 @@ func (l *Log) apply(t *Txn) {
 	}
 }
 
-// recycle keeps b for the next apply, unless it grew large (l.mu held).
+// recycle keeps b for a later apply, unless it grew large or enough are
+// kept. A channel, not l.mu: the committer must not wait behind an apply.
 func (l *Log) recycle(b *pebble.Batch) {
-	if l.mu.free == nil && cap(b.Repr()) <= 1<<20 {
+	if cap(b.Repr()) <= 1<<20 {
 		b.Reset()
-		l.mu.free = b
-		return
+		select {
+		case l.free <- b:
+			return
+		default:
+		}
 	}
 	_ = b.Close()
 }
@@ -219,9 +223,7 @@ func (l *Log) run() {
 					l.logger.Error("sync failed", "records", len(t.ops), "err", serr)
 					err = l.Err()
 				} else {
-					l.mu.Lock()
 					l.recycle(b)
-					l.mu.Unlock()
 				}
 			}
 			if failed == nil && err != nil {
@@ -240,12 +242,14 @@ func (l *Log) run() {
 		}
 		clear(group) // drop references to Txns the callers may reuse
 	}
-	l.mu.Lock()
-	if b := l.mu.free; b != nil {
-		l.mu.free = nil
-		_ = b.Close()
+	for {
+		select {
+		case b := <-l.free:
+			_ = b.Close()
+		default:
+			return
+		}
 	}
-	l.mu.Unlock()
 }
 
 // applySynced applies b with pebble.Sync without waiting for the sync: the

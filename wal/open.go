@@ -54,12 +54,13 @@ type Log struct {
 	// mu protects the committer's queue.
 	mu struct {
 		sync.Mutex
-		queue   []*Txn        // submitted, not yet taken by the committer
-		free    *pebble.Batch // a batch to reuse
-		closing bool          // Close has begun; the committer drains and exits
+		queue   []*Txn // submitted, not yet taken by the committer
+		closing bool   // Close has begun; the committer drains and exits
 		ready   sync.Cond
 		notFull sync.Cond
 	}
+	// free holds batches to reuse.
+	free chan *pebble.Batch
 	// stopped is closed when the committer goroutine has exited.
 	stopped chan struct{}
 
@@ -105,6 +106,7 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		threshold: effectiveThreshold(opts.CompressThreshold),
 		env:       env,
 		stopped:   make(chan struct{}),
+		free:      make(chan *pebble.Batch, 8),
 	}
 	l.mu.ready.L = &l.mu.Mutex
 	l.mu.notFull.L = &l.mu.Mutex
