@@ -31,7 +31,10 @@ import (
 // QoS 2). A real broker has to do more than this between the PUBLISH and
 // its PUBACK; it cannot do less. With -pebble the write is a synced
 // Pebble DB.Set from the reading goroutine instead: the least a broker
-// that keeps its log in Pebble can do. bench/syncfloor.sh runs it side by side
+// that keeps its log in Pebble can do. With -handoff the reader hands the
+// record to one goroutine that writes and syncs it and waits for the
+// answer: the two goroutine hand-offs of Pebble's WAL writer (commit ->
+// flushLoop -> waiter), without the rest of Pebble. bench/syncfloor.sh runs it side by side
 // with Keel, Mosquitto and the fsync probes.
 
 type floorServer struct {
@@ -40,6 +43,23 @@ type floorServer struct {
 	db   *pebble.DB // -pebble: a synced Pebble write instead of the log file
 	seq  uint64
 	subs map[string][]*floorConn
+	// -handoff: the goroutine that writes and syncs.
+	syncer chan syncReq
+}
+
+type syncReq struct {
+	rec  []byte
+	done chan error
+}
+
+func (s *floorServer) syncLoop() {
+	for r := range s.syncer {
+		_, err := s.log.Write(r.rec)
+		if err == nil {
+			err = syscall.Fdatasync(int(s.log.Fd()))
+		}
+		r.done <- err
+	}
 }
 
 type floorConn struct {
@@ -66,6 +86,7 @@ func floorMain(args []string) int {
 	listen := fs.String("listen", "127.0.0.1:1884", "`host:port` to serve")
 	dir := fs.String("dir", os.TempDir(), "`directory` for the log file (the disk being measured)")
 	usePebble := fs.Bool("pebble", false, "store each message with a synced Pebble write (DB.Set with pebble.Sync) instead of write + fdatasync")
+	handoff := fs.Bool("handoff", false, "write + fdatasync on a dedicated goroutine, as Pebble's WAL writer does: the reader hands each record over and waits")
 	fs.Parse(args)
 
 	f, err := os.CreateTemp(*dir, "keel-floor-*.log")
@@ -83,6 +104,10 @@ func floorMain(args []string) int {
 	}
 	fmt.Fprintf(os.Stderr, "bench floor: serving %s, log %s\n", ln.Addr(), filepath.Base(f.Name()))
 	s := &floorServer{log: f, subs: make(map[string][]*floorConn)}
+	if *handoff {
+		s.syncer = make(chan syncReq)
+		go s.syncLoop()
+	}
 	if *usePebble {
 		pdir, err := os.MkdirTemp(*dir, "keel-floor-pebble-*")
 		if err != nil {
@@ -123,6 +148,7 @@ func (s *floorServer) serve(nc net.Conn) {
 	}
 	defer s.drop(c)
 	var rec []byte
+	done := make(chan error, 1)
 	for {
 		p, err := packet.Read(br, c.version, 0)
 		if err != nil {
@@ -134,7 +160,12 @@ func (s *floorServer) serve(nc net.Conn) {
 				rec = append(append(rec[:0], p.Topic...), p.Payload...)
 				var err error
 				s.mu.Lock()
-				if s.db != nil {
+				if s.syncer != nil {
+					s.mu.Unlock()
+					r := syncReq{rec: rec, done: done}
+					s.syncer <- r
+					err = <-done
+				} else if s.db != nil {
 					s.seq++
 					k := binary.BigEndian.AppendUint64(nil, s.seq)
 					s.mu.Unlock()

@@ -31,6 +31,45 @@ type fsyncResult struct {
 	// durable broker's CPU per synchronous message includes it.
 	CPUPerSync float64 `json:"cpu_per_sync_us"`
 	CPUShare   float64 `json:"cpu_share"`
+
+	// Paced (bench -fsync-probe DIR -fsync-paced): the prealloc write +
+	// fdatasync, each after an idle pause of PacedPauseP50, as the syncs
+	// of a synchronous client come, one per network round trip. On a VM
+	// the same sync costs more after an idle pause than back to back.
+	PacedP50      float64 `json:"paced_p50_us,omitempty"`
+	PacedPauseP50 float64 `json:"paced_pause_p50_us,omitempty"`
+}
+
+// fsyncPaced times prealloc writes + fdatasync in dir, each after sleeping
+// pause, for at most budget (or 2,000 samples).
+func fsyncPaced(dir string, pause, budget time.Duration) (p50, pauseP50 float64, err error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	f, err := os.CreateTemp(dir, "keel-bench-fsync-*")
+	if err != nil {
+		return 0, 0, fmt.Errorf("fsync probe: %w", err)
+	}
+	defer func() { f.Close(); os.Remove(f.Name()) }()
+	_ = syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, 0, 4<<20)
+	buf := make([]byte, 64)
+	var ds, ps []time.Duration
+	start := time.Now()
+	for len(ds) < 2000 && (time.Since(start) < budget || len(ds) < 10) {
+		t0 := time.Now()
+		time.Sleep(pause)
+		t := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return 0, 0, fmt.Errorf("fsync probe: %w", err)
+		}
+		if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+			return 0, 0, fmt.Errorf("fsync probe: %w", err)
+		}
+		ds = append(ds, time.Since(t))
+		ps = append(ps, t.Sub(t0))
+	}
+	slices.Sort(ds)
+	slices.Sort(ps)
+	return float64(ds[len(ds)/2]) / 1e3, float64(ps[len(ps)/2]) / 1e3, nil
 }
 
 // wal is the latency to compare a synchronous acknowledgement with: the

@@ -69,6 +69,7 @@ func loadMain(args []string) int {
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines on stderr")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
+	paced := fs.Bool("fsync-paced", false, "with -fsync-probe: also time the prealloc write + fdatasync after a 150 µs idle pause each")
 	fs.Parse(args)
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "bench: unexpected argument %q\n", fs.Arg(0))
@@ -86,6 +87,13 @@ func loadMain(args []string) int {
 		fmt.Printf("  rewrite p50 %s  p99 %s\n", fmtUS(r.RewriteP50), fmtUS(r.RewriteP99))
 		fmt.Printf("  prealloc p50 %s  p99 %s  (append into fallocate(KEEP_SIZE) space, as Pebble's WAL)\n", fmtUS(r.PreallocP50), fmtUS(r.PreallocP99))
 		fmt.Printf("  CPU charged to the syncing thread: %.0fµs per write + fdatasync (%.0f%% of its wall time)\n", r.CPUPerSync, 100*r.CPUShare)
+		if *paced {
+			if r.PacedP50, r.PacedPauseP50, err = fsyncPaced(*probe, 150*time.Microsecond, time.Second); err != nil {
+				fmt.Fprintln(os.Stderr, "bench:", err)
+				return 2
+			}
+			fmt.Printf("  paced   p50 %s  (prealloc, each after an idle pause of %s)\n", fmtUS(r.PacedP50), fmtUS(r.PacedPauseP50))
+		}
 		printResult(os.Stdout, r)
 		return 0
 	}
