@@ -183,8 +183,8 @@ type core struct {
 	rr       map[string]int // round robin per shared group/filter
 
 	// The drain being built. lazyOps counts its writes that no packet
-	// waits on and whose loss is harmless (completions): a drain of only
-	// those is committed without a sync of its own.
+	// waits on and whose loss is harmless (completions): they are held for
+	// the next commit that writes anything else (see flush).
 	txn       *wal.Txn
 	lazyOps   int
 	lazyTimer *time.Timer // commits held completions (flush)
