@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"sync"
 	"syscall"
 
@@ -41,6 +40,7 @@ type floorServer struct {
 	mu   sync.Mutex // the log file and the subscriber table
 	log  *os.File
 	db   *pebble.DB // -pebble: a synced Pebble write instead of the log file
+	pdir string
 	seq  uint64
 	subs map[string][]*floorConn
 	// -handoff: the goroutine that writes and syncs.
@@ -89,43 +89,71 @@ func floorMain(args []string) int {
 	handoff := fs.Bool("handoff", false, "write + fdatasync on a dedicated goroutine, as Pebble's WAL writer does: the reader hands each record over and waits")
 	fs.Parse(args)
 
-	f, err := os.CreateTemp(*dir, "keel-floor-*.log")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench floor:", err)
-		return 2
-	}
-	defer os.Remove(f.Name())
-	// As Pebble does with a new WAL: reserve the blocks, keep the size.
-	_ = syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, 0, 64<<20)
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench floor:", err)
 		return 2
 	}
-	fmt.Fprintf(os.Stderr, "bench floor: serving %s, log %s\n", ln.Addr(), filepath.Base(f.Name()))
+	s, err := newFloor(*dir, *usePebble, *handoff)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench floor:", err)
+		return 2
+	}
+	defer s.close()
+	fmt.Fprintf(os.Stderr, "bench floor: serving %s, log in %s\n", ln.Addr(), *dir)
+	if err := s.acceptLoop(ln); err != nil {
+		fmt.Fprintln(os.Stderr, "bench floor:", err)
+		return 2
+	}
+	return 0
+}
+
+// newFloor prepares the floor's storage in dir.
+func newFloor(dir string, usePebble, handoff bool) (*floorServer, error) {
+	f, err := os.CreateTemp(dir, "keel-floor-*.log")
+	if err != nil {
+		return nil, err
+	}
+	// As Pebble does with a new WAL: reserve the blocks, keep the size.
+	_ = syscall.Fallocate(int(f.Fd()), 1 /* FALLOC_FL_KEEP_SIZE */, 0, 64<<20)
 	s := &floorServer{log: f, subs: make(map[string][]*floorConn)}
-	if *handoff {
+	if handoff {
 		s.syncer = make(chan syncReq)
 		go s.syncLoop()
 	}
-	if *usePebble {
-		pdir, err := os.MkdirTemp(*dir, "keel-floor-pebble-*")
+	if usePebble {
+		if s.pdir, err = os.MkdirTemp(dir, "keel-floor-pebble-*"); err == nil {
+			s.db, err = pebble.Open(s.pdir, &pebble.Options{})
+		}
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench floor:", err)
-			return 2
+			s.close()
+			return nil, err
 		}
-		defer os.RemoveAll(pdir)
-		if s.db, err = pebble.Open(pdir, &pebble.Options{}); err != nil {
-			fmt.Fprintln(os.Stderr, "bench floor:", err)
-			return 2
-		}
-		fmt.Fprintf(os.Stderr, "bench floor: storing in Pebble at %s\n", pdir)
 	}
+	return s, nil
+}
+
+// close removes what newFloor created. Connections still served may fail.
+func (s *floorServer) close() {
+	if s.syncer != nil {
+		close(s.syncer)
+	}
+	if s.db != nil {
+		s.db.Close()
+	}
+	if s.pdir != "" {
+		os.RemoveAll(s.pdir)
+	}
+	s.log.Close()
+	os.Remove(s.log.Name())
+}
+
+// acceptLoop serves ln until it fails (or is closed).
+func (s *floorServer) acceptLoop(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench floor:", err)
-			return 2
+			return err
 		}
 		go s.serve(nc)
 	}
