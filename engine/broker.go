@@ -148,8 +148,10 @@ type Broker struct {
 	wg     sync.WaitGroup // the core goroutine and connections
 
 	// committed is signalled (cap 1) by the wal committer after a Txn's
-	// Done ran, so the core can retry work that waited for a commit.
+	// Done ran, if a pull waits for a commit (pullsWait), so the core can
+	// retry it. Without a waiting pull the core is not woken at all.
 	committed chan struct{}
+	pullsWait atomic.Bool  // core.repull may be non-empty
 	pending   atomic.Int64 // Txns submitted and not yet done
 
 	closeOnce sync.Once
@@ -413,6 +415,12 @@ func (b *Broker) run() {
 			return
 		}
 		b.flush(false)
+		if len(b.core.repull) > 0 && b.pending.Load() == 0 {
+			// The Done such a pull waited for may have run before it
+			// asked (see pullsWait): nothing is in flight, retry now.
+			b.retryPulls()
+			b.flush(false)
+		}
 	}
 }
 
@@ -501,10 +509,14 @@ func (b *Broker) flush(force bool) {
 			}
 			release(effects)
 		}
+		// After the decrement: a pull that asked after this load sees
+		// pending at 0 and retries by itself (run).
 		b.pending.Add(-1)
-		select {
-		case b.committed <- struct{}{}:
-		default:
+		if b.pullsWait.Load() {
+			select {
+			case b.committed <- struct{}{}:
+			default:
+			}
 		}
 	}
 	b.wal.Submit(txn)

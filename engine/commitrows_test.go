@@ -392,3 +392,35 @@ func TestCompletionHoldExpires(t *testing.T) {
 	s.connect("s", false, nil)
 	s.expectNothing(200 * time.Millisecond)
 }
+
+// A pull that found fewer entries than the window, while its own writes
+// were not committed yet, is retried after the commit: the session leaves
+// backlog mode without an ack from the client, so a message published
+// afterwards is delivered to a client that acks nothing.
+func TestPullRetriedAfterCommit(t *testing.T) {
+	tb := startBroker(t, Options{})
+	s := dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil)
+	s.subscribe(1, "x", 1)
+	s.disconnect(tb)
+
+	p := dialRaw(t, tb.addr, packet.V5)
+	p.connect("p", true, nil)
+	for i := range 3 {
+		p.publish(uint16(i+1), "x", 1, fmt.Sprintf("m%d", i+1))
+		p.expectAck(packet.PUBACK, uint16(i+1))
+	}
+
+	s = dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil) // the backlog of 3 is pulled from disk
+	for i := range 3 {
+		if got := s.expectPublish(); string(got.Payload) != fmt.Sprintf("m%d", i+1) {
+			t.Fatalf("got %q, want m%d", got.Payload, i+1)
+		}
+	}
+	p.publish(4, "x", 1, "m4")
+	p.expectAck(packet.PUBACK, 4)
+	if got := s.expectPublish(); string(got.Payload) != "m4" {
+		t.Fatalf("got %q, want m4", got.Payload)
+	}
+}

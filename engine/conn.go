@@ -140,6 +140,9 @@ func (c *conn) wakeWriter() {
 // time from fsync to PUBACK (bench/ANALYSIS.md). Whatever the socket does
 // not take at once is left to the writeLoop, ahead of anything queued
 // later, so the bytes on the wire keep their order. sendNow never blocks.
+// The writeLoop's last write deadline stays set: once it has passed (a
+// connection quiet for WriteTimeout), the direct write is refused and the
+// writeLoop sends, with a fresh deadline; the next ones go direct again.
 func (c *conn) sendNow(items []outItem) {
 	if c.raw == nil {
 		c.send(items...)
@@ -259,9 +262,6 @@ func (c *conn) writeLoop() {
 				c.mu.Unlock()
 				return
 			}
-			// No deadline while idle: sendNow's non-blocking writes would
-			// fail on an expired one.
-			c.nc.SetWriteDeadline(time.Time{})
 			if len(buf) > 1<<20 {
 				buf = make([]byte, 0, 64<<10)
 			}

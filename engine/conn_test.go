@@ -12,7 +12,7 @@ import (
 
 // connPair is a conn on the server side of a real loopback TCP connection,
 // its writeLoop running, and the client side to read it.
-func connPair(t *testing.T, small bool) (*conn, net.Conn) {
+func connPair(t *testing.T, small bool, writeTimeout time.Duration) (*conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -33,6 +33,7 @@ func connPair(t *testing.T, small bool) (*conn, net.Conn) {
 		client.(*net.TCPConn).SetReadBuffer(4096)
 	}
 	b := &Broker{log: testLogger(t)}
+	b.opts.WriteTimeout = writeTimeout // 0: the default
 	b.opts.fill()
 	c := newConn(b, server)
 	c.version = packet.V5
@@ -54,7 +55,7 @@ func puback(id uint16) outItem { return outItem{pkt: &packet.Ack{Kind: packet.PU
 // writeLoop, ahead of anything sent later: the client sees every packet,
 // whole and in order.
 func TestSendNowLeavesTheRestToTheWriter(t *testing.T) {
-	c, client := connPair(t, true)
+	c, client := connPair(t, true, 0)
 	const n = 20000 // 80 KB of PUBACKs: more than the socket buffers hold
 	items := make([]outItem, 0, n)
 	for i := 1; i <= n; i++ {
@@ -91,7 +92,7 @@ func TestSendNowLeavesTheRestToTheWriter(t *testing.T) {
 // Direct writes and the writeLoop's, from two goroutines at once, never
 // tear or reorder one another's packets.
 func TestSendNowConcurrentWithWriter(t *testing.T) {
-	c, client := connPair(t, false)
+	c, client := connPair(t, false, 0)
 	const n = 5000
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -119,4 +120,30 @@ func TestSendNowConcurrentWithWriter(t *testing.T) {
 		next[a.Kind]++
 	}
 	wg.Wait()
+}
+
+// The write deadline the writeLoop leaves set expires on a quiet
+// connection; sendNow's direct write is then refused, and its packets must
+// still go out, through the writeLoop.
+func TestSendNowAfterTheWriteDeadline(t *testing.T) {
+	c, client := connPair(t, false, 20*time.Millisecond)
+	br := bufio.NewReader(client)
+	read := func(want packet.Type, id uint16) {
+		t.Helper()
+		client.SetReadDeadline(time.Now().Add(5 * time.Second))
+		p, err := packet.Read(br, packet.V5, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Type() != want || (id != 0 && p.(*packet.Ack).PacketID != id) {
+			t.Fatalf("got %T %+v, want %s %d", p, p, typeName(want), id)
+		}
+	}
+	c.send(outItem{pkt: &packet.Pingresp{}}) // the writeLoop writes: deadline 20 ms ahead
+	read(packet.PINGRESP, 0)
+	time.Sleep(50 * time.Millisecond) // the deadline has passed
+	c.sendNow([]outItem{puback(1)})
+	read(packet.PUBACK, 1)
+	c.sendNow([]outItem{puback(2)})
+	read(packet.PUBACK, 2)
 }

@@ -370,6 +370,7 @@ func (b *Broker) fill(s *sessions.Session) {
 				// look again after the next commit. (Held completions are
 				// only deletes of entries behind the cursor.)
 				c.repull[s] = struct{}{}
+				b.pullsWait.Store(true)
 			} else {
 				s.Backlog = false
 			}
@@ -380,6 +381,7 @@ func (b *Broker) fill(s *sessions.Session) {
 
 func (b *Broker) retryPulls() {
 	c := &b.core
+	b.pullsWait.Store(false) // fill sets it again for a pull that must wait more
 	for s := range c.repull {
 		delete(c.repull, s)
 		b.fill(s)

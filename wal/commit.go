@@ -158,13 +158,7 @@ func (l *Log) apply(t *Txn) {
 		}
 	}
 	size := len(b.Repr())
-	var err error
-	if t.NoSync {
-		err = l.applyNoSync(b)
-	} else {
-		err = l.applySynced(b)
-	}
-	if err != nil {
+	if err := l.applyBatch(b, !t.NoSync); err != nil {
 		// A failed batch may still be referenced by Pebble: never reused.
 		l.setErr(fmt.Errorf("wal: commit: %w", err))
 		l.logger.Error("commit failed", "records", len(t.ops), "err", err)
@@ -252,16 +246,18 @@ func (l *Log) run() {
 	}
 }
 
-// applySynced applies b with pebble.Sync without waiting for the sync: the
-// committer waits for it (Batch.SyncWait).
+// applyBatch writes b to Pebble. With sync it applies b with pebble.Sync
+// without waiting for the sync: the committer waits for it
+// (Batch.SyncWait). Without, b is written to the WAL with no sync of its
+// own (Txn.NoSync).
 //
-// DB.Apply cannot be used: on a commit error it calls Logger.Fatalf and,
-// since ours does not exit, then returns nil. ApplyNoSyncWait hands the sync
-// error to SyncWait instead. Errors before the WAL write still go through
-// Fatalf (our sticky error); in that case Pebble never queued the batch for
-// a sync and SyncWait would wait forever, so apply reports the error and
-// the batch is abandoned.
-func (l *Log) applySynced(b *pebble.Batch) (err error) {
+// DB.Apply cannot be used for synced writes: on a commit error it calls
+// Logger.Fatalf and, since ours does not exit, then returns nil.
+// ApplyNoSyncWait hands the sync error to SyncWait instead. Errors before
+// the WAL write still go through Fatalf (our sticky error), in both modes;
+// for a synced batch Pebble then never queued it for a sync and SyncWait
+// would wait forever, so the error is returned and the batch abandoned.
+func (l *Log) applyBatch(b *pebble.Batch, sync bool) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			// Pebble panics when its WAL writer has failed (commitWrite);
@@ -270,24 +266,12 @@ func (l *Log) applySynced(b *pebble.Batch) (err error) {
 			err = fmt.Errorf("pebble panicked in commit: %v", r)
 		}
 	}()
-	if err := l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
-		return err
+	if sync {
+		err = l.db.ApplyNoSyncWait(b, pebble.Sync)
+	} else {
+		err = l.db.Apply(b, pebble.NoSync)
 	}
-	return l.Err()
-}
-
-// applyNoSync writes b to Pebble's WAL without waiting for a sync (see
-// Txn.NoSync). Errors are handled as in applySynced.
-func (l *Log) applyNoSync(b *pebble.Batch) (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			l.wedged.Store(true)
-			err = fmt.Errorf("pebble panicked in commit: %v", r)
-		}
-	}()
-	// DB.Apply reports a commit error through Logger.Fatalf (our sticky
-	// error) and may then return nil: check Err afterwards.
-	if err := l.db.Apply(b, pebble.NoSync); err != nil {
+	if err != nil {
 		return err
 	}
 	return l.Err()

@@ -89,7 +89,8 @@
 // back-pressure). The committer waits for the syncs and calls the Dones.
 // Applying in the submitter keeps a goroutine wakeup off the path from a
 // PUBLISH to its WAL write: on this project's 2-vCPU machine each wakeup is
-// 5-20 us, next to a 200 us fsync. The rules:
+// 5-10 us (bench/ANALYSIS.md), next to a 200 us fsync; alone it did not
+// move the synchronous PUBACK beyond that machine's noise. The rules:
 //
 //  1. Submit holds the queue's mutex while it applies, so Txns reach
 //     Pebble's WAL in Submit order, each all or nothing.

@@ -188,14 +188,7 @@ func (t *Trie[K, V]) lookup(filter string) *node[K, V] {
 	n := &t.root
 	for i := 0; i <= len(filter) && n != nil; {
 		level, next := nextLevel(filter, i)
-		switch level {
-		case "+":
-			n = n.plus
-		case "#":
-			n = n.hash
-		default:
-			n = n.child(level)
-		}
+		n = n.filterChild(level)
 		i = next
 	}
 	return n
@@ -213,6 +206,18 @@ func (n *node[K, V]) child(level string) *node[K, V] {
 		}
 	}
 	return nil
+}
+
+// filterChild is the child for one level of a filter ("+" and "#" are
+// their own children), or nil.
+func (n *node[K, V]) filterChild(level string) *node[K, V] {
+	switch level {
+	case "+":
+		return n.plus
+	case "#":
+		return n.hash
+	}
+	return n.child(level)
 }
 
 func (n *node[K, V]) childOrCreate(level string) *node[K, V] {
@@ -291,15 +296,7 @@ func (n *node[K, V]) remove(filter string, i int, k K) (removed, empty bool) {
 		return removed, n.empty()
 	}
 	level, next := nextLevel(filter, i)
-	var c *node[K, V]
-	switch level {
-	case "+":
-		c = n.plus
-	case "#":
-		c = n.hash
-	default:
-		c = n.child(level)
-	}
+	c := n.filterChild(level)
 	if c == nil {
 		return false, false
 	}
