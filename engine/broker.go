@@ -18,11 +18,34 @@
 //
 // When a drain wrote nothing and no Txn is in flight, its packets are
 // released at once (QoS 0 traffic costs no sync).
+//
+// # After a store failure
+//
+// A failed Txn poisons the broker rather than being undone: the memory
+// effects of a failed Txn (an inbound QoS 2 id, a retained update, a queue
+// entry, a subscription) stay in memory, and nothing is ever released again
+// that could show them. The committer marks the broker broken (Broker.fail)
+// before it counts the failed Txn done, so:
+//
+//   - every later Txn fails too (the store's rule), and its packets are
+//     refused (refuse: 5.0 gets the negative ack with 0x80 and a CONNACK
+//     refusal is followed by a close [MQTT-3.2.2-7]; 3.1.1 is disconnected);
+//   - a drain that wrote nothing, which is released at once only when no
+//     Txn is in flight, reads the broken flag after it saw nothing in
+//     flight: if any earlier Txn failed, it is refused instead;
+//   - new connections are closed at once (ServeConn), and Close does not
+//     queue behind the events already waiting (run checks b.closing between
+//     events).
+//
+// So once a commit has failed no CONNACK, SUBACK, UNSUBACK, PUBACK, PUBREC
+// or PUBCOMP with a success code leaves, by any path, and no delivery
+// either: what the memory holds beyond the disk is never observed. The
+// owner stops the broker (Failed) and the next start replays the last
+// synced state.
 package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -132,9 +155,6 @@ type stats struct {
 	connected                                   atomic.Int64
 }
 
-// ErrClosed is returned by Serve after Close.
-var ErrClosed = errors.New("engine: broker closed")
-
 // Broker is a running MQTT broker on a wal.
 type Broker struct {
 	opts  Options
@@ -144,8 +164,7 @@ type Broker struct {
 	stats stats
 
 	events chan event
-	quit   chan struct{}
-	wg     sync.WaitGroup // the core goroutine and connections
+	quit   chan struct{} // closed once the core has stopped: posts are dropped
 
 	// committed is signalled (cap 1) by the wal committer after a Txn's
 	// Done ran, if a pull waits for a commit (pullsWait), so the core can
@@ -164,6 +183,15 @@ type Broker struct {
 	failed   chan struct{}
 	failOnce sync.Once
 	failErr  error
+	// broken is set by fail before the failed Txn is counted done
+	// (pending), so a release-at-once that saw nothing pending and then
+	// reads broken false depends on no failed Txn.
+	broken atomic.Bool
+
+	// closing is closed by Close; the core goroutine sees it between
+	// events, so Close never waits behind a full event queue.
+	closing  chan struct{}
+	coreDone chan struct{} // closed when the core goroutine has returned
 
 	// afterSync, if set, runs in the committer after a Txn's successful
 	// sync and before its packets are released: a test seam for crashing
@@ -260,6 +288,8 @@ func New(opts Options, l *wal.Log) (*Broker, error) {
 		quit:      make(chan struct{}),
 		committed: make(chan struct{}, 1),
 		failed:    make(chan struct{}),
+		closing:   make(chan struct{}),
+		coreDone:  make(chan struct{}),
 	}
 	t0 := time.Now()
 	if err := b.load(); err != nil {
@@ -267,7 +297,6 @@ func New(opts Options, l *wal.Log) (*Broker, error) {
 	}
 	b.log.Info("state restored", "sessions", len(b.core.store.Sessions), "retained", b.core.retained.Len(),
 		"took", time.Since(t0).Round(time.Millisecond))
-	b.wg.Add(1)
 	go b.run()
 	return b, nil
 }
@@ -323,36 +352,60 @@ func (b *Broker) load() error {
 }
 
 // Close stops the broker: it closes every connection, lets in-flight
-// commits finish, and stops the core. The wal stays open (its owner
-// closes it).
+// commits finish, and stops the core. It does not wait behind the events
+// already queued for the core: those are dropped (a waiting CONNECT is
+// refused). The wal stays open (its owner closes it).
 func (b *Broker) Close() error {
 	b.closeOnce.Do(func() {
-		done := make(chan struct{})
-		b.post(event{kind: evFunc, fn: func() {
-			for _, c := range b.core.online {
-				if c.version == packet.V5 {
-					c.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeServerShuttingDown}}, outItem{close: true})
-				} else {
-					c.kill()
-				}
-			}
-			close(done)
-		}})
-		<-done
+		close(b.closing)
+		<-b.coreDone
 		close(b.quit)
-		b.wg.Wait()
+		b.dropEvents()
 		// Wait for the last Txns' Done callbacks.
-		t := &wal.Txn{}
-		_ = b.wal.Commit(context.Background(), t)
+		_ = b.wal.Commit(context.Background(), &wal.Txn{})
 	})
 	return nil
+}
+
+// shutdown is the core's last act: it disconnects every client (5.0:
+// DISCONNECT 0x8B) and submits what the last drain holds.
+func (b *Broker) shutdown() {
+	for _, c := range b.core.online {
+		if c.version == packet.V5 {
+			c.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeServerShuttingDown}}, outItem{close: true})
+		} else {
+			c.kill()
+		}
+	}
+	b.flush(true)
+}
+
+// dropEvents answers what is left in the event queue after the core has
+// stopped: a CONNECT waiting for its reply is refused.
+func (b *Broker) dropEvents() {
+	for {
+		select {
+		case ev := <-b.events:
+			if ev.reply != nil {
+				ev.reply <- false
+			}
+		default:
+			return
+		}
+	}
 }
 
 // ServeConn runs one client connection to its end. It is the listener's
 // handler.
 func (b *Broker) ServeConn(nc net.Conn) {
+	if b.broken.Load() {
+		// The store failed: nothing could be acknowledged, so no new
+		// client is taken on until the owner restarts the broker.
+		nc.Close()
+		return
+	}
 	select {
-	case <-b.quit:
+	case <-b.closing:
 		nc.Close()
 		return
 	default:
@@ -375,7 +428,7 @@ func (b *Broker) post(ev event) {
 
 // run is the core goroutine.
 func (b *Broker) run() {
-	defer b.wg.Done()
+	defer close(b.coreDone)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var sysTick <-chan time.Time
@@ -388,11 +441,19 @@ func (b *Broker) run() {
 	}
 	for {
 		select {
+		case <-b.closing: // before anything else that is ready
+			b.shutdown()
+			return
+		default:
+		}
+		select {
 		case ev := <-b.events:
 			b.handle(ev)
-			// Drain what else is waiting into the same Txn.
+			// Drain what else is waiting into the same Txn, unless the
+			// broker is closing.
 			for n := 0; n < 1024; n++ {
 				select {
+				case <-b.closing:
 				case ev := <-b.events:
 					b.handle(ev)
 					continue
@@ -410,8 +471,8 @@ func (b *Broker) run() {
 			b.core.lazyArmed = false
 			b.flush(true)
 			continue
-		case <-b.quit:
-			b.flush(true)
+		case <-b.closing:
+			b.shutdown()
 			return
 		}
 		b.flush(false)
@@ -471,9 +532,17 @@ func (b *Broker) flush(force bool) {
 	writes := c.txn.Len() - lazy // what the drain's packets may wait on
 	hold := writes == 0 && !force && lazy < lazyHoldOps && b.opts.CompletionHold > 0
 	if len(c.effects) > 0 && writes == 0 && b.pending.Load() == 0 {
+		// Nothing in flight: every earlier Txn is done. broken is read
+		// after pending (fail sets it before the decrement), so if any of
+		// them failed, these packets are refused: they may show its
+		// memory effects.
 		effects := b.groupByConn(c.effects)
 		c.effects = nil
-		release(effects)
+		if b.broken.Load() {
+			refuse(effects)
+		} else {
+			release(effects)
+		}
 	}
 	if len(c.effects) == 0 && (c.txn.Len() == 0 || hold) {
 		if c.txn.Len() > 0 && !c.lazyArmed {
@@ -592,21 +661,29 @@ func (b *Broker) groupByConn(effects []effect) []effect {
 
 // refuse answers a failed commit: 5.0 clients get the negative ack (an
 // error reason code), everyone else whose packet was not acknowledged is
-// disconnected without an ack. Deliveries are dropped: the message was not
-// stored.
+// disconnected without an ack. A refused CONNACK closes the connection
+// [MQTT-3.2.2-7] (3.1.1: return code 3, server unavailable). A refused
+// QoS 1 PUBACK still gives back the client's Receive Maximum slot.
+// Deliveries are dropped: the message was not stored.
 func refuse(effects []effect) {
 	for _, e := range effects {
+		_, connack := e.nack.(*packet.Connack)
 		switch {
+		case connack:
+			e.c.send(outItem{pkt: e.nack}, outItem{close: true})
 		case e.nack != nil && e.c.version == packet.V5:
-			e.c.send(outItem{pkt: e.nack})
+			e.c.send(outItem{pkt: e.nack, decIn: e.item.decIn})
 		case e.nack != nil || e.item.pkt != nil:
 			e.c.kill()
 		}
 	}
 }
 
-// fail records the first commit failure and signals Failed.
+// fail records the first commit failure, marks the broker broken and
+// signals Failed. It runs on the committer, before the failed Txn is
+// counted done.
 func (b *Broker) fail(err error) {
+	b.broken.Store(true)
 	b.failOnce.Do(func() {
 		b.failErr = err
 		b.log.Error("store failed: nothing more is acknowledged; stop and restart keel to recover from the last synced state", "err", err)

@@ -364,7 +364,13 @@ func (c *conn) serve() {
 	reply := make(chan bool, 1)
 	ev.reply = reply
 	c.b.post(ev)
-	if !<-reply {
+	var accepted bool
+	select {
+	case accepted = <-reply:
+	case <-c.b.quit: // the core stopped before it took the CONNECT
+	}
+	if !accepted {
+		c.kill()
 		return
 	}
 	graceful, willOnDisconnect := c.readLoop(br)
