@@ -159,7 +159,7 @@ type stats struct {
 type Broker struct {
 	opts  Options
 	log   *slog.Logger
-	wal   *wal.Log
+	store wal.Store
 	start time.Time
 	stats stats
 
@@ -204,7 +204,7 @@ type Broker struct {
 
 // core is the state owned by the core goroutine.
 type core struct {
-	store    *sessions.Store
+	sessions *sessions.Store
 	retained *retain.Store
 	subs     *topics.Trie[subKey, subValue]
 	online   map[string]*conn // client id -> its live connection
@@ -275,14 +275,14 @@ type event struct {
 	fn       func()
 }
 
-// New opens the broker on l: it replays sessions and retained messages,
-// and starts the core goroutine. The broker does not own l.
-func New(opts Options, l *wal.Log) (*Broker, error) {
+// New opens the broker on the store st: it replays sessions and retained
+// messages, and starts the core goroutine. The broker does not own st.
+func New(opts Options, st wal.Store) (*Broker, error) {
 	opts.fill()
 	b := &Broker{
 		opts:      opts,
 		log:       opts.Logger,
-		wal:       l,
+		store:     st,
 		start:     time.Now(),
 		events:    make(chan event, 4096),
 		quit:      make(chan struct{}),
@@ -295,7 +295,7 @@ func New(opts Options, l *wal.Log) (*Broker, error) {
 	if err := b.load(); err != nil {
 		return nil, err
 	}
-	b.log.Info("state restored", "sessions", len(b.core.store.Sessions), "retained", b.core.retained.Len(),
+	b.log.Info("state restored", "sessions", len(b.core.sessions.Sessions), "retained", b.core.retained.Len(),
 		"took", time.Since(t0).Round(time.Millisecond))
 	go b.run()
 	return b, nil
@@ -303,16 +303,16 @@ func New(opts Options, l *wal.Log) (*Broker, error) {
 
 // load rebuilds the core's memory from the wal.
 func (b *Broker) load() error {
-	st, err := sessions.Load(b.wal, b.log)
+	st, err := sessions.Load(b.store, b.log)
 	if err != nil {
 		return fmt.Errorf("engine: restore sessions: %w", err)
 	}
-	rs, err := retain.Load(b.wal)
+	rs, err := retain.Load(b.store)
 	if err != nil {
 		return fmt.Errorf("engine: restore retained: %w", err)
 	}
 	c := &b.core
-	c.store, c.retained = st, rs
+	c.sessions, c.retained = st, rs
 	c.subs = topics.New[subKey, subValue]()
 	c.online = make(map[string]*conn)
 	c.timers = make(map[*sessions.Session]*timer)
@@ -362,7 +362,7 @@ func (b *Broker) Close() error {
 		close(b.quit)
 		b.dropEvents()
 		// Wait for the last Txns' Done callbacks.
-		_ = b.wal.Commit(context.Background(), &wal.Txn{})
+		_ = wal.Commit(context.Background(), b.store, &wal.Txn{})
 	})
 	return nil
 }
@@ -588,7 +588,7 @@ func (b *Broker) flush(force bool) {
 			}
 		}
 	}
-	b.wal.Submit(txn)
+	b.store.Submit(txn)
 }
 
 func release(effects []effect) {
@@ -708,7 +708,7 @@ func (b *Broker) Err() error {
 
 // Stats returns the broker's counters. Safe to call from any goroutine.
 func (b *Broker) Stats() Stats {
-	ws := b.wal.Stats()
+	ws := b.store.Stats()
 	return Stats{
 		Uptime:           time.Since(b.start),
 		ClientsConnected: b.stats.connected.Load(),

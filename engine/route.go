@@ -167,8 +167,8 @@ func (b *Broker) route(m *wal.Message, from *sessions.Session) {
 	var shared uint64
 	if durable > 1 {
 		shared = b.nextSeq()
-		c.txn.Set(wal.MessageKey(shared), wal.AppendMessage(nil, m, b.wal.CompressThreshold()))
-		c.store.AddRefs(shared, int32(durable))
+		c.txn.Set(wal.MessageKey(shared), wal.AppendMessage(nil, m, b.store.CompressThreshold()))
+		c.sessions.AddRefs(shared, int32(durable))
 	}
 	for _, t := range c.targets {
 		qos := min(m.QoS, t.qos)
@@ -239,7 +239,7 @@ func (b *Broker) deliver(s *sessions.Session, m *wal.Message, qos byte, retainFl
 	oc, _ := s.Owner.(*conn)
 	if oc != nil && !fits(oc, m, qos, subIDs) {
 		if shared != 0 {
-			c.store.Release(c.txn, shared)
+			c.sessions.Release(c.txn, shared)
 		}
 		return
 	}
@@ -251,7 +251,7 @@ func (b *Broker) deliver(s *sessions.Session, m *wal.Message, qos byte, retainFl
 		if s.Persistent && b.opts.QueueQoS0 {
 			seq := b.nextSeq()
 			e := wal.Entry{State: wal.EntryQueued, Retain: retainFlag, SubIDs: subIDs, Inline: m}
-			c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.wal.CompressThreshold()))
+			c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
 			if !s.Backlog {
 				s.Backlog, s.Cursor = true, seq
 			}
@@ -282,12 +282,12 @@ func (b *Broker) deliver(s *sessions.Session, m *wal.Message, qos byte, retainFl
 		pid := s.NextPacketID()
 		e.State, e.PacketID = wal.EntrySent, pid
 		s.Inflight[pid] = &sessions.Flight{Seq: seq, PacketID: pid, State: wal.EntrySent, QoS: qos, Retain: retainFlag, SubIDs: subIDs, Shared: shared, Msg: m}
-		c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.wal.CompressThreshold()))
+		c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
 		b.emit(oc, outItem{pub: &outPub{msg: m, qos: qos, pid: pid, retain: retainFlag, subIDs: subIDs}}, nil)
 		return
 	}
 	e.State = wal.EntryQueued
-	c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.wal.CompressThreshold()))
+	c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
 	if !s.Backlog {
 		s.Backlog, s.Cursor = true, seq
 	}
@@ -338,7 +338,7 @@ func (b *Broker) fill(s *sessions.Session) {
 		if room <= 0 || (len(s.Inflight) > 0 && room < min(w/4, 64)) {
 			return
 		}
-		pulled, err := c.store.Pull(s, room)
+		pulled, err := c.sessions.Pull(s, room)
 		if err != nil {
 			b.log.Error("reading session queue", "client", s.ClientID, "err", err)
 			return
@@ -349,7 +349,7 @@ func (b *Broker) fill(s *sessions.Session) {
 			if p.Msg == nil || expired(p.Msg, nowMs) || !fits(oc, p.Msg, p.Entry.QoS, p.Entry.SubIDs) {
 				// Message expiry counted while queued [MQTT-3.3.2-5].
 				c.txn.Delete(key)
-				c.store.Release(c.txn, p.Entry.Shared)
+				c.sessions.Release(c.txn, p.Entry.Shared)
 				continue
 			}
 			if p.Entry.QoS == 0 {
@@ -360,7 +360,7 @@ func (b *Broker) fill(s *sessions.Session) {
 			pid := s.NextPacketID()
 			e := p.Entry
 			e.State, e.PacketID = wal.EntrySent, pid
-			c.txn.Set(key, wal.AppendEntry(nil, &e, b.wal.CompressThreshold()))
+			c.txn.Set(key, wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
 			s.Inflight[pid] = &sessions.Flight{Seq: p.Seq, PacketID: pid, State: wal.EntrySent, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: p.Msg}
 			b.emit(oc, outItem{pub: &outPub{msg: p.Msg, qos: e.QoS, pid: pid, retain: e.Retain, subIDs: e.SubIDs}}, nil)
 		}
@@ -425,7 +425,7 @@ func (b *Broker) onAck(c *conn, a *packet.Ack) {
 			if s.Persistent {
 				e := wal.Entry{State: wal.EntryReleased, PacketID: pid, QoS: 2}
 				core.txn.Set(wal.QueueKey(s.ClientID, f.Seq), wal.AppendEntry(nil, &e, 0))
-				core.store.Release(core.txn, f.Shared)
+				core.sessions.Release(core.txn, f.Shared)
 				f.Shared = 0
 			}
 		}
@@ -461,7 +461,7 @@ func (b *Broker) complete(s *sessions.Session, f *sessions.Flight) {
 	if s.Persistent {
 		n := core.txn.Len()
 		core.txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
-		core.store.Release(core.txn, f.Shared)
+		core.sessions.Release(core.txn, f.Shared)
 		core.lazyOps += core.txn.Len() - n
 	}
 	b.fill(s)

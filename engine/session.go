@@ -47,7 +47,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		expiry = sessions.NeverExpire
 	}
 
-	s := core.store.Sessions[id]
+	s := core.sessions.Sessions[id]
 	if s != nil && cp.CleanStart {
 		// [MQTT-3.1.2-4] clean start discards the existing session.
 		b.endSession(s)
@@ -56,7 +56,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	present := s != nil && s.Persistent // [MQTT-3.2.2-2]/[MQTT-3.2.2-3]
 	if s == nil {
 		s = sessions.New(id)
-		core.store.Sessions[id] = s
+		core.sessions.Sessions[id] = s
 	}
 	delete(core.timers, s) // resuming cancels a pending will [MQTT-3.1.3-9] and expiry
 	s.Protocol = c.version
@@ -68,7 +68,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	c.sess = s
 	core.online[id] = c
 	if s.Persistent {
-		core.txn.Set(wal.SessionKey(id), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
+		core.txn.Set(wal.SessionKey(id), wal.AppendSession(nil, s.Record(), b.store.CompressThreshold()))
 	}
 
 	// 3.1 has no session-present flag: that byte is reserved there.
@@ -199,7 +199,7 @@ func (b *Broker) detach(c *conn, dropWill, takeover bool) {
 		b.publishWill(s, now)
 	}
 	if !takeover {
-		core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
+		core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.store.CompressThreshold()))
 		b.armTimers(s, now)
 	}
 }
@@ -242,7 +242,7 @@ func (b *Broker) runTimers(now time.Time) {
 			if s.Will != nil {
 				b.publishWill(s, now)
 				if s.Persistent {
-					core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.wal.CompressThreshold()))
+					core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.store.CompressThreshold()))
 				}
 			}
 		}
@@ -280,7 +280,7 @@ func (b *Broker) endSession(s *sessions.Session) {
 		}
 		core.subs.Remove(inner, subKey{s: s, group: group})
 	}
-	delete(core.store.Sessions, s.ClientID)
+	delete(core.sessions.Sessions, s.ClientID)
 	delete(core.timers, s)
 	delete(core.repull, s)
 	if !s.Persistent {
@@ -290,7 +290,7 @@ func (b *Broker) endSession(s *sessions.Session) {
 	// the Txns in flight land first. Rare (clean start over a stored
 	// session, expiry), so the core may wait for one sync here.
 	b.syncWal()
-	if err := core.store.Erase(core.txn, s); err != nil {
+	if err := core.sessions.Erase(core.txn, s); err != nil {
 		b.log.Error("erasing session", "client", s.ClientID, "err", err)
 	}
 	s.Persistent = false
@@ -302,7 +302,7 @@ func (b *Broker) endSession(s *sessions.Session) {
 // done. Only for rare paths: it stalls the core for a sync.
 func (b *Broker) syncWal() {
 	b.flush(true)
-	_ = b.wal.Commit(context.Background(), &wal.Txn{})
+	_ = wal.Commit(context.Background(), b.store, &wal.Txn{})
 }
 
 // onSubscribe handles SUBSCRIBE (row "SUBSCRIBE on a persistent session").

@@ -25,22 +25,22 @@ import (
 
 // Store is the set of retained messages.
 type Store struct {
-	log   *wal.Log
+	log   wal.Store
 	index index
 	n     atomic.Int64 // index.n, readable from any goroutine
 }
 
 // New returns an empty Store that encodes for l (its compression
 // threshold). It does not read l: use Load to open an existing set.
-func New(l *wal.Log) *Store { return &Store{log: l} }
+func New(l wal.Store) *Store { return &Store{log: l} }
 
 // Load reads the retained set of l. Messages whose ExpireAt has passed are
 // not loaded, and their deletion is committed before Load returns.
-func Load(l *wal.Log) (*Store, error) {
+func Load(l wal.Store) (*Store, error) {
 	return load(l, time.Now().UnixMilli())
 }
 
-func load(l *wal.Log, nowMs int64) (*Store, error) {
+func load(l wal.Store, nowMs int64) (*Store, error) {
 	s := New(l)
 	var gone wal.Txn
 	lower := wal.RetainPrefix()
@@ -65,7 +65,7 @@ func load(l *wal.Log, nowMs int64) (*Store, error) {
 		return nil, fmt.Errorf("retain: load: %w", err)
 	}
 	if gone.Len() > 0 {
-		if err := l.Commit(context.Background(), &gone); err != nil {
+		if err := wal.Commit(context.Background(), l, &gone); err != nil {
 			return nil, fmt.Errorf("retain: load: delete expired: %w", err)
 		}
 	}

@@ -115,7 +115,7 @@ func (s *Session) Record() *wal.Session {
 
 // Store is the set of sessions plus the refcounts of shared message bodies.
 type Store struct {
-	log      *wal.Log
+	log      wal.Store
 	Sessions map[string]*Session
 
 	// refs counts the queue entries that reference each shared body.
@@ -134,7 +134,7 @@ type Store struct {
 }
 
 // Load rebuilds every persistent session from the wal.
-func Load(l *wal.Log, logger *slog.Logger) (*Store, error) {
+func Load(l wal.Store, logger *slog.Logger) (*Store, error) {
 	st := &Store{log: l, Sessions: make(map[string]*Session), refs: make(map[uint64]int32)}
 	var queued, inflight, subs int
 	var staleShared []uint64

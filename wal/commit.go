@@ -111,27 +111,8 @@ func (l *Log) Submit(t *Txn) {
 	l.mu.Unlock()
 }
 
-// Commit submits t and waits for its Done; it returns Done's error. t.Done,
-// if set, is still called first. If ctx ends first Commit returns ctx.Err(),
-// and t may still be committed later: its outcome is unknown and t stays
-// with the log.
-func (l *Log) Commit(ctx context.Context, t *Txn) error {
-	ch := make(chan error, 1)
-	inner := t.Done
-	t.Done = func(err error) {
-		if inner != nil {
-			inner(err)
-		}
-		ch <- err
-	}
-	l.Submit(t)
-	select {
-	case err := <-ch:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
+// Commit is Commit(ctx, l, t).
+func (l *Log) Commit(ctx context.Context, t *Txn) error { return Commit(ctx, l, t) }
 
 // apply writes t's ops to Pebble as one batch (l.mu held: Submit order).
 // A synced batch is left on t for the committer to wait on.
@@ -151,10 +132,13 @@ func (l *Log) apply(t *Txn) {
 	}
 	for j := range t.ops {
 		o := &t.ops[j]
-		if o.del {
-			_ = b.Delete(o.key, nil) // errors only on a closed batch
-		} else {
+		switch o.kind { // errors only on a closed batch
+		case opSet:
 			_ = b.Set(o.key, o.value, nil)
+		case opDelete:
+			_ = b.Delete(o.key, nil)
+		case opDeleteRange:
+			_ = b.DeleteRange(o.key, o.value, nil)
 		}
 	}
 	size := len(b.Repr())

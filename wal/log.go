@@ -50,8 +50,16 @@ type Txn struct {
 	err   error         // the apply failed
 }
 
+type opKind uint8
+
+const (
+	opSet opKind = iota
+	opDelete
+	opDeleteRange // key is the lower bound, value the upper (exclusive)
+)
+
 type op struct {
-	del        bool
+	kind       opKind
 	key, value []byte
 }
 
@@ -59,7 +67,14 @@ type op struct {
 func (t *Txn) Set(key, value []byte) { t.ops = append(t.ops, op{key: key, value: value}) }
 
 // Delete removes key.
-func (t *Txn) Delete(key []byte) { t.ops = append(t.ops, op{del: true, key: key}) }
+func (t *Txn) Delete(key []byte) { t.ops = append(t.ops, op{kind: opDelete, key: key}) }
+
+// DeleteRange removes every key in [lower, upper), including keys written
+// earlier in the same Txn; keys written after it in the Txn stay. It costs
+// one record whatever the range holds.
+func (t *Txn) DeleteRange(lower, upper []byte) {
+	t.ops = append(t.ops, op{kind: opDeleteRange, key: lower, value: upper})
+}
 
 // Len is the number of writes in t.
 func (t *Txn) Len() int { return len(t.ops) }

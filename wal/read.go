@@ -7,15 +7,55 @@ import (
 )
 
 // Get returns a copy of the value stored under key, or ErrNotFound. It reads
-// what Pebble has applied, which may include a Txn whose sync is still in
-// flight (see commit.go).
+// what Pebble has applied: every Txn submitted so far, including one whose
+// sync is still in flight (see Store).
 func (l *Log) Get(key []byte) ([]byte, error) {
 	l.dbMu.RLock()
 	defer l.dbMu.RUnlock()
 	if l.dbMu.closed {
 		return nil, ErrClosed
 	}
-	v, closer, err := l.db.Get(key)
+	return l.get(l.db, key)
+}
+
+// Scan calls fn for every key in [lower, upper) in key order; upper nil
+// means no upper bound. k and v are valid only during fn. If fn returns an
+// error, Scan stops and returns it. fn must not call Close.
+func (l *Log) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
+	l.dbMu.RLock()
+	defer l.dbMu.RUnlock()
+	if l.dbMu.closed {
+		return ErrClosed
+	}
+	return l.scan(l.db, lower, upper, fn)
+}
+
+// Snapshot returns a view of everything submitted so far. It must be
+// closed before the Log is.
+func (l *Log) Snapshot() (Snapshot, error) {
+	l.dbMu.RLock()
+	defer l.dbMu.RUnlock()
+	if l.dbMu.closed {
+		return nil, ErrClosed
+	}
+	return &snapshot{l: l, s: l.db.NewSnapshot()}, nil
+}
+
+type snapshot struct {
+	l *Log
+	s *pebble.Snapshot
+}
+
+func (s *snapshot) Get(key []byte) ([]byte, error) { return s.l.get(s.s, key) }
+
+func (s *snapshot) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
+	return s.l.scan(s.s, lower, upper, fn)
+}
+
+func (s *snapshot) Close() error { return s.s.Close() }
+
+func (l *Log) get(r pebble.Reader, key []byte) ([]byte, error) {
+	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	}
@@ -27,16 +67,8 @@ func (l *Log) Get(key []byte) ([]byte, error) {
 	return out, nil
 }
 
-// Scan calls fn for every key in [lower, upper) in key order; upper nil
-// means no upper bound. k and v are valid only during fn. If fn returns an
-// error, Scan stops and returns it. fn must not call Close.
-func (l *Log) Scan(lower, upper []byte, fn func(k, v []byte) error) (err error) {
-	l.dbMu.RLock()
-	defer l.dbMu.RUnlock()
-	if l.dbMu.closed {
-		return ErrClosed
-	}
-	it, err := l.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+func (l *Log) scan(r pebble.Reader, lower, upper []byte, fn func(k, v []byte) error) (err error) {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
 		return l.wrapErr("scan", err)
 	}
