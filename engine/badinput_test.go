@@ -385,7 +385,7 @@ func TestServerOnlyPacketsFromClient(t *testing.T) {
 			&packet.Unsuback{PacketID: 1, Codes: []packet.ReasonCode{0}},
 			&packet.Pingresp{},
 		} {
-			t.Run(typeName(p.Type()), func(t *testing.T) {
+			t.Run(p.Type().String(), func(t *testing.T) {
 				rc := dialRaw(t, tb.addr, v)
 				rc.connect("wrongway", true, nil)
 				rc.send(p)

@@ -19,6 +19,21 @@
 // When a drain wrote nothing and no Txn is in flight, its packets are
 // released at once (QoS 0 traffic costs no sync).
 //
+// # The core never waits on I/O
+//
+// The core submits Txns and never waits for their syncs; ordering behind
+// the Txns in flight is the store's (Done order), and a read sees every
+// submitted Txn, so the core reads its own writes without a sync. Ending a
+// persistent session (a clean start over it, its expiry) deletes its keys
+// with one range deletion in the current Txn and leaves the release of its
+// shared message bodies to the sweeper goroutine, which reads a snapshot
+// and hands the ids back in small events. Its reads are bounded by a
+// session's window (Refill pulls at most a window of queue entries).
+// Deadlines live in a heap (timers.go), and one run ends at most
+// maxExpiryPerRun sessions before the clients' waiting events are handled,
+// so a mass expiry cannot starve live traffic. TestCoreNeverWaitsForASync
+// holds every WAL sync at a gate and checks that the core still runs.
+//
 // # After a store failure
 //
 // A failed Txn poisons the broker rather than being undone: the memory
@@ -53,6 +68,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/engine/topics"
 	"github.com/keelmq/keel/retain"
@@ -93,6 +109,12 @@ type Options struct {
 	WriteTimeout     time.Duration
 	SysInterval      time.Duration // $SYS publish period; 0: 10 s; negative: off
 
+	// Clock is where the core reads time: will delay, session and message
+	// expiry, the completion hold, $SYS (nil: the system clock). Socket
+	// deadlines (keep alive, connect and write timeouts) stay on the
+	// system clock: they are the network's.
+	Clock clock.Clock
+
 	// Authenticate, if set, decides CONNECT credentials.
 	Authenticate func(clientID, username string, password []byte) bool
 }
@@ -131,6 +153,9 @@ func (o *Options) fill() {
 	if o.SysInterval == 0 {
 		o.SysInterval = 10 * time.Second
 	}
+	if o.Clock == nil {
+		o.Clock = clock.System{}
+	}
 	if o.CompletionHold == 0 {
 		o.CompletionHold = 10 * time.Millisecond
 	}
@@ -166,12 +191,7 @@ type Broker struct {
 	events chan event
 	quit   chan struct{} // closed once the core has stopped: posts are dropped
 
-	// committed is signalled (cap 1) by the wal committer after a Txn's
-	// Done ran, if a pull waits for a commit (pullsWait), so the core can
-	// retry it. Without a waiting pull the core is not woken at all.
-	committed chan struct{}
-	pullsWait atomic.Bool  // core.repull may be non-empty
-	pending   atomic.Int64 // Txns submitted and not yet done
+	pending atomic.Int64 // Txns submitted and not yet done
 
 	closeOnce sync.Once
 
@@ -198,56 +218,57 @@ type Broker struct {
 	// between commit and send.
 	afterSync atomic.Pointer[func()]
 
+	sweeper *sweeper
+
 	// Owned by the core goroutine.
 	core core
 }
 
 // core is the state owned by the core goroutine.
 type core struct {
-	sessions *sessions.Store
+	sessions *sessions.Store[target]
 	retained *retain.Store
 	subs     *topics.Trie[subKey, subValue]
 	online   map[string]*conn // client id -> its live connection
-	timers   map[*sessions.Session]*timer
-	seq      uint64         // last message/queue seq handed out
-	rr       map[string]int // round robin per shared group/filter
+	rr       map[string]int   // round robin per shared group/filter
+
+	// Disconnected sessions' deadlines, soonest first (timers.go).
+	timers      map[*session]*timer
+	timerq      timerHeap
+	timersDirty bool  // timerq changed: re-arm timerT
+	timerT      clock.Timer // fires at nextDeadline
+	timersDue   bool  // runTimers left due work for the next turn
 
 	// The drain being built. lazyOps counts its writes that no packet
 	// waits on and whose loss is harmless (completions): they are held for
 	// the next commit that writes anything else (see flush).
 	txn       *wal.Txn
 	lazyOps   int
-	lazyTimer *time.Timer // commits held completions (flush)
+	lazyTimer clock.Timer // commits held completions (flush)
 	lazyArmed bool
 	effects   []effect
-	// groupByConn's scratch: a drain number and the conns it saw.
-	groupGen   uint64
-	groupConns []*conn
-	repull     map[*sessions.Session]struct{}
-	scratch    map[*sessions.Session]*target
-	targets    []*target
-}
-
-// timer holds a disconnected session's deadlines.
-type timer struct {
-	willAt   time.Time // zero: no will pending
-	expireAt time.Time // zero: never
+	// groupByConn's drain number and the targets it saw.
+	groupGen     uint64
+	groupTargets []target
+	repull       map[*session]struct{}
+	scratch      map[*session]*routeTarget
+	targets      []*routeTarget
 }
 
 type subKey struct {
-	s     *sessions.Session
+	s     *session
 	group string // shared subscription group; "" if not shared
 }
 
 type subValue struct {
-	opts   wal.Subscription
+	opts   sessions.Subscription
 	filter string // as subscribed, $share prefix included
 }
 
 // effect is one packet to hand to a connection once the drain's Txn is
 // synced. nack is what to send instead when the commit failed (nil: close).
 type effect struct {
-	c    *conn
+	to   target
 	item outItem
 	nack packet.Packet
 }
@@ -286,7 +307,6 @@ func New(opts Options, st wal.Store) (*Broker, error) {
 		start:     time.Now(),
 		events:    make(chan event, 4096),
 		quit:      make(chan struct{}),
-		committed: make(chan struct{}, 1),
 		failed:    make(chan struct{}),
 		closing:   make(chan struct{}),
 		coreDone:  make(chan struct{}),
@@ -297,17 +317,21 @@ func New(opts Options, st wal.Store) (*Broker, error) {
 	}
 	b.log.Info("state restored", "sessions", len(b.core.sessions.Sessions), "retained", b.core.retained.Len(),
 		"took", time.Since(t0).Round(time.Millisecond))
+	b.sweeper = newSweeper(b)
+	go b.sweeper.run()
 	go b.run()
 	return b, nil
 }
 
-// load rebuilds the core's memory from the wal.
+// load rebuilds the core's memory from the store.
 func (b *Broker) load() error {
-	st, err := sessions.Load(b.store, b.log)
+	now := b.now()
+	st, err := sessions.Load[target](b.store, b.log, now)
 	if err != nil {
 		return fmt.Errorf("engine: restore sessions: %w", err)
 	}
-	rs, err := retain.Load(b.store)
+	st.MaxMemQueue = b.opts.MaxMemQueue
+	rs, err := retain.Load(b.store, now.UnixMilli())
 	if err != nil {
 		return fmt.Errorf("engine: restore retained: %w", err)
 	}
@@ -315,25 +339,16 @@ func (b *Broker) load() error {
 	c.sessions, c.retained = st, rs
 	c.subs = topics.New[subKey, subValue]()
 	c.online = make(map[string]*conn)
-	c.timers = make(map[*sessions.Session]*timer)
+	c.timers = make(map[*session]*timer)
 	c.rr = make(map[string]int)
-	c.repull = make(map[*sessions.Session]struct{})
-	c.scratch = make(map[*sessions.Session]*target)
-	c.seq = st.MaxSeq
-	if now := uint64(time.Now().UnixMicro()); now > c.seq {
-		// Seqs only need to grow; starting from the clock keeps them
-		// growing even if the newest entries were deleted before a crash.
-		c.seq = now
-	}
+	c.repull = make(map[*session]struct{})
+	c.scratch = make(map[*session]*routeTarget)
 	c.txn = &wal.Txn{}
-	c.lazyTimer = time.NewTimer(time.Hour)
-	c.lazyTimer.Stop()
-	for _, k := range st.Garbage {
-		c.txn.Delete(k)
-	}
-	now := time.Now()
-	// Every subscription first: a will published below must reach every
-	// session that subscribed to it, whatever the map order.
+	c.lazyTimer = b.opts.Clock.NewTimer()
+	c.timerT = b.opts.Clock.NewTimer()
+	st.CollectGarbage(c.txn)
+	// Every subscription first: a will published at the first run of the
+	// timers must reach every session that subscribed to it.
 	for _, s := range st.Sessions {
 		for f, o := range s.Subs {
 			b.trieAdd(s, f, o)
@@ -360,6 +375,8 @@ func (b *Broker) Close() error {
 		close(b.closing)
 		<-b.coreDone
 		close(b.quit)
+		<-b.sweeper.done
+		b.sweeper.closeAll() // any added while the core was stopping
 		b.dropEvents()
 		// Wait for the last Txns' Done callbacks.
 		_ = wal.Commit(context.Background(), b.store, &wal.Txn{})
@@ -426,25 +443,48 @@ func (b *Broker) post(ev event) {
 	}
 }
 
-// run is the core goroutine.
+// run is the core goroutine. Every deadline it keeps is a Timer of
+// Options.Clock: the next session deadline or retained expiry (timerT),
+// the completion hold (lazyTimer) and $SYS.
 func (b *Broker) run() {
 	defer close(b.coreDone)
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
-	var sysTick <-chan time.Time
+	c := &b.core
+	var sysT clock.Timer
+	var sysC <-chan time.Time
 	if b.opts.SysInterval > 0 {
-		t := time.NewTicker(b.opts.SysInterval)
-		defer t.Stop()
-		sysTick = t.C
+		sysT = b.opts.Clock.NewTimer()
+		defer sysT.Stop()
+		sysC = sysT.C()
 		b.publishSys()
 		b.flush(false)
+		sysT.Reset(b.opts.SysInterval)
 	}
+	defer c.timerT.Stop()
+	defer c.lazyTimer.Stop()
+	c.timersDirty = true
 	for {
 		select {
 		case <-b.closing: // before anything else that is ready
 			b.shutdown()
 			return
 		default:
+		}
+		if c.timersDue {
+			// More sessions were due than one run ends: go on after the
+			// events that are waiting, not before them.
+			c.timersDue = b.runTimers(b.now())
+		}
+		if c.timersDirty {
+			c.timersDirty = false
+			if at, ok := b.nextDeadline(); ok {
+				c.timerT.Reset(max(at.Sub(b.now()), 0))
+			} else {
+				c.timerT.Stop()
+			}
+		}
+		var due <-chan struct{}
+		if c.timersDue {
+			due = closedChan
 		}
 		select {
 		case ev := <-b.events:
@@ -461,14 +501,14 @@ func (b *Broker) run() {
 				}
 				break
 			}
-		case <-b.committed:
-			b.retryPulls()
-		case now := <-tick.C:
-			b.runTimers(now)
-		case <-sysTick:
+		case <-due:
+		case <-c.timerT.C():
+			c.timersDue = b.runTimers(b.now())
+		case <-sysC:
 			b.publishSys()
-		case <-b.core.lazyTimer.C:
-			b.core.lazyArmed = false
+			sysT.Reset(b.opts.SysInterval)
+		case <-c.lazyTimer.C():
+			c.lazyArmed = false
 			b.flush(true)
 			continue
 		case <-b.closing:
@@ -476,14 +516,19 @@ func (b *Broker) run() {
 			return
 		}
 		b.flush(false)
-		if len(b.core.repull) > 0 && b.pending.Load() == 0 {
-			// The Done such a pull waited for may have run before it
-			// asked (see pullsWait): nothing is in flight, retry now.
+		if len(c.repull) > 0 {
+			// A pull stopped at entries its drain had not submitted yet;
+			// flush has submitted them, and a read sees them now.
 			b.retryPulls()
 			b.flush(false)
 		}
 	}
 }
+
+func (b *Broker) now() time.Time { return b.opts.Clock.Now() }
+
+// closedChan is always ready.
+var closedChan = func() chan struct{} { ch := make(chan struct{}); close(ch); return ch }()
 
 func (b *Broker) handle(ev event) {
 	switch ev.kind {
@@ -506,9 +551,9 @@ func (b *Broker) handle(ev event) {
 	}
 }
 
-// emit queues a packet for c, released after the current drain commits.
-func (b *Broker) emit(c *conn, it outItem, nack packet.Packet) {
-	b.core.effects = append(b.core.effects, effect{c: c, item: it, nack: nack})
+// emit queues a packet for to, released after the current drain commits.
+func (b *Broker) emit(to target, it outItem, nack packet.Packet) {
+	b.core.effects = append(b.core.effects, effect{to: to, item: it, nack: nack})
 }
 
 // Completions (lazyOps) are held in the core's Txn rather than committed on
@@ -578,26 +623,18 @@ func (b *Broker) flush(force bool) {
 			}
 			release(effects)
 		}
-		// After the decrement: a pull that asked after this load sees
-		// pending at 0 and retries by itself (run).
 		b.pending.Add(-1)
-		if b.pullsWait.Load() {
-			select {
-			case b.committed <- struct{}{}:
-			default:
-			}
-		}
 	}
 	b.store.Submit(txn)
 }
 
 func release(effects []effect) {
 	for i := 0; i < len(effects); {
-		// Hand each connection's items over together: effects are grouped
-		// by connection (groupByConn).
+		// Hand each target's items over together: effects are grouped
+		// by target (groupByConn).
 		j := i + 1
 		now := effects[i].item.pkt != nil && !effects[i].item.close
-		for j < len(effects) && effects[j].c == effects[i].c {
+		for j < len(effects) && effects[j].to == effects[i].to {
 			now = now && effects[j].item.pkt != nil && !effects[j].item.close
 			j++
 		}
@@ -611,51 +648,53 @@ func release(effects []effect) {
 			}
 		}
 		if now {
-			effects[i].c.sendNow(items)
+			effects[i].to.sendNow(items)
 		} else {
-			effects[i].c.send(items...)
+			effects[i].to.send(items...)
 		}
 		i = j
 	}
 }
 
-// groupByConn reorders a drain's effects so that each connection's are
-// consecutive, keeping their order per connection, the only order a client
+// groupByConn reorders a drain's effects so that each target's are
+// consecutive, keeping their order per target, the only order a client
 // can observe. release then makes one send, and at most one write, per
-// connection. Core goroutine only (it uses the conns' group fields).
+// target. Core goroutine only (it uses the targets' grouping scratch).
 func (b *Broker) groupByConn(effects []effect) []effect {
 	if len(effects) < 3 {
 		return effects // two effects: grouped or one of each
 	}
 	b.core.groupGen++
 	gen := b.core.groupGen
-	conns := b.core.groupConns[:0]
+	seen := b.core.groupTargets[:0]
 	grouped := true
 	for i, e := range effects {
-		c := e.c
-		if c.groupGen != gen {
-			c.groupGen, c.groupN = gen, 0
-			conns = append(conns, c)
-		} else if effects[i-1].c != c {
+		g := e.to.grouping()
+		if g.gen != gen {
+			g.gen, g.n = gen, 0
+			seen = append(seen, e.to)
+		} else if effects[i-1].to != e.to {
 			grouped = false
 		}
-		c.groupN++
+		g.n++
 	}
 	if !grouped {
 		off := 0
-		for _, c := range conns {
-			c.groupOff = off
-			off += c.groupN
+		for _, t := range seen {
+			g := t.grouping()
+			g.off = off
+			off += g.n
 		}
 		out := make([]effect, len(effects))
 		for _, e := range effects {
-			out[e.c.groupOff] = e
-			e.c.groupOff++
+			g := e.to.grouping()
+			out[g.off] = e
+			g.off++
 		}
 		effects = out
 	}
-	clear(conns)
-	b.core.groupConns = conns[:0]
+	clear(seen)
+	b.core.groupTargets = seen[:0]
 	return effects
 }
 
@@ -670,11 +709,11 @@ func refuse(effects []effect) {
 		_, connack := e.nack.(*packet.Connack)
 		switch {
 		case connack:
-			e.c.send(outItem{pkt: e.nack}, outItem{close: true})
-		case e.nack != nil && e.c.version == packet.V5:
-			e.c.send(outItem{pkt: e.nack, decIn: e.item.decIn})
+			e.to.send(outItem{pkt: e.nack}, outItem{close: true})
+		case e.nack != nil && e.to.protocol() == packet.V5:
+			e.to.send(outItem{pkt: e.nack, decIn: e.item.decIn})
 		case e.nack != nil || e.item.pkt != nil:
-			e.c.kill()
+			e.to.kill()
 		}
 	}
 }

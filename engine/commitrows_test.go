@@ -393,8 +393,8 @@ func TestCompletionHoldExpires(t *testing.T) {
 	s.expectNothing(200 * time.Millisecond)
 }
 
-// A pull that found fewer entries than the window, while its own writes
-// were not committed yet, is retried after the commit: the session leaves
+// A pull that found fewer entries than the window, while its own drain's
+// writes were not submitted yet, is retried once they are: the session leaves
 // backlog mode without an ack from the client, so a message published
 // afterwards is delivered to a client that acks nothing.
 func TestPullRetriedAfterCommit(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine/packet"
-	"github.com/keelmq/keel/sessions"
 	"github.com/keelmq/keel/wal"
 )
 
@@ -36,12 +35,9 @@ type conn struct {
 	requestProblem bool   // 5.0 Request Problem Information
 
 	// Owned by the core goroutine.
-	sess      *sessions.Session
-	connected bool               // CONNACK accepted
-	resend    []*sessions.Flight // resumed flights not resent yet: over the client's Receive Maximum
-	groupGen  uint64             // groupByConn's scratch
-	groupN    int
-	groupOff  int
+	sess      *session
+	connected bool // CONNACK accepted
+	group     grouping
 
 	// Read side only.
 	aliases    map[uint16]string
@@ -292,21 +288,40 @@ func (c *conn) encode(buf []byte, it *outItem) ([]byte, error) {
 		Payload:  m.Payload,
 	}
 	if c.version == packet.V5 {
-		setMessageProps(&pub.Props, m, p.subIDs)
+		setMessageProps(&pub.Props, m, p.subIDs, c.b.now())
 	}
 	c.b.stats.sent.Add(1)
 	return pub.Append(buf, c.version)
 }
 
+// window is how many outbound QoS 1/2 messages may be in flight to c.
+func (c *conn) window() int {
+	// [MQTT-3.3.4-9] the client's Receive Maximum bounds ours.
+	return int(min(c.b.opts.MaxInflight, c.clientRecvMax))
+}
+
+// fits reports whether m can be sent to c at qos within the client's
+// Maximum Packet Size [MQTT-3.1.2-24]; a message that does not fit is
+// discarded for that client [MQTT-3.1.2-25].
+func (c *conn) fits(m *wal.Message, qos byte, subIDs []uint32) bool {
+	if c.clientMaxPkt == 0 {
+		return true
+	}
+	pub := packet.Publish{QoS: qos, Topic: m.Topic, PacketID: 1, Payload: m.Payload}
+	setMessageProps(&pub.Props, m, subIDs, c.b.now())
+	n, err := pub.Size(c.version)
+	return err == nil && n <= int(c.clientMaxPkt)
+}
+
 // setMessageProps copies a stored message's 5.0 properties onto an outgoing
 // PUBLISH [MQTT-3.3.2-4] (payload format), [MQTT-3.3.2-6] (remaining expiry).
-func setMessageProps(pr *packet.Properties, m *wal.Message, subIDs []uint32) {
+func setMessageProps(pr *packet.Properties, m *wal.Message, subIDs []uint32, now time.Time) {
 	if m.HasPayloadFormat {
 		pr.PayloadFormat = m.PayloadFormat
 		pr.Set(packet.PropPayloadFormat)
 	}
 	if m.ExpireAt != 0 {
-		left := (m.ExpireAt - time.Now().UnixMilli() + 999) / 1000
+		left := (m.ExpireAt - now.UnixMilli() + 999) / 1000
 		if left < 1 {
 			left = 1
 		}
@@ -520,7 +535,7 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			return false, true
 		default:
 			// [MQTT-3.1.0-2] a second CONNECT, or a server-to-client packet.
-			c.protocolError(packet.CodeProtocolError, "unexpected "+typeName(p.Type()))
+			c.protocolError(packet.CodeProtocolError, "unexpected "+p.Type().String())
 			return false, true
 		}
 	}
@@ -578,7 +593,7 @@ func (c *conn) checkPublish(p *packet.Publish) (packet.ReasonCode, string) {
 // protocolError ends the connection for a malformed or forbidden packet:
 // 5.0 clients get DISCONNECT with the reason code [MQTT-4.13.1-1].
 func (c *conn) protocolError(code packet.ReasonCode, msg string) {
-	c.log.Info("closing connection", "client", c.clientID, "reason", code.String(), "detail", msg)
+	c.log.Info("closing connection", "reason", code.String(), "detail", msg)
 	if c.version == packet.V5 && code >= 0x80 {
 		d := &packet.Disconnect{ReasonCode: code}
 		c.send(outItem{pkt: d}, outItem{close: true})
@@ -592,13 +607,4 @@ func (c *conn) protocolError(code packet.ReasonCode, msg string) {
 		return
 	}
 	c.kill()
-}
-
-func typeName(t packet.Type) string {
-	names := [...]string{"RESERVED", "CONNECT", "CONNACK", "PUBLISH", "PUBACK", "PUBREC", "PUBREL", "PUBCOMP",
-		"SUBSCRIBE", "SUBACK", "UNSUBSCRIBE", "UNSUBACK", "PINGREQ", "PINGRESP", "DISCONNECT", "AUTH"}
-	if int(t) < len(names) {
-		return names[t]
-	}
-	return "UNKNOWN"
 }

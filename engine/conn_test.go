@@ -115,7 +115,7 @@ func TestSendNowConcurrentWithWriter(t *testing.T) {
 		}
 		a, ok := p.(*packet.Ack)
 		if !ok || a.PacketID != next[a.Kind] {
-			t.Fatalf("got %T %+v, want %s %d / %s %d", p, p, typeName(packet.PUBACK), next[packet.PUBACK], typeName(packet.PUBREC), next[packet.PUBREC])
+			t.Fatalf("got %T %+v, want %s %d / %s %d", p, p, packet.PUBACK.String(), next[packet.PUBACK], packet.PUBREC.String(), next[packet.PUBREC])
 		}
 		next[a.Kind]++
 	}
@@ -136,7 +136,7 @@ func TestSendNowAfterTheWriteDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 		if p.Type() != want || (id != 0 && p.(*packet.Ack).PacketID != id) {
-			t.Fatalf("got %T %+v, want %s %d", p, p, typeName(want), id)
+			t.Fatalf("got %T %+v, want %s %d", p, p, want.String(), id)
 		}
 	}
 	c.send(outItem{pkt: &packet.Pingresp{}}) // the writeLoop writes: deadline 20 ms ahead

@@ -50,7 +50,8 @@ func TestNoSuccessPubrecForAnIDWhoseCommitFailed(t *testing.T) {
 		t.Fatalf("PUBREC reason %v during a store fault, want >= 0x80", a.ReasonCode)
 	}
 	waitFailed(t, tb)
-	// For the client the flow is over (PUBREC >= 0x80): id 5 is free.
+	// For the client the flow is over (PUBREC >= 0x80): id 5 is free, and
+	// a PUBLISH with it is a new message [MQTT-4.3.3-9].
 	p.publish(5, "a", 2, "second")
 	if a := p.expectAck(packet.PUBREC, 5); a.ReasonCode < 0x80 {
 		t.Fatalf("PUBREC reason %v for a new message after the failure, want >= 0x80: it was never stored", a.ReasonCode)

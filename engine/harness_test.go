@@ -256,7 +256,7 @@ func (rc *rawClient) expectAck(kind packet.Type, pid uint16) *packet.Ack {
 	p := rc.recv()
 	a, ok := p.(*packet.Ack)
 	if !ok || a.Kind != kind || a.PacketID != pid {
-		rc.t.Fatalf("got %T %+v, want %s for id %d", p, p, typeName(kind), pid)
+		rc.t.Fatalf("got %T %+v, want %s for id %d", p, p, kind.String(), pid)
 	}
 	return a
 }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/wal"
 )
@@ -150,7 +151,7 @@ func (rc *rawClient) pubSelf(pid uint16, topic, payload string) {
 		switch p := rc.recv().(type) {
 		case *packet.Ack:
 			if p.Kind != packet.PUBACK || p.PacketID != pid {
-				rc.t.Fatalf("got %s %d, want PUBACK %d", typeName(p.Kind), p.PacketID, pid)
+				rc.t.Fatalf("got %s %d, want PUBACK %d", p.Kind.String(), p.PacketID, pid)
 			}
 			gotAck = true
 		case *packet.Publish:
@@ -1144,10 +1145,11 @@ func TestSysTopics(t *testing.T) {
 	all.expectPub("sentinel", "s")
 }
 
-// TestPublishSizeMatchesEncoding ties the size the router checks against a
-// client's Maximum Packet Size to what the writer really encodes.
-func TestPublishSizeMatchesEncoding(t *testing.T) {
-	c := &conn{b: &Broker{}, version: packet.V5}
+// TestFitsMatchesEncoding ties the size the router checks against a
+// client's Maximum Packet Size to what the writer really encodes: a
+// message fits a limit of exactly its encoded size, and not one byte less.
+func TestFitsMatchesEncoding(t *testing.T) {
+	c := &conn{b: &Broker{opts: Options{Clock: clock.System{}}}, version: packet.V5}
 	big := string(make([]byte, 300))
 	for i, m := range []*wal.Message{
 		{Topic: "t"},
@@ -1165,8 +1167,13 @@ func TestPublishSizeMatchesEncoding(t *testing.T) {
 				if err != nil {
 					t.Fatalf("case %d: encode: %v", i, err)
 				}
-				if got := publishSize(m, qos, ids); got != len(b) {
-					t.Fatalf("case %d qos %d ids %v: publishSize %d, want %d (encoded)", i, qos, ids, got, len(b))
+				c.clientMaxPkt = uint32(len(b))
+				if !c.fits(m, qos, ids) {
+					t.Fatalf("case %d qos %d ids %v: does not fit a limit of its encoded size %d", i, qos, ids, len(b))
+				}
+				c.clientMaxPkt--
+				if c.fits(m, qos, ids) {
+					t.Fatalf("case %d qos %d ids %v: fits a limit of %d, one below its encoded size", i, qos, ids, c.clientMaxPkt)
 				}
 			}
 		}

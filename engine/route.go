@@ -8,19 +8,14 @@ import (
 	"github.com/keelmq/keel/wal"
 )
 
-// target is one session a message goes to, after merging every matching
-// subscription of that session (one copy, at the highest granted QoS,
-// carrying every matching subscription identifier).
-type target struct {
-	s      *sessions.Session
+// routeTarget is one session a message goes to, after merging every
+// matching subscription of that session (one copy, at the highest granted
+// QoS, carrying every matching subscription identifier).
+type routeTarget struct {
+	s      *session
 	qos    byte
 	rap    bool
 	subIDs []uint32
-}
-
-func (b *Broker) nextSeq() uint64 {
-	b.core.seq++
-	return b.core.seq
 }
 
 // toMessage turns a received PUBLISH into a stored message. It aliases the
@@ -60,36 +55,32 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish) {
 		return
 	}
 	s := c.sess
+	now := b.now()
 	b.stats.received.Add(1)
 	switch p.QoS {
 	case 0:
-		b.publish(toMessage(p, c.version, time.Now()), s)
+		b.publish(toMessage(p, c.version, now), s)
 	// The ack is queued before the deliveries: all are released together
 	// after the same sync, and the publisher's ack is the latency that
 	// waits on it. Per connection, order is unchanged.
 	case 1:
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}, decIn: true},
 			&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
-		b.publish(toMessage(p, c.version, time.Now()), s)
+		b.publish(toMessage(p, c.version, now), s)
 	case 2:
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
 			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
-		if _, seen := s.InQoS2[p.PacketID]; !seen {
-			// First arrival: record the packet id with the message so a
-			// resend, even after a crash, is not routed twice
-			// [MQTT-4.3.3-10].
-			s.InQoS2[p.PacketID] = struct{}{}
-			if s.Persistent {
-				b.core.txn.Set(wal.InboundKey(s.ClientID, p.PacketID), nil)
-			}
-			b.publish(toMessage(p, c.version, time.Now()), s)
+		// First arrival: the packet id is recorded with the message so a
+		// resend, even after a crash, is not routed twice [MQTT-4.3.3-10].
+		if b.core.sessions.Received(b.core.txn, s, p.PacketID) {
+			b.publish(toMessage(p, c.version, now), s)
 		}
 	}
 }
 
 // publish stores the retained update and routes m to every matching
 // session. from is the publishing session (nil for wills and $SYS).
-func (b *Broker) publish(m *wal.Message, from *sessions.Session) {
+func (b *Broker) publish(m *wal.Message, from *session) {
 	if m.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear
 		// [MQTT-3.3.1-10]) the retained message for the topic.
@@ -99,12 +90,12 @@ func (b *Broker) publish(m *wal.Message, from *sessions.Session) {
 }
 
 // route delivers m to every session with a matching subscription.
-func (b *Broker) route(m *wal.Message, from *sessions.Session) {
+func (b *Broker) route(m *wal.Message, from *session) {
 	c := &b.core
 	clear(c.scratch)
 	c.targets = c.targets[:0]
-	var groups map[string][]target
-	add := func(t target) {
+	var groups map[string][]routeTarget
+	add := func(t routeTarget) {
 		if i, ok := c.scratch[t.s]; ok {
 			if t.qos > i.qos {
 				i.qos = t.qos
@@ -113,18 +104,18 @@ func (b *Broker) route(m *wal.Message, from *sessions.Session) {
 			i.subIDs = append(i.subIDs, t.subIDs...)
 			return
 		}
-		nt := &target{s: t.s, qos: t.qos, rap: t.rap, subIDs: t.subIDs}
+		nt := &routeTarget{s: t.s, qos: t.qos, rap: t.rap, subIDs: t.subIDs}
 		c.scratch[t.s] = nt
 		c.targets = append(c.targets, nt)
 	}
 	c.subs.Match(m.Topic, func(filter string, k subKey, v subValue) {
-		t := target{s: k.s, qos: v.opts.QoS, rap: v.opts.RetainAsPublished}
+		t := routeTarget{s: k.s, qos: v.opts.QoS, rap: v.opts.RetainAsPublished}
 		if v.opts.SubID != 0 {
 			t.subIDs = []uint32{v.opts.SubID}
 		}
 		if k.group != "" {
 			if groups == nil {
-				groups = make(map[string][]target)
+				groups = make(map[string][]routeTarget)
 			}
 			key := k.group + "\x00" + filter
 			groups[key] = append(groups[key], t)
@@ -153,8 +144,7 @@ func (b *Broker) route(m *wal.Message, from *sessions.Session) {
 	if len(c.targets) == 0 {
 		return
 	}
-	nowMs := time.Now().UnixMilli()
-	if expired(m, nowMs) {
+	if expired(m, b.now().UnixMilli()) {
 		return
 	}
 	// A body stored once serves every persistent session it is queued for.
@@ -166,222 +156,98 @@ func (b *Broker) route(m *wal.Message, from *sessions.Session) {
 	}
 	var shared uint64
 	if durable > 1 {
-		shared = b.nextSeq()
-		c.txn.Set(wal.MessageKey(shared), wal.AppendMessage(nil, m, b.store.CompressThreshold()))
-		c.sessions.AddRefs(shared, int32(durable))
+		shared = c.sessions.StoreShared(c.txn, m, durable)
 	}
 	for _, t := range c.targets {
 		qos := min(m.QoS, t.qos)
 		// [MQTT-3.3.1-12]/[MQTT-3.3.1-13]: the retain flag is kept only
 		// for Retain As Published subscriptions.
-		retainFlag := m.Retain && t.rap
-		sh := uint64(0)
+		d := sessions.Delivery{Msg: m, QoS: qos, Retain: m.Retain && t.rap, SubIDs: t.subIDs}
 		if t.s.Persistent && qos > 0 {
-			sh = shared
+			d.Shared = shared
 		}
-		b.deliver(t.s, m, qos, retainFlag, t.subIDs, sh)
+		b.deliver(t.s, d)
 	}
 }
 
-// window is how many outbound QoS 1/2 messages s may have in flight on c.
-func (b *Broker) window(c *conn) int {
-	w := int(b.opts.MaxInflight)
-	if int(c.clientRecvMax) < w {
-		w = int(c.clientRecvMax) // [MQTT-3.3.4-9] the client's Receive Maximum
-	}
-	return w
-}
-
-// fits reports whether m can be sent to c at qos within the client's
-// Maximum Packet Size [MQTT-3.1.2-24]; a message that does not fit is
-// discarded for that client [MQTT-3.1.2-25].
-func fits(c *conn, m *wal.Message, qos byte, subIDs []uint32) bool {
-	return c.clientMaxPkt == 0 || publishSize(m, qos, subIDs) <= int(c.clientMaxPkt)
-}
-
-// publishSize is the exact size of the 5.0 PUBLISH that carries m at qos
-// with subIDs, as conn.encode writes it (see setMessageProps).
-func publishSize(m *wal.Message, qos byte, subIDs []uint32) int {
-	props := 0
-	if m.HasPayloadFormat {
-		props += 1 + 1
-	}
-	if m.ExpireAt != 0 {
-		props += 1 + 4
-	}
-	if m.ContentType != "" {
-		props += 1 + 2 + len(m.ContentType)
-	}
-	if m.ResponseTopic != "" {
-		props += 1 + 2 + len(m.ResponseTopic)
-	}
-	if m.CorrelationData != nil {
-		props += 1 + 2 + len(m.CorrelationData)
-	}
-	for _, id := range subIDs {
-		props += 1 + packet.VarIntLen(id)
-	}
-	for _, u := range m.User {
-		props += 1 + 2 + len(u.Key) + 2 + len(u.Value)
-	}
-	rem := 2 + len(m.Topic) + packet.VarIntLen(uint32(props)) + props + len(m.Payload)
-	if qos > 0 {
-		rem += 2
-	}
-	return 1 + packet.VarIntLen(uint32(rem)) + rem
-}
-
-// deliver hands one copy of m to session s at qos (commit-before-send row
+// deliver hands one copy of a message to session s (commit-before-send row
 // "PUBLISH QoS 1/2 out to a persistent session": the queue entry, bound to
 // its packet id when it can be sent now, rides in the current Txn).
-func (b *Broker) deliver(s *sessions.Session, m *wal.Message, qos byte, retainFlag bool, subIDs []uint32, shared uint64) {
+func (b *Broker) deliver(s *session, d sessions.Delivery) {
 	c := &b.core
-	oc, _ := s.Owner.(*conn)
-	if oc != nil && !fits(oc, m, qos, subIDs) {
-		if shared != 0 {
-			c.sessions.Release(c.txn, shared)
+	to := s.Owner
+	if to != nil && !to.fits(d.Msg, d.QoS, d.SubIDs) {
+		// Discarded for that client [MQTT-3.1.2-25].
+		c.sessions.Unref(c.txn, d.Shared)
+		return
+	}
+	if d.QoS == 0 {
+		switch {
+		case to != nil:
+			b.emit(to, outItem{pub: &outPub{msg: d.Msg, retain: d.Retain, subIDs: d.SubIDs}}, nil)
+		case s.Persistent && b.opts.QueueQoS0:
+			c.sessions.Enqueue(c.txn, s, d)
 		}
 		return
 	}
-	if qos == 0 {
-		if oc != nil {
-			b.emit(oc, outItem{pub: &outPub{msg: m, retain: retainFlag, subIDs: subIDs}}, nil)
-			return
-		}
-		if s.Persistent && b.opts.QueueQoS0 {
-			seq := b.nextSeq()
-			e := wal.Entry{State: wal.EntryQueued, Retain: retainFlag, SubIDs: subIDs, Inline: m}
-			c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
-			if !s.Backlog {
-				s.Backlog, s.Cursor = true, seq
-			}
-		}
+	if to == nil && !s.Persistent {
 		return
 	}
-	if !s.Persistent {
-		if oc == nil {
-			return
-		}
-		if len(s.Inflight) < b.window(oc) && len(s.Pending) == 0 {
-			pid := s.NextPacketID()
-			s.Inflight[pid] = &sessions.Flight{PacketID: pid, State: wal.EntrySent, QoS: qos, Retain: retainFlag, SubIDs: subIDs, Msg: m}
-			b.emit(oc, outItem{pub: &outPub{msg: m, qos: qos, pid: pid, retain: retainFlag, subIDs: subIDs}}, nil)
-		} else if len(s.Pending) < b.opts.MaxMemQueue {
-			s.Pending = append(s.Pending, &sessions.Flight{QoS: qos, Retain: retainFlag, SubIDs: subIDs, Msg: m})
-		} else {
-			b.log.Warn("queue full: message dropped for a non-persistent session", "client", s.ClientID)
-		}
+	if to != nil && s.CanSendNow(to.window()) {
+		f := c.sessions.Bind(c.txn, s, d)
+		b.emit(to, outItem{pub: &outPub{msg: d.Msg, qos: d.QoS, pid: f.PacketID, retain: d.Retain, subIDs: d.SubIDs}}, nil)
 		return
 	}
-	seq := b.nextSeq()
-	e := wal.Entry{QoS: qos, Retain: retainFlag, SubIDs: subIDs, Shared: shared}
-	if shared == 0 {
-		e.Inline = m
-	}
-	if oc != nil && !s.Backlog && len(s.Inflight) < b.window(oc) {
-		pid := s.NextPacketID()
-		e.State, e.PacketID = wal.EntrySent, pid
-		s.Inflight[pid] = &sessions.Flight{Seq: seq, PacketID: pid, State: wal.EntrySent, QoS: qos, Retain: retainFlag, SubIDs: subIDs, Shared: shared, Msg: m}
-		c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
-		b.emit(oc, outItem{pub: &outPub{msg: m, qos: qos, pid: pid, retain: retainFlag, subIDs: subIDs}}, nil)
-		return
-	}
-	e.State = wal.EntryQueued
-	c.txn.Set(wal.QueueKey(s.ClientID, seq), wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
-	if !s.Backlog {
-		s.Backlog, s.Cursor = true, seq
+	if !c.sessions.Enqueue(c.txn, s, d) {
+		b.log.Warn("queue full: message dropped for a non-persistent session", "client", s.ClientID)
 	}
 }
 
-// fill moves queued messages of an online session into its window: from
-// memory for a non-persistent session, streamed from disk for a persistent
-// one. A message taken from disk is bound to its packet id in the current
-// Txn before it is sent.
-func (b *Broker) fill(s *sessions.Session) {
-	oc, _ := s.Owner.(*conn)
-	if oc == nil {
+// fill moves queued messages of an online session into its window: first
+// the flights resumed from the previous connection as acks make room for
+// them (see onConnect), then what sessions holds queued (Refill).
+func (b *Broker) fill(s *session) {
+	to := s.Owner
+	if to == nil {
 		return
 	}
 	c := &b.core
-	w := b.window(oc)
-	// Flights resumed from the previous connection go first, as acks make
-	// room for them (see onConnect).
-	for len(oc.resend) > 0 && len(s.Inflight)-len(oc.resend) < w {
-		f := oc.resend[0]
-		oc.resend[0] = nil
-		oc.resend = oc.resend[1:]
+	w := to.window()
+	for len(s.Resend) > 0 && len(s.Inflight)-len(s.Resend) < w {
+		f := s.Resend[0]
+		s.Resend[0] = nil
+		s.Resend = s.Resend[1:]
 		if s.Inflight[f.PacketID] == f { // else completed meanwhile
-			b.emit(oc, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
+			b.emit(to, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
 		}
 	}
-	nowMs := time.Now().UnixMilli()
-	for len(s.Pending) > 0 && len(s.Inflight) < w {
-		f := s.Pending[0]
-		s.Pending[0] = nil
-		s.Pending = s.Pending[1:]
-		if expired(f.Msg, nowMs) {
-			continue // expired while waiting for the window [MQTT-3.3.2-5]
-		}
-		f.PacketID, f.State = s.NextPacketID(), wal.EntrySent
-		s.Inflight[f.PacketID] = f
-		b.emit(oc, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, retain: f.Retain, subIDs: f.SubIDs}}, nil)
+	nowMs := b.now().UnixMilli()
+	keep := func(m *wal.Message, qos byte, subIDs []uint32) bool {
+		// Message expiry counts while queued [MQTT-3.3.2-5].
+		return !expired(m, nowMs) && to.fits(m, qos, subIDs)
 	}
-	if !s.Persistent || !s.Backlog {
+	send := func(f *sessions.Flight) {
+		b.emit(to, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, retain: f.Retain, subIDs: f.SubIDs}}, nil)
+	}
+	// Entries written in the current Txn are not visible until it is
+	// submitted. (Held completions are only deletes of entries behind
+	// the cursor.)
+	unseen := c.txn.Len() > c.lazyOps
+	retry, err := c.sessions.Refill(c.txn, s, w, unseen, keep, send)
+	if err != nil {
+		b.log.Error("reading session queue", "client", s.ClientID, "err", err)
 		return
 	}
-	// Pull until the window is full or the queue is drained: entries that
-	// take no slot (dropped as expired or too big, or QoS 0) leave room
-	// that no ack will come to fill.
-	for {
-		room := w - len(s.Inflight)
-		// Pull in chunks, not one message per ack: each pull is a disk scan.
-		if room <= 0 || (len(s.Inflight) > 0 && room < min(w/4, 64)) {
-			return
-		}
-		pulled, err := c.sessions.Pull(s, room)
-		if err != nil {
-			b.log.Error("reading session queue", "client", s.ClientID, "err", err)
-			return
-		}
-		for _, p := range pulled {
-			s.Cursor = p.Seq + 1
-			key := wal.QueueKey(s.ClientID, p.Seq)
-			if p.Msg == nil || expired(p.Msg, nowMs) || !fits(oc, p.Msg, p.Entry.QoS, p.Entry.SubIDs) {
-				// Message expiry counted while queued [MQTT-3.3.2-5].
-				c.txn.Delete(key)
-				c.sessions.Release(c.txn, p.Entry.Shared)
-				continue
-			}
-			if p.Entry.QoS == 0 {
-				c.txn.Delete(key)
-				b.emit(oc, outItem{pub: &outPub{msg: p.Msg, retain: p.Entry.Retain, subIDs: p.Entry.SubIDs}}, nil)
-				continue
-			}
-			pid := s.NextPacketID()
-			e := p.Entry
-			e.State, e.PacketID = wal.EntrySent, pid
-			c.txn.Set(key, wal.AppendEntry(nil, &e, b.store.CompressThreshold()))
-			s.Inflight[pid] = &sessions.Flight{Seq: p.Seq, PacketID: pid, State: wal.EntrySent, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: p.Msg}
-			b.emit(oc, outItem{pub: &outPub{msg: p.Msg, qos: e.QoS, pid: pid, retain: e.Retain, subIDs: e.SubIDs}}, nil)
-		}
-		if len(pulled) < room {
-			if c.txn.Len() > c.lazyOps || b.pending.Load() > 0 {
-				// Entries still in an uncommitted Txn are not visible yet:
-				// look again after the next commit. (Held completions are
-				// only deletes of entries behind the cursor.)
-				c.repull[s] = struct{}{}
-				b.pullsWait.Store(true)
-			} else {
-				s.Backlog = false
-			}
-			return
-		}
+	if retry {
+		c.repull[s] = struct{}{}
 	}
 }
 
+// retryPulls refills the sessions whose queue may have entries the last
+// Txn held. Called right after a flush submitted it: a read sees every
+// submitted Txn (wal.Store).
 func (b *Broker) retryPulls() {
 	c := &b.core
-	b.pullsWait.Store(false) // fill sets it again for a pull that must wait more
 	for s := range c.repull {
 		delete(c.repull, s)
 		b.fill(s)
@@ -412,36 +278,21 @@ func (b *Broker) onAck(c *conn, a *packet.Ack) {
 			return
 		}
 		if a.ReasonCode >= 0x80 {
-			// 5.0: a failed PUBREC ends the flow [MQTT-4.3.3-?]; the
+			// 5.0: PUBREL follows only a PUBREC below 0x80
+			// [MQTT-4.3.3-4]; a failure reason ends the flow, and the
 			// message is done for this session.
 			b.complete(s, f)
 			return
 		}
-		if f.State == wal.EntrySent {
-			// Row "PUBREC in": binding -> released, the message
-			// reference dropped, then PUBREL.
-			f.State = wal.EntryReleased
-			f.Msg = nil
-			if s.Persistent {
-				e := wal.Entry{State: wal.EntryReleased, PacketID: pid, QoS: 2}
-				core.txn.Set(wal.QueueKey(s.ClientID, f.Seq), wal.AppendEntry(nil, &e, 0))
-				core.sessions.Release(core.txn, f.Shared)
-				f.Shared = 0
-			}
+		if f.State == sessions.Sent {
+			// Row "PUBREC in": binding -> released, then PUBREL.
+			core.sessions.MarkReleased(core.txn, s, f)
 		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREL, PacketID: pid}}, nil)
 	case packet.PUBREL:
 		// Row "PUBREL in": forget the inbound id, then PUBCOMP.
-		if _, ok := s.InQoS2[pid]; ok {
-			delete(s.InQoS2, pid)
-			if s.Persistent {
-				core.txn.Delete(wal.InboundKey(s.ClientID, pid))
-			}
-			b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBCOMP, PacketID: pid}}, nil)
-			return
-		}
 		comp := &packet.Ack{Kind: packet.PUBCOMP, PacketID: pid}
-		if c.version == packet.V5 {
+		if !core.sessions.ReleaseInbound(core.txn, s, pid) && c.version == packet.V5 {
 			comp.ReasonCode = packet.CodePacketIDNotFound
 		}
 		b.emit(c, outItem{pkt: comp}, nil)
@@ -454,15 +305,12 @@ func (b *Broker) onAck(c *conn, a *packet.Ack) {
 	}
 }
 
-// complete ends an outbound flow: the binding and its queue entry go.
-func (b *Broker) complete(s *sessions.Session, f *sessions.Flight) {
+// complete ends an outbound flow. Its deletion sends nothing, so it may
+// wait for the next commit (lazyOps; see flush).
+func (b *Broker) complete(s *session, f *sessions.Flight) {
 	core := &b.core
-	delete(s.Inflight, f.PacketID)
-	if s.Persistent {
-		n := core.txn.Len()
-		core.txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
-		core.sessions.Release(core.txn, f.Shared)
-		core.lazyOps += core.txn.Len() - n
-	}
+	n := core.txn.Len()
+	core.sessions.Complete(core.txn, s, f)
+	core.lazyOps += core.txn.Len() - n
 	b.fill(s)
 }

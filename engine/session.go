@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"time"
@@ -47,29 +46,29 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		expiry = sessions.NeverExpire
 	}
 
+	now := b.now()
 	s := core.sessions.Sessions[id]
 	if s != nil && cp.CleanStart {
 		// [MQTT-3.1.2-4] clean start discards the existing session.
-		b.endSession(s)
+		b.endSessions(s)
 		s = nil
 	}
 	present := s != nil && s.Persistent // [MQTT-3.2.2-2]/[MQTT-3.2.2-3]
 	if s == nil {
-		s = sessions.New(id)
+		s = sessions.New[target](id)
 		core.sessions.Sessions[id] = s
 	}
-	delete(core.timers, s) // resuming cancels a pending will [MQTT-3.1.3-9] and expiry
+	b.cancelTimer(s) // resuming cancels a pending will [MQTT-3.1.3-9] and expiry
 	s.Protocol = c.version
 	s.Expiry = expiry
-	s.Will = willOf(cp, time.Now())
+	s.Will = willOf(cp, now)
 	s.Persistent = s.Persistent || expiry > 0
 	s.DisconnectedAt = time.Time{}
 	s.Owner = c
+	s.Resend = nil
 	c.sess = s
 	core.online[id] = c
-	if s.Persistent {
-		core.txn.Set(wal.SessionKey(id), wal.AppendSession(nil, s.Record(), b.store.CompressThreshold()))
-	}
+	core.sessions.Save(core.txn, s)
 
 	// 3.1 has no session-present flag: that byte is reserved there.
 	ack := &packet.Connack{SessionPresent: present && c.version != packet.V31}
@@ -106,16 +105,16 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		// [MQTT-4.4.0-1] resend unacknowledged PUBLISH with DUP=1 and the
 		// same packet id, and PUBREL for released ones, in order. Every
 		// one of them counts against the new connection's Receive Maximum
-		// [MQTT-3.3.4-9]: PUBLISHes beyond it wait in c.resend for acks.
+		// [MQTT-3.3.4-9]: PUBLISHes beyond it wait in s.Resend for acks.
 		flights := s.InflightInOrder()
-		room := b.window(c)
+		room := c.window()
 		for _, f := range flights {
-			if f.State == wal.EntryReleased {
+			if f.State == sessions.Released {
 				room--
 			}
 		}
 		for _, f := range flights {
-			if f.State == wal.EntryReleased {
+			if f.State == sessions.Released {
 				b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREL, PacketID: f.PacketID}}, nil)
 				continue
 			}
@@ -123,7 +122,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 				continue
 			}
 			if room <= 0 {
-				c.resend = append(c.resend, f)
+				s.Resend = append(s.Resend, f)
 				continue
 			}
 			room--
@@ -170,7 +169,7 @@ func (b *Broker) onClosed(c *conn, graceful, willOnDisconnect bool) {
 func (b *Broker) detach(c *conn, dropWill, takeover bool) {
 	core := &b.core
 	s := c.sess
-	if s == nil || s.Owner != c {
+	if s == nil || s.Owner != target(c) {
 		return
 	}
 	if core.online[s.ClientID] == c {
@@ -178,20 +177,20 @@ func (b *Broker) detach(c *conn, dropWill, takeover bool) {
 	}
 	s.Owner = nil
 	delete(core.repull, s)
-	now := time.Now()
+	now := b.now()
 	if dropWill {
 		s.Will = nil
 	}
 	// Messages of a non-persistent session waiting in memory die with it;
 	// in-flight ones of a persistent session stay bound on disk.
-	s.Pending = nil
+	s.Pending, s.Resend = nil, nil
 	if s.Expiry == 0 {
 		// The session ends with the connection: publish the will now
 		// (its delay cannot outlive the session) [MQTT-3.1.3-9].
 		if s.Will != nil && (!takeover || s.Will.DelaySeconds == 0) {
 			b.publishWill(s, now)
 		}
-		b.endSession(s)
+		b.endSessions(s)
 		return
 	}
 	s.DisconnectedAt = now
@@ -199,67 +198,13 @@ func (b *Broker) detach(c *conn, dropWill, takeover bool) {
 		b.publishWill(s, now)
 	}
 	if !takeover {
-		core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.store.CompressThreshold()))
+		core.sessions.Save(core.txn, s)
 		b.armTimers(s, now)
 	}
 }
 
-// armTimers schedules a disconnected session's will and expiry from at.
-func (b *Broker) armTimers(s *sessions.Session, at time.Time) {
-	t := &timer{}
-	if s.Expiry != sessions.NeverExpire {
-		t.expireAt = at.Add(time.Duration(s.Expiry) * time.Second)
-	}
-	if s.Will != nil {
-		t.willAt = at.Add(time.Duration(s.Will.DelaySeconds) * time.Second)
-		if !t.expireAt.IsZero() && t.expireAt.Before(t.willAt) {
-			t.willAt = t.expireAt
-		}
-	}
-	if t.willAt.IsZero() && t.expireAt.IsZero() {
-		return
-	}
-	b.core.timers[s] = t
-	if !t.willAt.IsZero() && !t.willAt.After(at) && at.Before(time.Now().Add(time.Second)) {
-		b.runTimers(time.Now())
-	}
-}
-
-// runTimers publishes due wills and ends expired sessions.
-func (b *Broker) runTimers(now time.Time) {
-	core := &b.core
-	if at, ok := core.retained.NextExpiry(); ok && at <= now.UnixMilli() {
-		// Expired retained messages leave the store too [MQTT-3.3.2-5].
-		core.retained.Expire(core.txn, now.UnixMilli())
-	}
-	for s, t := range core.timers {
-		if s.Owner != nil {
-			delete(core.timers, s)
-			continue
-		}
-		if !t.willAt.IsZero() && !now.Before(t.willAt) {
-			t.willAt = time.Time{}
-			if s.Will != nil {
-				b.publishWill(s, now)
-				if s.Persistent {
-					core.txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.Record(), b.store.CompressThreshold()))
-				}
-			}
-		}
-		if !t.expireAt.IsZero() && !now.Before(t.expireAt) {
-			// Row "session expiry": its state is deleted.
-			delete(core.timers, s)
-			b.endSession(s)
-			continue
-		}
-		if t.willAt.IsZero() && t.expireAt.IsZero() {
-			delete(core.timers, s)
-		}
-	}
-}
-
 // publishWill publishes s's will and forgets it.
-func (b *Broker) publishWill(s *sessions.Session, now time.Time) {
+func (b *Broker) publishWill(s *session, now time.Time) {
 	w := s.Will
 	s.Will = nil
 	m := w.Message
@@ -270,39 +215,41 @@ func (b *Broker) publishWill(s *sessions.Session, now time.Time) {
 	b.publish(&m, nil)
 }
 
-// endSession deletes s: memory, subscriptions, and its durable state.
-func (b *Broker) endSession(s *sessions.Session) {
+// endSessions deletes sessions: memory, subscriptions, and their durable
+// state, without waiting for any I/O. A persistent session's keys go with
+// one range deletion in the current Txn; the references its queue held to
+// shared bodies are released later by the sweeper, from a snapshot taken
+// here after everything so far was submitted (so the snapshot and the
+// reference counts agree).
+func (b *Broker) endSessions(list ...*session) {
 	core := &b.core
-	for f := range s.Subs {
-		group, inner, shared := packet.ParseShared(f)
-		if !shared {
-			inner = f
+	var persistent []string
+	for _, s := range list {
+		for f := range s.Subs {
+			b.trieRemove(s, f)
 		}
-		core.subs.Remove(inner, subKey{s: s, group: group})
+		b.cancelTimer(s)
+		delete(core.repull, s)
+		if s.Persistent {
+			persistent = append(persistent, s.ClientID)
+		}
 	}
-	delete(core.sessions.Sessions, s.ClientID)
-	delete(core.timers, s)
-	delete(core.repull, s)
-	if !s.Persistent {
-		return
+	var snap wal.Snapshot
+	if len(persistent) > 0 {
+		b.flush(true)
+		var err error
+		if snap, err = b.store.Snapshot(); err != nil {
+			// The store is closed or failed: its references are left to
+			// the next Load, which collects unreferenced bodies.
+			b.log.Error("ending sessions: snapshot", "err", err)
+		}
 	}
-	// Everything of the session must be visible to the erase scan: let
-	// the Txns in flight land first. Rare (clean start over a stored
-	// session, expiry), so the core may wait for one sync here.
-	b.syncWal()
-	if err := core.sessions.Erase(core.txn, s); err != nil {
-		b.log.Error("erasing session", "client", s.ClientID, "err", err)
+	for _, s := range list {
+		core.sessions.End(core.txn, s)
 	}
-	s.Persistent = false
-	s.Inflight = make(map[uint16]*sessions.Flight)
-	s.InQoS2 = make(map[uint16]struct{})
-}
-
-// syncWal submits the current drain and waits until every Txn so far is
-// done. Only for rare paths: it stalls the core for a sync.
-func (b *Broker) syncWal() {
-	b.flush(true)
-	_ = wal.Commit(context.Background(), b.store, &wal.Txn{})
+	if snap != nil {
+		b.sweeper.add(sweep{snap: snap, clients: persistent})
+	}
 }
 
 // onSubscribe handles SUBSCRIBE (row "SUBSCRIBE on a persistent session").
@@ -319,7 +266,7 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
 	codes := make([]packet.ReasonCode, len(p.Subs))
 	type retainedReq struct {
 		filter string
-		opts   wal.Subscription
+		opts   sessions.Subscription
 	}
 	var wantRetained []retainedReq
 	for i, sub := range p.Subs {
@@ -332,24 +279,17 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
 			}
 			continue
 		}
-		group, inner, shared := packet.ParseShared(sub.Filter)
+		_, _, shared := packet.ParseShared(sub.Filter)
 		if shared && sub.NoLocal {
 			// [MQTT-3.8.3-4] No Local on a shared subscription is a
 			// protocol error.
 			c.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeProtocolError}}, outItem{close: true})
 			return
 		}
-		if !shared {
-			inner = sub.Filter
-		}
 		qos := min(sub.QoS, b.opts.MaximumQoS)
-		opts := wal.Subscription{QoS: qos, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, SubID: subID}
-		_, existed := s.Subs[sub.Filter]
-		s.Subs[sub.Filter] = opts
-		core.subs.Add(inner, subKey{s: s, group: group}, subValue{opts: opts, filter: sub.Filter})
-		if s.Persistent {
-			core.txn.Set(wal.SubscriptionKey(s.ClientID, sub.Filter), wal.AppendSubscription(nil, &opts))
-		}
+		opts := sessions.Subscription{QoS: qos, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, SubID: subID}
+		existed := core.sessions.Subscribe(core.txn, s, sub.Filter, opts)
+		b.trieAdd(s, sub.Filter, opts)
 		codes[i] = packet.ReasonCode(qos) // [MQTT-3.9.3-1] granted QoS
 		// Retained messages on subscribe [MQTT-3.3.1-9]; 5.0 Retain
 		// Handling 1: only for a new subscription, 2: never
@@ -363,7 +303,7 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
 		nackCodes[i] = packet.CodeUnspecifiedError
 	}
 	b.emit(c, outItem{pkt: &packet.Suback{PacketID: p.PacketID, Codes: codes}}, &packet.Suback{PacketID: p.PacketID, Codes: nackCodes})
-	nowMs := time.Now().UnixMilli()
+	nowMs := b.now().UnixMilli()
 	for _, r := range wantRetained {
 		var subIDs []uint32
 		if r.opts.SubID != 0 {
@@ -371,12 +311,13 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
 		}
 		core.retained.Match(r.filter, nowMs, func(m *wal.Message) {
 			// [MQTT-3.3.1-8] retained messages go out with RETAIN set.
-			b.deliver(s, m, min(m.QoS, r.opts.QoS), true, subIDs, 0)
+			b.deliver(s, sessions.Delivery{Msg: m, QoS: min(m.QoS, r.opts.QoS), Retain: true, SubIDs: subIDs})
 		})
 	}
 }
 
-// onUnsubscribe handles UNSUBSCRIBE.
+// onUnsubscribe handles UNSUBSCRIBE (row "UNSUBSCRIBE on a persistent
+// session").
 func (b *Broker) onUnsubscribe(c *conn, p *packet.Unsubscribe) {
 	if !active(c) {
 		return
@@ -385,19 +326,11 @@ func (b *Broker) onUnsubscribe(c *conn, p *packet.Unsubscribe) {
 	s := c.sess
 	codes := make([]packet.ReasonCode, len(p.Filters))
 	for i, f := range p.Filters {
-		if _, ok := s.Subs[f]; !ok {
+		if !core.sessions.Unsubscribe(core.txn, s, f) {
 			codes[i] = packet.CodeNoSubscriptionExisted
 			continue
 		}
-		delete(s.Subs, f)
-		group, inner, shared := packet.ParseShared(f)
-		if !shared {
-			inner = f
-		}
-		core.subs.Remove(inner, subKey{s: s, group: group})
-		if s.Persistent {
-			core.txn.Delete(wal.SubscriptionKey(s.ClientID, f))
-		}
+		b.trieRemove(s, f)
 	}
 	ack := &packet.Unsuback{PacketID: p.PacketID}
 	if c.version == packet.V5 {
@@ -409,7 +342,7 @@ func (b *Broker) onUnsubscribe(c *conn, p *packet.Unsubscribe) {
 // onSessionExpiry applies a 5.0 DISCONNECT's Session Expiry Interval.
 func (b *Broker) onSessionExpiry(c *conn, d *packet.Disconnect) {
 	s := c.sess
-	if !c.connected || s == nil || s.Owner != c {
+	if !c.connected || s == nil || s.Owner != target(c) {
 		return
 	}
 	if s.Expiry == 0 && d.Props.SessionExpiry != 0 {
@@ -420,8 +353,8 @@ func (b *Broker) onSessionExpiry(c *conn, d *packet.Disconnect) {
 	s.Expiry = d.Props.SessionExpiry
 }
 
-// trieAdd indexes a restored subscription.
-func (b *Broker) trieAdd(s *sessions.Session, filter string, o wal.Subscription) {
+// trieAdd indexes a subscription of s.
+func (b *Broker) trieAdd(s *session, filter string, o sessions.Subscription) {
 	group, inner, shared := packet.ParseShared(filter)
 	if !shared {
 		inner = filter
@@ -429,6 +362,15 @@ func (b *Broker) trieAdd(s *sessions.Session, filter string, o wal.Subscription)
 	b.core.subs.Add(inner, subKey{s: s, group: group}, subValue{opts: o, filter: filter})
 }
 
+// trieRemove drops a subscription of s from the index.
+func (b *Broker) trieRemove(s *session, filter string) {
+	group, inner, shared := packet.ParseShared(filter)
+	if !shared {
+		inner = filter
+	}
+	b.core.subs.Remove(inner, subKey{s: s, group: group})
+}
+
 // active reports whether c is the live connection of its session: packets
 // of a connection that was taken over are ignored.
-func active(c *conn) bool { return c.connected && c.sess != nil && c.sess.Owner == c }
+func active(c *conn) bool { return c.connected && c.sess != nil && c.sess.Owner == target(c) }

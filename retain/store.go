@@ -18,7 +18,6 @@ import (
 	"context"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/keelmq/keel/wal"
 )
@@ -34,13 +33,10 @@ type Store struct {
 // threshold). It does not read l: use Load to open an existing set.
 func New(l wal.Store) *Store { return &Store{log: l} }
 
-// Load reads the retained set of l. Messages whose ExpireAt has passed are
-// not loaded, and their deletion is committed before Load returns.
-func Load(l wal.Store) (*Store, error) {
-	return load(l, time.Now().UnixMilli())
-}
-
-func load(l wal.Store, nowMs int64) (*Store, error) {
+// Load reads the retained set of l. Messages whose ExpireAt has passed at
+// nowMs (Unix ms) are not loaded, and their deletion is committed before
+// Load returns.
+func Load(l wal.Store, nowMs int64) (*Store, error) {
 	s := New(l)
 	var gone wal.Txn
 	lower := wal.RetainPrefix()

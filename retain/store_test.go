@@ -143,7 +143,7 @@ func TestLoadRebuilds(t *testing.T) {
 	commit(t, l, &txn)
 
 	_, l2 := reopen(t, fs)
-	s2, err := Load(l2)
+	s2, err := Load(l2, time.Now().UnixMilli())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestLoadSkipsAndDeletesExpired(t *testing.T) {
 	commit(t, l, &txn)
 
 	fs, l = reopen(t, fs)
-	s, err := Load(l)
+	s, err := Load(l, now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestStoreMatch(t *testing.T) {
 	}
 	commit(t, l, &txn)
 	_, l = reopen(t, fs)
-	s, err := Load(l)
+	s, err := Load(l, time.Now().UnixMilli())
 	if err != nil {
 		t.Fatal(err)
 	}

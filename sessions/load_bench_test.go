@@ -25,7 +25,7 @@ func BenchmarkLoad(b *testing.B) {
 	seq := uint64(1)
 	for s := 0; s < sessions; s++ {
 		id := fmt.Sprintf("device-%05d", s)
-		txn.Set(wal.SessionKey(id), wal.AppendSession(nil, (&Session{Protocol: 4, Expiry: NeverExpire}).Record(), 0))
+		txn.Set(wal.SessionKey(id), wal.AppendSession(nil, (&Session[*owner]{Protocol: 4, Expiry: NeverExpire}).record(), 0))
 		for m := 0; m < perSession; m++ {
 			seq++
 			e := &wal.Entry{QoS: 1, Inline: &wal.Message{Topic: "devices/" + id, Payload: make([]byte, 64), QoS: 1}}
@@ -44,7 +44,7 @@ func BenchmarkLoad(b *testing.B) {
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	b.ReportAllocs()
 	for b.Loop() {
-		st, err := Load(l, logger)
+		st, err := Load[*owner](l, logger, time.Now())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -53,5 +53,4 @@ func BenchmarkLoad(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(sessions*perSession), "ns/entry")
-	_ = time.Now
 }

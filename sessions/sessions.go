@@ -1,17 +1,26 @@
-// Package sessions holds Keel's session state: subscriptions, the outbound
-// in-flight window (QoS 1/2 packet ids bound to queued messages), inbound
-// QoS 2 packet ids, will, and expiry. Persistent sessions are rebuilt from
-// the wal on start; their offline queues stay on disk and are streamed from
-// Pebble in order, so memory does not grow with queue depth.
+// Package sessions owns Keel's session state: subscriptions, the outbound
+// in-flight window (QoS 1/2 packet ids bound to queued messages), the
+// offline queue, inbound QoS 2 packet ids, will, and expiry, in memory and
+// as records in the store. The engine says what happened (a subscription,
+// a delivery bound to a packet id, an ack, the end of a session); each
+// method here changes memory and appends the records of that change to the
+// engine's Txn together, and cites its row of the commit-before-send table
+// (README). Only this package knows the session keys.
 //
-// A Store and its Sessions are owned by the broker's single routing
-// goroutine: nothing here locks.
+// Persistent sessions are rebuilt from the store on start (Load); their
+// offline queues stay on disk and are streamed back in order (Refill), so
+// memory does not grow with queue depth. A non-persistent session lives in
+// memory only and writes nothing.
+//
+// A Store and its Sessions are owned by the broker's core goroutine:
+// nothing here locks. Methods that read the store read only what their
+// session's own state bounds (a window's worth of queue entries); ending a
+// session deletes its keys with one range deletion and leaves the release
+// of its shared message bodies to SharedRefs, which reads a snapshot and
+// may run on any goroutine.
 package sessions
 
 import (
-	"errors"
-	"fmt"
-	"log/slog"
 	"sort"
 	"time"
 
@@ -22,11 +31,36 @@ import (
 // or 5.0 Session Expiry Interval 0xFFFFFFFF).
 const NeverExpire = 0xFFFFFFFF
 
-// Flight is one outbound QoS 1/2 message bound to a packet id.
+// Flight states.
+const (
+	Sent     = wal.EntrySent     // PUBLISH sent, waiting for PUBACK or PUBREC
+	Released = wal.EntryReleased // PUBREC received, PUBREL sent, waiting for PUBCOMP
+)
+
+// Subscription is one subscription's options.
+type Subscription struct {
+	QoS               byte // granted
+	NoLocal           bool
+	RetainAsPublished bool
+	RetainHandling    byte
+	SubID             uint32 // 0: none
+}
+
+// Delivery is one copy of a message for one session.
+type Delivery struct {
+	Msg    *wal.Message
+	QoS    byte // min of the message's and the subscription's
+	Retain bool // the retain flag to deliver with (Retain As Published)
+	SubIDs []uint32
+	Shared uint64 // the stored shared body (StoreShared), or 0: inline
+}
+
+// Flight is one outbound QoS 1/2 message bound to a packet id, or (QoS 0,
+// PacketID 0) a queued QoS 0 message handed out by Refill.
 type Flight struct {
 	Seq      uint64 // queue key of its entry (persistent sessions)
 	PacketID uint16
-	State    byte // wal.EntrySent or wal.EntryReleased
+	State    byte // Sent or Released
 	QoS      byte
 	Retain   bool
 	SubIDs   []uint32
@@ -34,8 +68,11 @@ type Flight struct {
 	Msg      *wal.Message // nil once released
 }
 
-// Session is one client's session.
-type Session struct {
+// Session is one client's session. O is what the engine keeps for an
+// online session's live end (a connection, a bridge link); sessions only
+// holds it. Fields are read by the engine; they change only through the
+// Store's methods, except where a field says otherwise.
+type Session[O any] struct {
 	ClientID   string
 	Persistent bool // state is on disk
 	Protocol   byte
@@ -43,45 +80,52 @@ type Session struct {
 	Will       *wal.Will
 
 	// Subscriptions by filter (the filter as subscribed, $share included).
-	Subs map[string]wal.Subscription
+	Subs map[string]Subscription
 
-	// Outbound window: packet id -> flight, plus the order they were sent.
+	// Outbound window: packet id -> flight.
 	Inflight map[uint16]*Flight
 	nextPID  uint16
 
 	// Backlog is true while the disk queue may hold entries at or after
-	// Cursor that are not in Inflight. Every entry with seq >= Cursor is in
-	// state EntryQueued.
+	// cursor that are not in Inflight. Every entry with seq >= cursor is
+	// queued (not bound).
 	Backlog bool
-	Cursor  uint64
+	cursor  uint64
 
 	// Pending holds QoS 1/2 messages of a non-persistent session waiting
 	// for room in its window (persistent sessions queue on disk instead).
 	Pending []*Flight
 
+	// Resend holds flights resumed on this connection that are not resent
+	// yet because the client's Receive Maximum is full [MQTT-3.3.4-9]. The
+	// engine fills and drains it.
+	Resend []*Flight
+
 	// Inbound QoS 2 packet ids received and not yet released.
 	InQoS2 map[uint16]struct{}
 
 	// DisconnectedAt is when the session went offline (zero while online).
+	// The engine sets it.
 	DisconnectedAt time.Time
 
-	// Owner is the broker's handle for the connection, nil when offline.
-	Owner any
+	// Owner is the session's live end while it is online. The engine sets
+	// it.
+	Owner O
 }
 
-// New returns an empty session.
-func New(clientID string) *Session {
-	return &Session{
+// New returns an empty, non-persistent session.
+func New[O any](clientID string) *Session[O] {
+	return &Session[O]{
 		ClientID: clientID,
-		Subs:     make(map[string]wal.Subscription),
+		Subs:     make(map[string]Subscription),
 		Inflight: make(map[uint16]*Flight),
 		InQoS2:   make(map[uint16]struct{}),
 	}
 }
 
-// NextPacketID returns a free packet id for an outbound message.
+// nextPacketID returns a free packet id for an outbound message.
 // REQUIRES: len(s.Inflight) < 65535.
-func (s *Session) NextPacketID() uint16 {
+func (s *Session[O]) nextPacketID() uint16 {
 	for {
 		s.nextPID++
 		if s.nextPID == 0 {
@@ -93,9 +137,15 @@ func (s *Session) NextPacketID() uint16 {
 	}
 }
 
+// CanSendNow reports whether a new QoS 1/2 message for s may be bound and
+// sent at once with a window of w: nothing queued ahead of it, and room.
+func (s *Session[O]) CanSendNow(w int) bool {
+	return !s.Backlog && len(s.Pending) == 0 && len(s.Inflight) < w
+}
+
 // InflightInOrder returns the in-flight messages in the order they were
 // queued (by seq), for resending on reconnect [MQTT-4.4.0-1].
-func (s *Session) InflightInOrder() []*Flight {
+func (s *Session[O]) InflightInOrder() []*Flight {
 	out := make([]*Flight, 0, len(s.Inflight))
 	for _, f := range s.Inflight {
 		out = append(out, f)
@@ -104,8 +154,8 @@ func (s *Session) InflightInOrder() []*Flight {
 	return out
 }
 
-// Record is the session's own record for the wal.
-func (s *Session) Record() *wal.Session {
+// record is the session's own record for the store.
+func (s *Session[O]) record() *wal.Session {
 	r := &wal.Session{Protocol: s.Protocol, ExpirySeconds: s.Expiry, Will: s.Will}
 	if !s.DisconnectedAt.IsZero() {
 		r.DisconnectedAt = s.DisconnectedAt.UnixMilli()
@@ -113,164 +163,29 @@ func (s *Session) Record() *wal.Session {
 	return r
 }
 
-// Store is the set of sessions plus the refcounts of shared message bodies.
-type Store struct {
-	log      wal.Store
-	Sessions map[string]*Session
+// Store is the set of sessions plus the reference counts of shared message
+// bodies.
+type Store[O any] struct {
+	store    wal.Store
+	Sessions map[string]*Session[O]
 
 	// refs counts the queue entries that reference each shared body.
 	refs map[uint64]int32
 
-	// MaxSeq is the highest queue or message seq found on disk.
-	MaxSeq uint64
+	// seq is the last queue or message seq handed out.
+	seq uint64
 
-	// WasConnected lists sessions that were connected when the broker
-	// stopped: their connection ended without DISCONNECT.
-	WasConnected []*Session
+	// garbage holds keys Load found dead (completed flows whose deletion
+	// was lost, unreferenced bodies), deleted by CollectGarbage.
+	garbage [][]byte
 
-	// Garbage holds keys Load found dead (completed flows whose deletion
-	// was lost, unreferenced bodies): the broker deletes them at start.
-	Garbage [][]byte
+	// MaxMemQueue bounds Pending per non-persistent session (Enqueue).
+	MaxMemQueue int
 }
 
-// Load rebuilds every persistent session from the wal.
-func Load(l wal.Store, logger *slog.Logger) (*Store, error) {
-	st := &Store{log: l, Sessions: make(map[string]*Session), refs: make(map[uint64]int32)}
-	var queued, inflight, subs int
-	var staleShared []uint64
-	var s *Session // the session of the previous key: keys come grouped by session
-	err := l.Scan(wal.AllSessionsPrefix(), wal.PrefixEnd(wal.AllSessionsPrefix()), func(k, v []byte) error {
-		if len(k) < 4 {
-			return fmt.Errorf("sessions: bad key %q", k)
-		}
-		n := int(k[1])<<8 | int(k[2])
-		if len(k) < 3+n+1 {
-			return fmt.Errorf("sessions: bad key %q", k)
-		}
-		if s == nil || s.ClientID != string(k[3:3+n]) { // no allocation: compared in place
-			client := string(k[3 : 3+n])
-			s = New(client)
-			s.Persistent = true
-			st.Sessions[client] = s
-		}
-		client, kind, rest := s.ClientID, k[3+n], k[3+n+1:]
-		switch kind {
-		case 'M':
-			rec, err := wal.DecodeSession(v)
-			if err != nil {
-				return fmt.Errorf("sessions: session %q: %w", client, err)
-			}
-			s.Protocol, s.Expiry, s.Will = rec.Protocol, rec.ExpirySeconds, rec.Will
-			if rec.DisconnectedAt != 0 {
-				s.DisconnectedAt = time.UnixMilli(rec.DisconnectedAt)
-			} else {
-				st.WasConnected = append(st.WasConnected, s)
-			}
-		case 'S':
-			sub, err := wal.DecodeSubscription(v)
-			if err != nil {
-				return fmt.Errorf("sessions: subscription %q of %q: %w", rest, client, err)
-			}
-			s.Subs[string(rest)] = sub
-			subs++
-		case 'Q':
-			if len(rest) != 8 {
-				return fmt.Errorf("sessions: bad queue key %q", k)
-			}
-			seq := beUint64(rest)
-			if seq > st.MaxSeq {
-				st.MaxSeq = seq
-			}
-			h, err := wal.PeekEntry(v)
-			if err != nil {
-				return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
-			}
-			if h.Shared != 0 {
-				st.refs[h.Shared]++
-			}
-			if h.State == wal.EntryQueued {
-				// Queued messages stay on disk; only the cursor is kept.
-				if !s.Backlog {
-					s.Backlog, s.Cursor = true, seq
-				}
-				queued++
-				return nil
-			}
-			e, err := wal.DecodeEntry(v)
-			if err != nil {
-				return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
-			}
-			f := &Flight{Seq: seq, PacketID: e.PacketID, State: e.State, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: e.Inline}
-			if e.Shared != 0 && e.State == wal.EntrySent {
-				m, err := st.sharedBody(e.Shared)
-				if err != nil {
-					return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
-				}
-				f.Msg = m
-			}
-			if old := s.Inflight[e.PacketID]; old != nil {
-				// Two bindings of one packet id: the id was reused after
-				// the older flow completed, and the completion's delete
-				// (written without a sync of its own) was lost. The
-				// older one is done: drop it.
-				if old.Seq > f.Seq {
-					old, f = f, old
-				}
-				st.Garbage = append(st.Garbage, wal.QueueKey(client, old.Seq))
-				if old.Shared != 0 {
-					staleShared = append(staleShared, old.Shared)
-				}
-			} else {
-				inflight++
-			}
-			s.Inflight[e.PacketID] = f
-		case 'I':
-			if len(rest) != 2 {
-				return fmt.Errorf("sessions: bad inbound key %q", k)
-			}
-			s.InQoS2[uint16(rest[0])<<8|uint16(rest[1])] = struct{}{}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for _, id := range staleShared {
-		// A body left without references is collected by the scan below.
-		if st.refs[id]--; st.refs[id] <= 0 {
-			delete(st.refs, id)
-		}
-	}
-	// Shared bodies: find the highest id, and drop orphans (a body whose
-	// last reference went away).
-	err = l.Scan(wal.MessagePrefix(), wal.PrefixEnd(wal.MessagePrefix()), func(k, v []byte) error {
-		if len(k) == 9 {
-			id := beUint64(k[1:])
-			if id > st.MaxSeq {
-				st.MaxSeq = id
-			}
-			if st.refs[id] == 0 {
-				// No entry references it: its last release was lost
-				// (or never written). Collect it.
-				st.Garbage = append(st.Garbage, append([]byte(nil), k...))
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	for client, s := range st.Sessions {
-		if s.Protocol == 0 {
-			// State without its session record cannot be resumed: a
-			// broken invariant, but not one to refuse to start over.
-			logger.Warn("sessions: state without a session record; ignoring", "client", client)
-			delete(st.Sessions, client)
-		}
-	}
-	logger.Info("sessions restored", "sessions", len(st.Sessions), "subscriptions", subs,
-		"queued", queued, "inflight", inflight, "shared_bodies", len(st.refs), "garbage", len(st.Garbage))
-	return st, nil
+func (st *Store[O]) nextSeq() uint64 {
+	st.seq++
+	return st.seq
 }
 
 func beUint64(b []byte) uint64 {
@@ -279,93 +194,4 @@ func beUint64(b []byte) uint64 {
 		v = v<<8 | uint64(c)
 	}
 	return v
-}
-
-func (st *Store) sharedBody(id uint64) (*wal.Message, error) {
-	v, err := st.log.Get(wal.MessageKey(id))
-	if err != nil {
-		return nil, fmt.Errorf("shared body %d: %w", id, err)
-	}
-	m, err := wal.DecodeMessage(v)
-	if err != nil {
-		return nil, fmt.Errorf("shared body %d: %w", id, err)
-	}
-	return &m, nil
-}
-
-// AddRefs records n new references to shared body id.
-func (st *Store) AddRefs(id uint64, n int32) { st.refs[id] += n }
-
-// Release drops one reference to shared body id and deletes the body in
-// txn when it was the last.
-func (st *Store) Release(txn *wal.Txn, id uint64) {
-	if id == 0 {
-		return
-	}
-	st.refs[id]--
-	if st.refs[id] <= 0 {
-		delete(st.refs, id)
-		txn.Delete(wal.MessageKey(id))
-	}
-}
-
-// SharedBodies is the number of shared message bodies referenced.
-func (st *Store) SharedBodies() int { return len(st.refs) }
-
-// errStopScan ends a Scan early once enough was read.
-var errStopScan = errors.New("sessions: enough read")
-
-// Pulled is one queued entry read from disk.
-type Pulled struct {
-	Seq   uint64
-	Entry wal.Entry
-	Msg   *wal.Message
-}
-
-// Pull reads up to limit queued entries of s from disk, starting at
-// s.Cursor, in order. It advances nothing: the caller moves s.Cursor past
-// what it takes.
-func (st *Store) Pull(s *Session, limit int) ([]Pulled, error) {
-	var out []Pulled
-	err := st.log.Scan(wal.QueueKey(s.ClientID, s.Cursor), wal.PrefixEnd(wal.QueuePrefix(s.ClientID)), func(k, v []byte) error {
-		if len(out) >= limit {
-			return errStopScan
-		}
-		_, _, rest, _ := wal.ParseSessionKey(k)
-		e, err := wal.DecodeEntry(v)
-		if err != nil {
-			return err
-		}
-		p := Pulled{Seq: beUint64(rest), Entry: e, Msg: e.Inline}
-		if e.Shared != 0 {
-			m, err := st.sharedBody(e.Shared)
-			if err != nil {
-				return err
-			}
-			p.Msg = m
-		}
-		out = append(out, p)
-		return nil
-	})
-	if err != nil && !errors.Is(err, errStopScan) {
-		return out, err
-	}
-	return out, nil
-}
-
-// Erase writes the deletion of all of s's durable state into txn and
-// releases its references to shared bodies.
-func (st *Store) Erase(txn *wal.Txn, s *Session) error {
-	err := st.log.Scan(wal.SessionPrefix(s.ClientID), wal.PrefixEnd(wal.SessionPrefix(s.ClientID)), func(k, v []byte) error {
-		_, kind, _, _ := wal.ParseSessionKey(k)
-		if kind == 'Q' {
-			e, err := wal.DecodeEntry(v)
-			if err == nil && e.Shared != 0 && e.State != wal.EntryReleased {
-				st.Release(txn, e.Shared)
-			}
-		}
-		txn.Delete(append([]byte(nil), k...))
-		return nil
-	})
-	return err
 }

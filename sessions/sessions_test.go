@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -12,6 +13,20 @@ import (
 )
 
 func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// owner stands for the engine's live end of a session.
+type owner struct{}
+
+func load(t *testing.T, l wal.Store) *Store[*owner] {
+	t.Helper()
+	st, err := Load[*owner](l, discard(), time.UnixMicro(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func keepAll(*wal.Message, byte, []uint32) bool { return true }
 
 func commit(t *testing.T, l *wal.Log, f func(txn *wal.Txn)) {
 	t.Helper()
@@ -58,10 +73,7 @@ func TestLoadRestoresEverySessionPart(t *testing.T) {
 	})
 	fs, l = reopen(t, fs, l)
 
-	st, err := Load(l, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := load(t, l)
 	a := st.Sessions["a"]
 	if a == nil || !a.Persistent || a.Protocol != 5 || a.Expiry != 60 || a.Will == nil || a.Will.DelaySeconds != 5 {
 		t.Fatalf("session a: got %+v", a)
@@ -69,56 +81,55 @@ func TestLoadRestoresEverySessionPart(t *testing.T) {
 	if got := a.Subs["t/#"]; got.QoS != 2 || got.SubID != 9 {
 		t.Fatalf("subscription: got %+v, want qos 2 subid 9", got)
 	}
-	if f := a.Inflight[7]; f == nil || f.State != wal.EntrySent || f.Seq != 10 || f.Msg == nil || string(f.Msg.Payload) != "body" {
+	if f := a.Inflight[7]; f == nil || f.State != Sent || f.Seq != 10 || f.Msg == nil || string(f.Msg.Payload) != "body" {
 		t.Fatalf("in-flight id 7: got %+v", f)
 	}
-	if f := a.Inflight[8]; f == nil || f.State != wal.EntryReleased || f.Msg != nil {
+	if f := a.Inflight[8]; f == nil || f.State != Released || f.Msg != nil {
 		t.Fatalf("released id 8: got %+v", f)
 	}
-	if !a.Backlog || a.Cursor != 12 {
-		t.Fatalf("backlog %v cursor %d, want true 12", a.Backlog, a.Cursor)
+	if !a.Backlog || a.cursor != 12 {
+		t.Fatalf("backlog %v cursor %d, want true 12", a.Backlog, a.cursor)
 	}
 	if _, ok := a.InQoS2[42]; !ok || len(a.InQoS2) != 1 {
 		t.Fatalf("inbound ids: got %v, want {42}", a.InQoS2)
 	}
-	if len(st.WasConnected) != 1 || st.WasConnected[0].ClientID != "b" {
-		t.Fatalf("was connected: got %d sessions, want only b", len(st.WasConnected))
+	if b := st.Sessions["b"]; b == nil || !b.DisconnectedAt.IsZero() {
+		t.Fatalf("session b (connected when the broker stopped): got %+v", b)
 	}
-	if st.MaxSeq != 100 {
-		t.Fatalf("MaxSeq %d, want 100", st.MaxSeq)
+	if st.seq != 100 {
+		t.Fatalf("seq %d, want 100", st.seq)
 	}
 
-	// Pull streams the queue from the cursor, in order, with bodies.
-	got, err := st.Pull(a, 10)
+	// The shared body's references: seq 10 (sent) and 13 (queued).
+	snap, err := l.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 2 || got[0].Seq != 12 || got[1].Seq != 13 || string(got[1].Msg.Payload) != "body" {
-		t.Fatalf("pull: got %+v", got)
+	var refs []uint64
+	if err := SharedRefs(snap, "a", 1, func(ids []uint64) { refs = append(refs, ids...) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(refs) != 2 || refs[0] != 100 || refs[1] != 100 {
+		t.Fatalf("shared refs: got %v, want [100 100]", refs)
 	}
 
-	// The shared body has two references (seq 10 and 13): releasing one
-	// keeps it, releasing both deletes it.
-	commit(t, l, func(txn *wal.Txn) { st.Release(txn, 100) })
+	// End removes every key of the session at once; the snapshot keeps its
+	// view, and releasing the references it shows deletes the body.
+	commit(t, l, func(txn *wal.Txn) { st.End(txn, a) })
+	if n, _ := countKeys(t, snap, wal.SessionPrefix("a")); n != 7 {
+		t.Fatalf("snapshot: %d keys of a, want 7", n)
+	}
+	snap.Close()
+	commit(t, l, func(txn *wal.Txn) { st.Unref(txn, refs[0]) })
 	if _, err := l.Get(wal.MessageKey(100)); err != nil {
 		t.Fatalf("body deleted after one of two releases: %v", err)
 	}
-	commit(t, l, func(txn *wal.Txn) { st.Release(txn, 100) })
+	commit(t, l, func(txn *wal.Txn) { st.Unref(txn, refs[1]) })
 	if _, err := l.Get(wal.MessageKey(100)); err == nil {
 		t.Fatal("body still there after its last release")
 	}
-
-	// Erase removes every key of the session.
-	commit(t, l, func(txn *wal.Txn) {
-		if err := st.Erase(txn, a); err != nil {
-			t.Fatal(err)
-		}
-	})
 	_, l = reopen(t, fs, l)
-	st, err = Load(l, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st = load(t, l)
 	if st.Sessions["a"] != nil {
 		t.Fatal("erased session came back")
 	}
@@ -127,15 +138,22 @@ func TestLoadRestoresEverySessionPart(t *testing.T) {
 	}
 }
 
+func countKeys(t *testing.T, r wal.Reader, prefix []byte) (int, error) {
+	t.Helper()
+	n := 0
+	err := r.Scan(prefix, wal.PrefixEnd(prefix), func(k, v []byte) error { n++; return nil })
+	return n, err
+}
+
 func TestNextPacketIDSkipsInUse(t *testing.T) {
-	s := New("c")
+	s := New[*owner]("c")
 	s.Inflight[1] = &Flight{PacketID: 1}
 	s.Inflight[2] = &Flight{PacketID: 2}
-	if got := s.NextPacketID(); got != 3 {
+	if got := s.nextPacketID(); got != 3 {
 		t.Fatalf("got %d, want 3", got)
 	}
 	s.nextPID = 65535
-	if got := s.NextPacketID(); got != 3 {
+	if got := s.nextPacketID(); got != 3 {
 		t.Fatalf("after wrap: got %d, want 3 (0 is never used, 1 and 2 are in flight)", got)
 	}
 }
@@ -159,20 +177,88 @@ func TestLoadDropsStaleBindings(t *testing.T) {
 		txn.Set(wal.MessageKey(6), wal.AppendMessage(nil, msg, 0)) // referenced by nothing
 	})
 	_, l = reopen(t, fs, l)
-	st, err := Load(l, discard())
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := load(t, l)
 	if f := st.Sessions["a"].Inflight[1]; f == nil || f.Seq != 20 {
 		t.Fatalf("binding of id 1: got %+v, want the newer one (seq 20)", f)
 	}
 	want := map[string]bool{string(wal.QueueKey("a", 10)): true, string(wal.MessageKey(5)): true, string(wal.MessageKey(6)): true}
-	if len(st.Garbage) != len(want) {
-		t.Fatalf("garbage: got %d keys, want %d", len(st.Garbage), len(want))
+	if len(st.garbage) != len(want) {
+		t.Fatalf("garbage: got %d keys, want %d", len(st.garbage), len(want))
 	}
-	for _, k := range st.Garbage {
+	for _, k := range st.garbage {
 		if !want[string(k)] {
 			t.Fatalf("unexpected garbage key %q", k)
 		}
+	}
+}
+
+// Every event method writes the records that Load reads back: a flow run
+// through the Store, then a power cut, gives the same session.
+func TestFlowsSurviveAPowerCut(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	l, err := wal.Open(wal.Options{Dir: "d", FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := load(t, l)
+	s := New[*owner]("c")
+	s.Persistent, s.Protocol, s.Expiry = true, 5, NeverExpire
+	st.Sessions["c"] = s
+	m := func(p string) *wal.Message { return &wal.Message{Topic: "t", Payload: []byte(p), QoS: 2} }
+	var sent, done, rel *Flight
+	commit(t, l, func(txn *wal.Txn) {
+		st.Save(txn, s)
+		st.Subscribe(txn, s, "t/#", Subscription{QoS: 2, SubID: 3})
+		st.Subscribe(txn, s, "gone", Subscription{QoS: 1})
+		if !st.Received(txn, s, 9) || st.Received(txn, s, 9) {
+			t.Fatal("Received: want new, then a resend")
+		}
+		st.Received(txn, s, 10)
+		id := st.StoreShared(txn, m("shared"), 2)
+		sent = st.Bind(txn, s, Delivery{Msg: m("shared"), QoS: 2, Shared: id})
+		done = st.Bind(txn, s, Delivery{Msg: m("done"), QoS: 1})
+		rel = st.Bind(txn, s, Delivery{Msg: m("rel"), QoS: 2})
+		st.Enqueue(txn, s, Delivery{Msg: m("q1"), QoS: 1, Shared: id})
+		st.Enqueue(txn, s, Delivery{Msg: m("q2"), QoS: 2})
+	})
+	commit(t, l, func(txn *wal.Txn) {
+		st.Unsubscribe(txn, s, "gone")
+		if !st.ReleaseInbound(txn, s, 10) || st.ReleaseInbound(txn, s, 10) {
+			t.Fatal("ReleaseInbound: want held, then not")
+		}
+		st.Complete(txn, s, done)
+		st.MarkReleased(txn, s, rel)
+	})
+	_, l = reopen(t, fs, l)
+	st = load(t, l)
+	c := st.Sessions["c"]
+	if c == nil || c.Protocol != 5 || c.Expiry != NeverExpire {
+		t.Fatalf("session: got %+v", c)
+	}
+	if len(c.Subs) != 1 || c.Subs["t/#"].SubID != 3 {
+		t.Fatalf("subscriptions: got %v, want only t/# with id 3", c.Subs)
+	}
+	if _, ok := c.InQoS2[9]; !ok || len(c.InQoS2) != 1 {
+		t.Fatalf("inbound ids: got %v, want {9}", c.InQoS2)
+	}
+	if len(c.Inflight) != 2 {
+		t.Fatalf("in flight: got %d, want 2", len(c.Inflight))
+	}
+	if f := c.Inflight[sent.PacketID]; f == nil || f.State != Sent || string(f.Msg.Payload) != "shared" {
+		t.Fatalf("sent flight: got %+v", f)
+	}
+	if f := c.Inflight[rel.PacketID]; f == nil || f.State != Released || f.Msg != nil {
+		t.Fatalf("released flight: got %+v", f)
+	}
+	// The queue comes back in order, bound as it is handed out.
+	var got []string
+	txn := &wal.Txn{}
+	retry, err := st.Refill(txn, c, 10, false, keepAll, func(f *Flight) { got = append(got, string(f.Msg.Payload)) })
+	if err != nil || retry {
+		t.Fatalf("Refill: retry %v, err %v", retry, err)
+	}
+	// q1 shares the body stored once.
+	if len(got) != 2 || got[0] != "shared" || got[1] != "q2" || c.Backlog {
+		t.Fatalf("refill: got %v (backlog %v), want [shared q2] and the backlog ended", got, c.Backlog)
 	}
 }

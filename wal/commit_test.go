@@ -2,84 +2,13 @@ package wal
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/keelmq/keel/wal/waltest"
 )
-
-// gateFS holds every sync of a WAL file while the gate is shut, so that
-// Txns pile up behind one sync: a deterministic stand-in for a slow disk.
-type gateFS struct {
-	vfs.FS
-	mu      sync.Mutex
-	cond    sync.Cond
-	shut    bool
-	waiting int // syncs blocked at the gate
-}
-
-func newGateFS(fs vfs.FS) *gateFS {
-	g := &gateFS{FS: fs}
-	g.cond.L = &g.mu
-	return g
-}
-
-func (g *gateFS) set(shut bool) {
-	g.mu.Lock()
-	g.shut = shut
-	g.cond.Broadcast()
-	g.mu.Unlock()
-}
-
-// awaitBlocked waits until n syncs are held at the gate.
-func (g *gateFS) awaitBlocked(n int) {
-	g.mu.Lock()
-	for g.waiting < n {
-		g.cond.Wait()
-	}
-	g.mu.Unlock()
-}
-
-func (g *gateFS) pass() {
-	g.mu.Lock()
-	g.waiting++
-	g.cond.Broadcast()
-	for g.shut {
-		g.cond.Wait()
-	}
-	g.waiting--
-	g.mu.Unlock()
-}
-
-func (g *gateFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
-	if err != nil || !strings.HasSuffix(name, ".log") {
-		return f, err
-	}
-	return gateFile{File: f, g: g}, nil
-}
-
-func (g *gateFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := g.FS.Create(name, c)
-	return g.wrap(name, f, err)
-}
-
-func (g *gateFS) ReuseForWrite(oldname, newname string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := g.FS.ReuseForWrite(oldname, newname, c)
-	return g.wrap(newname, f, err)
-}
-
-type gateFile struct {
-	vfs.File
-	g *gateFS
-}
-
-func (f gateFile) Sync() error     { f.g.pass(); return f.File.Sync() }
-func (f gateFile) SyncData() error { f.g.pass(); return f.File.SyncData() }
-func (f gateFile) SyncTo(n int64) (bool, error) {
-	f.g.pass()
-	return f.File.SyncTo(n)
-}
 
 // TestGroupCommitOrder: 64 submitters × 10 Txns against a real store whose
 // WAL sync is held at a gate. Done must run in Submit order, and the Txns
@@ -87,20 +16,20 @@ func (f gateFile) SyncTo(n int64) (bool, error) {
 // fsyncs for 641 Txns is a property of group commit, not a timing.
 func TestGroupCommitOrder(t *testing.T) {
 	const submitters, perSubmitter = 64, 10
-	gfs := newGateFS(vfs.NewMem())
+	gfs := waltest.NewGateFS(vfs.NewMem())
 	l := openTest(t, testOptions(gfs))
 	defer l.Close()
 	ctx := context.Background()
 	before := l.Stats()
 
 	// A first Txn's sync is held at the gate...
-	gfs.set(true)
+	gfs.Hold()
 	first := &Txn{}
 	first.Set(key(1_000_000), []byte("v"))
 	firstDone := make(chan error, 1)
 	first.Done = func(err error) { firstDone <- err }
 	l.Submit(first)
-	gfs.awaitBlocked(1)
+	gfs.AwaitBlocked(1)
 
 	// ...while everyone else submits. A Txn's number is taken under the
 	// same lock as its Submit, so numbers are in Submit order.
@@ -138,7 +67,7 @@ func TestGroupCommitOrder(t *testing.T) {
 		t.Fatalf("first Txn done (%v) while its sync is held", err)
 	default:
 	}
-	gfs.set(false)
+	gfs.Release()
 	// One more Commit; its Done is after all others.
 	if err := l.Commit(ctx, &Txn{}); err != nil {
 		t.Fatal(err)

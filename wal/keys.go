@@ -22,10 +22,10 @@ const (
 	nsRetain  = 'r'
 	nsSession = 's'
 
-	kindSession      = 'M'
-	kindSubscription = 'S'
-	kindQueue        = 'Q'
-	kindInbound      = 'I'
+	KindSession      = 'M'
+	KindSubscription = 'S'
+	KindQueue        = 'Q'
+	KindInbound      = 'I'
 )
 
 // FormatKey holds the data directory's format version.
@@ -65,34 +65,34 @@ func SessionPrefix(client string) []byte {
 func AllSessionsPrefix() []byte { return []byte{nsSession} }
 
 // SessionKey is the key of a session's own record.
-func SessionKey(client string) []byte { return append(SessionPrefix(client), kindSession) }
+func SessionKey(client string) []byte { return append(SessionPrefix(client), KindSession) }
 
 // SubscriptionKey is the key of one subscription of a session.
 func SubscriptionKey(client, filter string) []byte {
-	return append(append(SessionPrefix(client), kindSubscription), filter...)
+	return append(append(SessionPrefix(client), KindSubscription), filter...)
 }
 
 // SubscriptionPrefix bounds a session's subscriptions.
-func SubscriptionPrefix(client string) []byte { return append(SessionPrefix(client), kindSubscription) }
+func SubscriptionPrefix(client string) []byte { return append(SessionPrefix(client), KindSubscription) }
 
 // QueueKey is the key of a session's queue entry seq.
 func QueueKey(client string, seq uint64) []byte {
-	k := append(SessionPrefix(client), kindQueue, 0, 0, 0, 0, 0, 0, 0, 0)
+	k := append(SessionPrefix(client), KindQueue, 0, 0, 0, 0, 0, 0, 0, 0)
 	binary.BigEndian.PutUint64(k[len(k)-8:], seq)
 	return k
 }
 
 // QueuePrefix bounds a session's queue.
-func QueuePrefix(client string) []byte { return append(SessionPrefix(client), kindQueue) }
+func QueuePrefix(client string) []byte { return append(SessionPrefix(client), KindQueue) }
 
 // InboundKey is the key recording that inbound QoS 2 packet id pid of the
 // session was received and not yet released.
 func InboundKey(client string, pid uint16) []byte {
-	return append(SessionPrefix(client), kindInbound, byte(pid>>8), byte(pid))
+	return append(SessionPrefix(client), KindInbound, byte(pid>>8), byte(pid))
 }
 
 // InboundPrefix bounds a session's inbound QoS 2 packet ids.
-func InboundPrefix(client string) []byte { return append(SessionPrefix(client), kindInbound) }
+func InboundPrefix(client string) []byte { return append(SessionPrefix(client), KindInbound) }
 
 // PrefixEnd returns the smallest key greater than every key with prefix p.
 func PrefixEnd(p []byte) []byte {
@@ -106,16 +106,34 @@ func PrefixEnd(p []byte) []byte {
 	return nil // p is all 0xff: no upper bound
 }
 
-// ParseSessionKey splits a key under AllSessionsPrefix into the client id,
-// the kind byte ('M', 'S', 'Q', 'I') and the rest. ok is false for a key
-// that is not a session key.
-func ParseSessionKey(k []byte) (client string, kind byte, rest []byte, ok bool) {
+// ParseSessionKeyBytes splits a key under AllSessionsPrefix into the
+// client id (aliasing k), the kind byte (KindSession, KindSubscription,
+// KindQueue, KindInbound) and the rest. ok is false for a key that is not
+// a session key.
+func ParseSessionKeyBytes(k []byte) (client []byte, kind byte, rest []byte, ok bool) {
 	if len(k) < 4 || k[0] != nsSession {
-		return "", 0, nil, false
+		return nil, 0, nil, false
 	}
 	n := int(k[1])<<8 | int(k[2])
 	if len(k) < 3+n+1 {
-		return "", 0, nil, false
+		return nil, 0, nil, false
 	}
-	return string(k[3 : 3+n]), k[3+n], k[3+n+1:], true
+	return k[3 : 3+n], k[3+n], k[3+n+1:], true
+}
+
+// ParseQueueSeq returns the seq of a queue key.
+func ParseQueueSeq(k []byte) (uint64, bool) {
+	_, kind, rest, ok := ParseSessionKeyBytes(k)
+	if !ok || kind != KindQueue || len(rest) != 8 {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(rest), true
+}
+
+// ParseMessageKey returns the id of a shared body's key.
+func ParseMessageKey(k []byte) (uint64, bool) {
+	if len(k) != 9 || k[0] != nsMessage {
+		return 0, false
+	}
+	return binary.BigEndian.Uint64(k[1:]), true
 }

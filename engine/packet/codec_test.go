@@ -237,6 +237,11 @@ func TestRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if p, ok := f.want.(*Publish); ok {
+				if n, err := p.Size(f.version); err != nil || n != len(b) {
+					t.Fatalf("Size = %d, %v; Append wrote %d bytes", n, err, len(b))
+				}
+			}
 			v := f.version
 			if f.want.Type() == CONNECT {
 				v = 0

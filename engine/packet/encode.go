@@ -167,6 +167,23 @@ func (c *Connack) Append(dst []byte, version byte) ([]byte, error) {
 	return dst, nil
 }
 
+// Size is the number of bytes Append writes for p in version, or an
+// error where Append would fail on p's properties.
+func (p *Publish) Size(version byte) (int, error) {
+	n := 2 + len(p.Topic) + len(p.Payload)
+	if p.QoS > 0 {
+		n += 2
+	}
+	if version == V5 {
+		f, _, err := propsField(&p.Props, &ctxPublish)
+		if err != nil {
+			return 0, err
+		}
+		n += f
+	}
+	return 1 + VarIntLen(uint32(n)) + n, nil
+}
+
 // Append encodes PUBLISH. It allocates nothing when dst has room.
 func (p *Publish) Append(dst []byte, version byte) ([]byte, error) {
 	if err := checkVersionEnc(version); err != nil {

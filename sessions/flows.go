@@ -1,0 +1,306 @@
+package sessions
+
+import (
+	"errors"
+
+	"github.com/keelmq/keel/wal"
+)
+
+// The methods below are the engine's events. Each changes memory and, for
+// a persistent session, appends its records to txn in the same call; the
+// engine releases the packet that acknowledges the change only after txn
+// is durable. Rows are those of the commit-before-send table.
+
+// Save writes s's own record: client id, protocol, expiry, will, and when
+// it went offline. Row "CONNECT that creates or resumes a persistent
+// session" (and the record's later changes: disconnect, will published).
+// Nothing is written for a non-persistent session.
+func (st *Store[O]) Save(txn *wal.Txn, s *Session[O]) {
+	if s.Persistent {
+		txn.Set(wal.SessionKey(s.ClientID), wal.AppendSession(nil, s.record(), st.store.CompressThreshold()))
+	}
+}
+
+// Subscribe adds or replaces the subscription to filter and reports
+// whether one existed. Row "SUBSCRIBE on a persistent session".
+func (st *Store[O]) Subscribe(txn *wal.Txn, s *Session[O], filter string, sub Subscription) (existed bool) {
+	_, existed = s.Subs[filter]
+	s.Subs[filter] = sub
+	if s.Persistent {
+		r := toRecord(sub)
+		txn.Set(wal.SubscriptionKey(s.ClientID, filter), wal.AppendSubscription(nil, &r))
+	}
+	return existed
+}
+
+// Unsubscribe removes the subscription to filter and reports whether there
+// was one. Row "UNSUBSCRIBE on a persistent session".
+func (st *Store[O]) Unsubscribe(txn *wal.Txn, s *Session[O], filter string) bool {
+	if _, ok := s.Subs[filter]; !ok {
+		return false
+	}
+	delete(s.Subs, filter)
+	if s.Persistent {
+		txn.Delete(wal.SubscriptionKey(s.ClientID, filter))
+	}
+	return true
+}
+
+// Received records inbound QoS 2 packet id pid and reports whether it is
+// new; a packet id already held is a resend, not to be routed again
+// [MQTT-4.3.3-10]. Row "PUBLISH QoS 2 in": the id rides with the message.
+func (st *Store[O]) Received(txn *wal.Txn, s *Session[O], pid uint16) (first bool) {
+	if _, seen := s.InQoS2[pid]; seen {
+		return false
+	}
+	s.InQoS2[pid] = struct{}{}
+	if s.Persistent {
+		txn.Set(wal.InboundKey(s.ClientID, pid), nil)
+	}
+	return true
+}
+
+// ReleaseInbound forgets inbound QoS 2 packet id pid and reports whether
+// it was held. Row "PUBREL in".
+func (st *Store[O]) ReleaseInbound(txn *wal.Txn, s *Session[O], pid uint16) bool {
+	if _, ok := s.InQoS2[pid]; !ok {
+		return false
+	}
+	delete(s.InQoS2, pid)
+	if s.Persistent {
+		txn.Delete(wal.InboundKey(s.ClientID, pid))
+	}
+	return true
+}
+
+// StoreShared writes m once as a body that refs queue entries will share
+// and returns its id (row "PUBLISH QoS 1 in": a message stored once however
+// many persistent sessions it is queued for).
+func (st *Store[O]) StoreShared(txn *wal.Txn, m *wal.Message, refs int) uint64 {
+	id := st.nextSeq()
+	txn.Set(wal.MessageKey(id), wal.AppendMessage(nil, m, st.store.CompressThreshold()))
+	st.refs[id] += int32(refs)
+	return id
+}
+
+// Unref drops one reference to shared body id and deletes the body in txn
+// when it was the last. id 0 is no body.
+func (st *Store[O]) Unref(txn *wal.Txn, id uint64) {
+	if id == 0 {
+		return
+	}
+	st.refs[id]--
+	if st.refs[id] <= 0 {
+		delete(st.refs, id)
+		txn.Delete(wal.MessageKey(id))
+	}
+}
+
+// Bind binds d to a new packet id of s and returns the flight to send.
+// Row "PUBLISH QoS 1/2 out to a persistent session": the binding rides in
+// txn (with the inbound message, when they share a drain), before the
+// PUBLISH leaves. REQUIRES: d.QoS > 0 and s.CanSendNow.
+func (st *Store[O]) Bind(txn *wal.Txn, s *Session[O], d Delivery) *Flight {
+	f := &Flight{PacketID: s.nextPacketID(), State: Sent, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs, Msg: d.Msg}
+	if s.Persistent {
+		f.Seq, f.Shared = st.nextSeq(), d.Shared
+		st.writeEntry(txn, s, f, wal.EntrySent)
+	}
+	s.Inflight[f.PacketID] = f
+	return f
+}
+
+// Enqueue queues d for later: on disk for a persistent session (row
+// "PUBLISH QoS 1 in": a queue entry for every persistent session it
+// matches), in memory for a non-persistent one. It reports false when a
+// non-persistent session's memory queue is full and d was not queued.
+func (st *Store[O]) Enqueue(txn *wal.Txn, s *Session[O], d Delivery) bool {
+	if !s.Persistent {
+		if st.MaxMemQueue > 0 && len(s.Pending) >= st.MaxMemQueue {
+			return false
+		}
+		s.Pending = append(s.Pending, &Flight{QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs, Msg: d.Msg})
+		return true
+	}
+	f := &Flight{Seq: st.nextSeq(), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs, Shared: d.Shared, Msg: d.Msg}
+	st.writeEntry(txn, s, f, wal.EntryQueued)
+	if !s.Backlog {
+		s.Backlog, s.cursor = true, f.Seq
+	}
+	return true
+}
+
+// writeEntry writes f's queue entry in state.
+func (st *Store[O]) writeEntry(txn *wal.Txn, s *Session[O], f *Flight, state byte) {
+	e := wal.Entry{State: state, QoS: f.QoS, Retain: f.Retain, SubIDs: f.SubIDs, Shared: f.Shared}
+	if state != wal.EntryQueued {
+		e.PacketID = f.PacketID
+	}
+	if f.Shared == 0 && state != wal.EntryReleased {
+		e.Inline = f.Msg
+	}
+	txn.Set(wal.QueueKey(s.ClientID, f.Seq), wal.AppendEntry(nil, &e, st.store.CompressThreshold()))
+}
+
+// MarkReleased moves f to Released: its message is no longer needed, the
+// entry keeps only the packet id. Row "PUBREC in (QoS 2 out)", before the
+// PUBREL.
+func (st *Store[O]) MarkReleased(txn *wal.Txn, s *Session[O], f *Flight) {
+	f.State, f.Msg = Released, nil
+	if s.Persistent {
+		st.writeEntry(txn, s, f, wal.EntryReleased)
+		st.Unref(txn, f.Shared)
+	}
+	f.Shared = 0
+}
+
+// Complete ends an outbound flow (PUBACK, PUBCOMP, or a 5.0 PUBREC with a
+// failure reason): the binding and its queue entry go. Rows "PUBACK in"
+// and "PUBCOMP in"; nothing is sent after it, so the engine may let it ride
+// the next sync.
+func (st *Store[O]) Complete(txn *wal.Txn, s *Session[O], f *Flight) {
+	delete(s.Inflight, f.PacketID)
+	if s.Persistent {
+		txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
+		st.Unref(txn, f.Shared)
+	}
+}
+
+// errStopScan ends a Scan early once enough was read.
+var errStopScan = errors.New("sessions: enough read")
+
+// Refill moves queued messages of s into its window of w and calls send
+// for each, in queue order: from memory for a non-persistent session,
+// streamed from disk for a persistent one, each bound to its packet id in
+// txn before it is sent (row "PUBLISH QoS 1/2 out"). A queued QoS 0
+// message is deleted and sent without a packet id. An entry for which
+// keep reports false (expired, too large for the client) is dropped.
+//
+// It reads at most w entries. If it reaches the end of what the store
+// shows and unseen is true (txn, not yet submitted, may hold entries for
+// s), it reports retry: call it again once txn is submitted. Otherwise
+// reaching the end ends the backlog.
+func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
+	keep func(m *wal.Message, qos byte, subIDs []uint32) bool, send func(f *Flight)) (retry bool, err error) {
+	for len(s.Pending) > 0 && len(s.Inflight) < w {
+		f := s.Pending[0]
+		s.Pending[0] = nil
+		s.Pending = s.Pending[1:]
+		if !keep(f.Msg, f.QoS, f.SubIDs) {
+			continue
+		}
+		f.PacketID, f.State = s.nextPacketID(), Sent
+		s.Inflight[f.PacketID] = f
+		send(f)
+	}
+	if !s.Persistent || !s.Backlog {
+		return false, nil
+	}
+	// Pull until the window is full or the queue is drained: entries that
+	// take no slot (dropped, or QoS 0) leave room no ack will come to fill.
+	for {
+		room := w - len(s.Inflight)
+		// Pull in chunks, not one message per ack: each pull is a scan.
+		if room <= 0 || (len(s.Inflight) > 0 && room < min(w/4, 64)) {
+			return false, nil
+		}
+		n := 0
+		err := st.store.Scan(wal.QueueKey(s.ClientID, s.cursor), wal.PrefixEnd(wal.QueuePrefix(s.ClientID)), func(k, v []byte) error {
+			if n >= room {
+				return errStopScan
+			}
+			n++
+			seq, _ := wal.ParseQueueSeq(k)
+			e, err := wal.DecodeEntry(v)
+			if err != nil {
+				return err
+			}
+			s.cursor = seq + 1
+			m := e.Inline
+			if e.Shared != 0 {
+				if m, err = sharedBody(st.store, e.Shared); err != nil {
+					return err
+				}
+			}
+			f := &Flight{Seq: seq, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: m}
+			if m == nil || !keep(m, e.QoS, e.SubIDs) {
+				st.drop(txn, s, f)
+				return nil
+			}
+			if e.QoS == 0 {
+				st.drop(txn, s, f)
+				send(f)
+				return nil
+			}
+			f.PacketID, f.State = s.nextPacketID(), Sent
+			st.writeEntry(txn, s, f, wal.EntrySent)
+			s.Inflight[f.PacketID] = f
+			send(f)
+			return nil
+		})
+		if err != nil && !errors.Is(err, errStopScan) {
+			return false, err
+		}
+		if n < room {
+			if unseen {
+				return true, nil
+			}
+			s.Backlog = false
+			return false, nil
+		}
+	}
+}
+
+// drop deletes a queued entry that will not be sent.
+func (st *Store[O]) drop(txn *wal.Txn, s *Session[O], f *Flight) {
+	txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
+	st.Unref(txn, f.Shared)
+}
+
+// End deletes s: memory, and for a persistent session every key of its
+// state with one range deletion in txn. Rows "CONNECT clean start over an
+// existing persistent session" and "session expiry". It reads nothing:
+// the references s's queue held to shared bodies are released later by
+// SharedRefs over a snapshot taken before txn, then Unref. Until then
+// those bodies stay; if the broker stops first, Load collects them.
+//
+// REQUIRES: every earlier write of s was submitted before the snapshot
+// handed to SharedRefs (so the snapshot and the reference counts agree).
+func (st *Store[O]) End(txn *wal.Txn, s *Session[O]) {
+	delete(st.Sessions, s.ClientID)
+	if s.Persistent {
+		p := wal.SessionPrefix(s.ClientID)
+		txn.DeleteRange(p, wal.PrefixEnd(p))
+	}
+	s.Persistent = false
+	s.Backlog = false
+	s.Pending, s.Resend = nil, nil
+	s.Inflight = make(map[uint16]*Flight)
+	s.InQoS2 = make(map[uint16]struct{})
+}
+
+// SharedRefs calls fn with the shared body ids referenced by client's
+// queue in snap (an entry that still needs its body: queued or sent), in
+// chunks of at most chunk ids. It reads only entry headers and touches no
+// Store: any goroutine may run it.
+func SharedRefs(snap wal.Reader, client string, chunk int, fn func(ids []uint64)) error {
+	var ids []uint64
+	err := snap.Scan(wal.QueuePrefix(client), wal.PrefixEnd(wal.QueuePrefix(client)), func(k, v []byte) error {
+		h, err := wal.PeekEntry(v)
+		if err != nil {
+			return err
+		}
+		if h.Shared != 0 && h.State != wal.EntryReleased {
+			ids = append(ids, h.Shared)
+			if len(ids) == chunk {
+				fn(ids)
+				ids = nil
+			}
+		}
+		return nil
+	})
+	if len(ids) > 0 {
+		fn(ids)
+	}
+	return err
+}
