@@ -235,9 +235,9 @@ type core struct {
 	// Disconnected sessions' deadlines, soonest first (timers.go).
 	timers      map[*session]*timer
 	timerq      timerHeap
-	timersDirty bool  // timerq changed: re-arm timerT
+	timersDirty bool        // timerq changed: re-arm timerT
 	timerT      clock.Timer // fires at nextDeadline
-	timersDue   bool  // runTimers left due work for the next turn
+	timersDue   bool        // runTimers left due work for the next turn
 
 	// The drain being built. lazyOps counts its writes that no packet
 	// waits on and whose loss is harmless (completions): they are held for
@@ -301,15 +301,15 @@ type event struct {
 func New(opts Options, st wal.Store) (*Broker, error) {
 	opts.fill()
 	b := &Broker{
-		opts:      opts,
-		log:       opts.Logger,
-		store:     st,
-		start:     time.Now(),
-		events:    make(chan event, 4096),
-		quit:      make(chan struct{}),
-		failed:    make(chan struct{}),
-		closing:   make(chan struct{}),
-		coreDone:  make(chan struct{}),
+		opts:     opts,
+		log:      opts.Logger,
+		store:    st,
+		start:    time.Now(),
+		events:   make(chan event, 4096),
+		quit:     make(chan struct{}),
+		failed:   make(chan struct{}),
+		closing:  make(chan struct{}),
+		coreDone: make(chan struct{}),
 	}
 	t0 := time.Now()
 	if err := b.load(); err != nil {

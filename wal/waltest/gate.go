@@ -29,7 +29,7 @@ func NewGateFS(fs vfs.FS) *GateFS {
 }
 
 // Hold makes later syncs wait; Release lets them (and the waiting ones) go.
-func (g *GateFS) Hold() { g.set(true) }
+func (g *GateFS) Hold()    { g.set(true) }
 func (g *GateFS) Release() { g.set(false) }
 
 func (g *GateFS) set(shut bool) {
