@@ -1,7 +1,14 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,4 +36,61 @@ func metricsHandler(b *engine.Broker) http.Handler {
 	counter("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", func(s engine.Stats) float64 { return float64(s.CommitFailures) })
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// adminMux serves /metrics, and /debug/pprof/ only if withPprof: profiles
+// and traces show what a broker is doing to anyone who can reach the
+// address, so they are opt-in.
+func adminMux(b *engine.Broker, withPprof bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsHandler(b))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// adminServer is the metrics listener; serve owns it and shuts it down.
+type adminServer struct {
+	addr string
+	srv  *http.Server
+	done chan struct{} // closed when Serve has returned
+}
+
+// startAdmin binds addr and serves adminMux on it. Failing to bind is an
+// error, not a log line: the operator asked for this address.
+func startAdmin(addr string, withPprof bool, b *engine.Broker, logger *slog.Logger) (*adminServer, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics listener %s: %w", addr, err)
+	}
+	a := &adminServer{
+		addr: ln.Addr().String(),
+		srv: &http.Server{
+			Handler:           adminMux(b, withPprof),
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+		},
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics listener failed", "addr", a.addr, "err", err)
+		}
+	}()
+	return a, nil
+}
+
+// shutdown stops the metrics listener and waits for its Serve to return.
+func (a *adminServer) shutdown(ctx context.Context, logger *slog.Logger) {
+	if err := a.srv.Shutdown(ctx); err != nil {
+		logger.Warn("metrics shutdown", "err", err)
+		a.srv.Close()
+	}
+	<-a.done
 }
