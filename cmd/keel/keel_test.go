@@ -174,5 +174,3 @@ func runKeel(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	}
 	return code, o.String(), e.String()
 }
-
-
