@@ -148,6 +148,23 @@ func serve(cfg config, stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	t0 := time.Now()
+	// Caught from the start: a signal during replay is handled (a clean
+	// stop) once serving, and none arrives between the "listening" line
+	// and the handler.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	// The metrics address is bound first, so an address that cannot be
+	// served (one the operator asked for) fails the start at once, before
+	// replay; it serves once the broker exists.
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		var err error
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return fmt.Errorf("metrics listener %s: %w", cfg.Metrics, err)
+		}
+		defer metricsLn.Close() // a no-op once the admin server has shut down
+	}
 	l, err := wal.Open(wal.Options{Dir: cfg.Data, Logger: logger, CompressThreshold: cfg.CompressThreshold})
 	if err != nil {
 		return err
@@ -166,16 +183,8 @@ func serve(cfg config, stderr io.Writer) error {
 		return fmt.Errorf("mqtt listener %s: %w", cfg.Listen, err)
 	}
 	var admin *adminServer
-	if cfg.Metrics != "" {
-		// An address the operator asked for that cannot be served is a
-		// startup error, like the MQTT port.
-		admin, err = startAdmin(cfg.Metrics, cfg.Pprof, b, logger)
-		if err != nil {
-			ln.Close()
-			b.Close()
-			l.Close()
-			return err
-		}
+	if metricsLn != nil {
+		admin = startAdmin(metricsLn, cfg.Pprof, b, logger)
 		logger.Info("metrics listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
 	logger.Info("keel listening", "addr", ln.Addr().String(), "data", cfg.Data, "version", buildVersion(),
@@ -185,8 +194,6 @@ func serve(cfg config, stderr io.Writer) error {
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	var failure error
 	select {
 	case s := <-sig:

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,13 +60,10 @@ type adminServer struct {
 	done chan struct{} // closed when Serve has returned
 }
 
-// startAdmin binds addr and serves adminMux on it. Failing to bind is an
-// error, not a log line: the operator asked for this address.
-func startAdmin(addr string, withPprof bool, b *engine.Broker, logger *slog.Logger) (*adminServer, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("metrics listener %s: %w", addr, err)
-	}
+// startAdmin serves adminMux on ln. serve binds ln before anything else,
+// so that an address the operator asked for and keel cannot bind is a
+// startup error, like the MQTT port.
+func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, logger *slog.Logger) *adminServer {
 	a := &adminServer{
 		addr: ln.Addr().String(),
 		srv: &http.Server{
@@ -83,7 +79,7 @@ func startAdmin(addr string, withPprof bool, b *engine.Broker, logger *slog.Logg
 			logger.Error("metrics listener failed", "addr", a.addr, "err", err)
 		}
 	}()
-	return a, nil
+	return a
 }
 
 // shutdown stops the metrics listener and waits for its Serve to return.
