@@ -65,12 +65,7 @@ var configKeys = []struct {
 	{"queue_qos0", func(c *config, v string) error { return parseBool(v, &c.Engine.QueueQoS0) }},
 	{"sync_completions", func(c *config, v string) error { return parseBool(v, &c.Engine.SyncCompletions) }},
 	{"completion_hold", func(c *config, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("want a duration like 10ms (negative: no hold), got %q", v)
-		}
-		c.Engine.CompletionHold = d
-		return nil
+		return parseDuration(v, "10ms (negative: no hold)", &c.Engine.CompletionHold)
 	}},
 	{"compress_threshold", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
@@ -81,12 +76,7 @@ var configKeys = []struct {
 		return nil
 	}},
 	{"sys_interval", func(c *config, v string) error {
-		d, err := time.ParseDuration(v)
-		if err != nil {
-			return fmt.Errorf("want a duration like 10s, got %q", v)
-		}
-		c.Engine.SysInterval = d
-		return nil
+		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}},
 }
 
@@ -96,6 +86,15 @@ func parseU16(val string, dst *uint16) error {
 		return fmt.Errorf("want a number 0..65535, got %q", val)
 	}
 	*dst = uint16(v)
+	return nil
+}
+
+func parseDuration(val, example string, dst *time.Duration) error {
+	d, err := time.ParseDuration(val)
+	if err != nil {
+		return fmt.Errorf("want a duration like %s, got %q", example, val)
+	}
+	*dst = d
 	return nil
 }
 
