@@ -79,7 +79,8 @@ import (
 // Options configure a Broker. The zero value is valid: defaults are filled
 // in by New.
 type Options struct {
-	Logger *slog.Logger
+	Logger  *slog.Logger
+	Version string // the build's version; $SYS/broker/version is "keel <Version>"
 
 	MaxPacketSize     uint32 // bytes; 0: MQTT's maximum
 	MaxKeepAlive      uint16 // seconds; 0: no limit. 5.0 clients above it get Server Keep Alive

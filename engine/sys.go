@@ -12,11 +12,15 @@ import (
 // thrown away, so $SYS costs no disk.
 func (b *Broker) publishSys() {
 	st := b.Stats()
+	version := "keel"
+	if b.opts.Version != "" {
+		version += " " + b.opts.Version
+	}
 	vals := []struct {
 		topic string
 		v     string
 	}{
-		{"$SYS/broker/version", "keel"},
+		{"$SYS/broker/version", version},
 		{"$SYS/broker/uptime", strconv.FormatInt(int64(st.Uptime/time.Second), 10) + " seconds"},
 		{"$SYS/broker/clients/connected", strconv.FormatInt(st.ClientsConnected, 10)},
 		{"$SYS/broker/messages/received", strconv.FormatUint(st.MessagesReceived, 10)},

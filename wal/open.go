@@ -46,6 +46,7 @@ const (
 // order, and the one committer goroutine that waits for its syncs.
 type Log struct {
 	db        *pebble.DB
+	lock      *pebble.Lock // the data directory's; released after db closes
 	dir       string
 	logger    *slog.Logger
 	threshold int
@@ -83,7 +84,9 @@ type Log struct {
 }
 
 // Open opens (creating if needed) the data directory opts.Dir and starts the
-// committer.
+// committer. It refuses a directory that is not a Keel data directory
+// (ErrNotDataDir) and one another process or Open holds (ErrLocked): see
+// datadir.go.
 func Open(opts Options) (*Log, error) { return open(opts, commitEnv{}) }
 
 // open is Open with a test seam for the committer.
@@ -112,11 +115,30 @@ func open(opts Options, env commitEnv) (*Log, error) {
 	l.mu.notFull.L = &l.mu.Mutex
 	l.mu.queue = make([]*Txn, 0, 64)
 
-	if err := fs.MkdirAll(opts.Dir, 0o755); err != nil {
-		return nil, fmt.Errorf("wal: open: create data directory %s: %w", opts.Dir, err)
-	}
-	if err := checkManifest(fs, opts.Dir); err != nil {
+	if err := checkDataDir(fs, opts.Dir); err != nil {
 		return nil, err
+	}
+	lock, err := lockDataDir(fs, opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	l.lock = lock
+	if err := l.openPebble(fs, opts); err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	l.defaults()
+	go l.run()
+	return l, nil
+}
+
+// openPebble opens Pebble on opts.Dir under l.lock into l.db, loads every
+// table's properties and checks the format version. On error, l.db is
+// closed.
+func (l *Log) openPebble(fs vfs.FS, opts Options) error {
+	logger := l.logger
+	if err := checkManifest(fs, opts.Dir); err != nil {
+		return err
 	}
 	cache := pebble.NewCache(defaultCacheSize)
 	defer cache.Unref()
@@ -125,6 +147,7 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		Cache:              cache,
 		MemTableSize:       defaultMemTableSize,
 		FormatMajorVersion: pebbleFormat,
+		Lock:               l.lock,
 		WALBytesPerSync:    0, // every commit syncs anyway
 		Logger:             pebbleLogger{l},
 		EventListener: &pebble.EventListener{
@@ -151,9 +174,8 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		}
 	}
 	if err != nil {
-		return nil, l.wrapErr("open", err)
+		return l.wrapErr("open", err)
 	}
-	l.db = db
 	// Open reads only the MANIFEST and WAL; sstables are opened on first
 	// use. Load every table's properties now (footer, meta index and
 	// properties blocks, all checksummed: a few KiB per table), so a
@@ -162,15 +184,14 @@ func open(opts Options, env commitEnv) (*Log, error) {
 	// corruption the same way.
 	if _, err := db.SSTables(pebble.WithProperties()); err != nil {
 		_ = db.Close()
-		return nil, l.wrapErr("open", err)
+		return l.wrapErr("open", err)
 	}
+	l.db = db
 	if err := l.checkFormat(); err != nil {
 		_ = db.Close()
-		return nil, err
+		return err
 	}
-	l.defaults()
-	go l.run()
-	return l, nil
+	return nil
 }
 
 // checkFormat reads the format version key, writing it (synced) into an
@@ -295,7 +316,11 @@ func (l *Log) close() error {
 		// DB (and its directory lock) to the process exit.
 		return fmt.Errorf("wal: close %s: pebble left unusable by %w", l.dir, l.Err())
 	}
-	if err := l.db.Close(); err != nil {
+	err := l.db.Close()
+	if lerr := l.lock.Close(); err == nil && lerr != nil {
+		err = lerr
+	}
+	if err != nil {
 		return fmt.Errorf("wal: close %s: %w", l.dir, err)
 	}
 	return nil

@@ -1,8 +1,13 @@
 // Command keel runs the Keel MQTT broker.
 //
-//	keel                      # keel serve with the defaults
+//	keel                      # keel serve with the defaults (127.0.0.1:1883, ./keel-data)
 //	keel serve --listen 127.0.0.1:1883 --data ./keel-data
 //	keel serve --config keel.conf
+//	keel config check keel.conf
+//	keel version
+//
+// Exit status: 0 on success, 1 when keel fails (at start or later), 2 for
+// a usage error.
 package main
 
 import (
@@ -10,12 +15,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -25,57 +30,147 @@ import (
 )
 
 func main() {
-	args := os.Args[1:]
-	if len(args) > 0 && args[0] == "serve" {
-		args = args[1:]
-	} else if len(args) > 0 && args[0] != "" && args[0][0] != '-' {
-		fmt.Fprintf(os.Stderr, "keel: unknown command %q (want: serve)\n", args[0])
-		os.Exit(2)
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usageText = `Keel is an MQTT broker whose acknowledgements mean the state is on disk.
+
+Usage:
+  keel [serve] [flags]       run the broker (the default command)
+  keel config check FILE     check a config file and say what is wrong in it
+  keel version               print the version, commit, Go and Pebble versions, data format
+  keel help                  print this help
+
+Run 'keel serve --help' for the flags of serve.
+`
+
+// run is keel's command line; it returns the exit status.
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		return serveCmd(nil, stdout, stderr)
 	}
-	if err := serve(args); err != nil {
-		fmt.Fprintln(os.Stderr, "keel:", err)
-		os.Exit(1)
+	switch cmd, rest := args[0], args[1:]; cmd {
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return 0
+	case "version", "-version", "--version":
+		if len(rest) > 0 {
+			return usageError(stderr, fmt.Sprintf("version: unexpected argument %q", rest[0]))
+		}
+		fmt.Fprint(stdout, versionText())
+		return 0
+	case "config":
+		return configCmd(rest, stdout, stderr)
+	case "serve":
+		return serveCmd(rest, stdout, stderr)
+	default:
+		if strings.HasPrefix(cmd, "-") {
+			return serveCmd(args, stdout, stderr) // keel --listen ... is keel serve --listen ...
+		}
+		return usageError(stderr, fmt.Sprintf("unknown command %q", cmd))
 	}
 }
 
-func serve(args []string) error {
-	cfg := defaultConfig()
+// usageError reports a usage error with the usage, and returns 2.
+func usageError(stderr io.Writer, msg string) int {
+	fmt.Fprintf(stderr, "keel: %s\n\n%s", msg, usageText)
+	return 2
+}
+
+// serveFlags are serve's flags; each sets the config key of its name (with
+// '-' for '_'), over the config file.
+func serveFlags(cfg config) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("keel serve", flag.ContinueOnError)
-	configPath := fs.String("config", "", "config file (key = value lines; flags override it)")
-	listen := fs.String("listen", "", "MQTT listen address (default "+cfg.Listen+")")
-	data := fs.String("data", "", "data directory (default "+cfg.Data+")")
-	metrics := fs.String("metrics", "", "serve Prometheus metrics on this address (e.g. 127.0.0.1:9183)")
-	logLevel := fs.String("log-level", "", "debug, info, warn or error")
+	fs.Usage = func() {} // serveCmd prints the usage where it belongs
+	configPath := fs.String("config", "", "config `FILE` (key = value lines; flags override it)")
+	fs.String("listen", cfg.Listen, "MQTT listen `HOST:PORT` (0.0.0.0:1883 for every interface)")
+	fs.String("data", cfg.Data, "data directory `DIR` (created if missing; must be empty or Keel's)")
+	fs.String("metrics", "", "serve Prometheus /metrics on `HOST:PORT` (e.g. 127.0.0.1:9183)")
+	fs.Bool("pprof", false, "also serve /debug/pprof/ on the metrics address")
+	fs.String("log-level", strings.ToLower(cfg.LogLevel.String()), "log `LEVEL`: debug, info, warn or error")
+	return fs, configPath
+}
+
+func serveUsage(w io.Writer) {
+	fs, _ := serveFlags(defaultConfig())
+	fs.SetOutput(w)
+	fmt.Fprintln(w, "Usage: keel serve [flags]")
+	fmt.Fprintln(w)
+	fs.PrintDefaults()
+}
+
+func serveCmd(args []string, stdout, stderr io.Writer) int {
+	cfg := defaultConfig()
+	fs, configPath := serveFlags(cfg)
+	fs.SetOutput(stderr)
 	if err := fs.Parse(args); err != nil {
-		return err
+		if errors.Is(err, flag.ErrHelp) {
+			serveUsage(stdout)
+			return 0
+		}
+		fmt.Fprintln(stderr)
+		serveUsage(stderr)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "keel serve: unexpected argument %q (serve takes only flags)\n\n", fs.Arg(0))
+		serveUsage(stderr)
+		return 2
 	}
 	if *configPath != "" {
 		if err := cfg.load(*configPath); err != nil {
-			return err
+			fmt.Fprintln(stderr, "keel:", err)
+			return 1
 		}
 	}
-	if *listen != "" {
-		cfg.Listen = *listen
-	}
-	if *data != "" {
-		cfg.Data = *data
-	}
-	if *metrics != "" {
-		cfg.Metrics = *metrics
-	}
-	if *logLevel != "" {
-		if err := cfg.set("log_level", *logLevel); err != nil {
-			return err
+	var err error
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name != "config" && err == nil {
+			if e := cfg.set(strings.ReplaceAll(f.Name, "-", "_"), f.Value.String(), "flag --"+f.Name); e != nil {
+				err = fmt.Errorf("flag --%s: %w", f.Name, e)
+			}
 		}
+	})
+	if err == nil {
+		err = cfg.validate()
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if err == nil {
+		err = serve(cfg, stderr)
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "keel:", err)
+		return 1
+	}
+	return 0
+}
+
+func serve(cfg config, stderr io.Writer) error {
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	t0 := time.Now()
+	// Caught from the start: a signal during replay is handled (a clean
+	// stop) once serving, and none arrives between the "listening" line
+	// and the handler.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sig)
+	// The metrics address is bound first, so an address that cannot be
+	// served (one the operator asked for) fails the start at once, before
+	// replay; it serves once the broker exists.
+	var metricsLn net.Listener
+	if cfg.Metrics != "" {
+		var err error
+		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
+			return fmt.Errorf("metrics listener %s: %w", cfg.Metrics, err)
+		}
+		defer metricsLn.Close() // a no-op once the admin server has shut down
+	}
 	l, err := wal.Open(wal.Options{Dir: cfg.Data, Logger: logger, CompressThreshold: cfg.CompressThreshold})
 	if err != nil {
 		return err
 	}
 	cfg.Engine.Logger = logger
+	cfg.Engine.Version = buildVersion()
 	b, err := engine.New(cfg.Engine, l)
 	if err != nil {
 		l.Close()
@@ -85,20 +180,20 @@ func serve(args []string) error {
 	if err != nil {
 		b.Close()
 		l.Close()
-		return err
+		return fmt.Errorf("mqtt listener %s: %w", cfg.Listen, err)
 	}
-	logger.Info("keel listening", "addr", ln.Addr().String(), "data", cfg.Data, "startup", time.Since(t0).Round(time.Millisecond))
-
-	if cfg.Metrics != "" {
-		go serveMetrics(cfg.Metrics, b, logger)
+	var admin *adminServer
+	if metricsLn != nil {
+		admin = startAdmin(metricsLn, cfg.Pprof, b, logger)
+		logger.Info("metrics listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
+	logger.Info("keel listening", "addr", ln.Addr().String(), "data", cfg.Data, "version", buildVersion(),
+		"startup", time.Since(t0).Round(time.Millisecond))
 
 	srv := &listener.Server{Handler: b, Logger: logger}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	var failure error
 	select {
 	case s := <-sig:
@@ -122,20 +217,12 @@ func serve(args []string) error {
 	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		logger.Warn("shutdown", "err", err)
 	}
+	if admin != nil {
+		admin.shutdown(ctx, logger)
+	}
 	if err := l.Close(); err != nil && failure == nil {
 		return fmt.Errorf("closing store: %w", err)
 	}
 	logger.Info("stopped")
 	return failure
-}
-
-func serveMetrics(addr string, b *engine.Broker, logger *slog.Logger) {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(b))
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	if err := http.ListenAndServe(addr, mux); err != nil {
-		logger.Error("metrics listener", "err", err)
-	}
 }

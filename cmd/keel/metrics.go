@@ -1,7 +1,13 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/pprof"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -29,4 +35,58 @@ func metricsHandler(b *engine.Broker) http.Handler {
 	counter("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", func(s engine.Stats) float64 { return float64(s.CommitFailures) })
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+}
+
+// adminMux serves /metrics, and /debug/pprof/ only if withPprof: profiles
+// and traces show what a broker is doing to anyone who can reach the
+// address, so they are opt-in.
+func adminMux(b *engine.Broker, withPprof bool) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", metricsHandler(b))
+	if withPprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return mux
+}
+
+// adminServer is the metrics listener; serve owns it and shuts it down.
+type adminServer struct {
+	addr string
+	srv  *http.Server
+	done chan struct{} // closed when Serve has returned
+}
+
+// startAdmin serves adminMux on ln. serve binds ln before anything else,
+// so that an address the operator asked for and keel cannot bind is a
+// startup error, like the MQTT port.
+func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, logger *slog.Logger) *adminServer {
+	a := &adminServer{
+		addr: ln.Addr().String(),
+		srv: &http.Server{
+			Handler:           adminMux(b, withPprof),
+			ReadHeaderTimeout: 10 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+		},
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(a.done)
+		if err := a.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics listener failed", "addr", a.addr, "err", err)
+		}
+	}()
+	return a
+}
+
+// shutdown stops the metrics listener and waits for its Serve to return.
+func (a *adminServer) shutdown(ctx context.Context, logger *slog.Logger) {
+	if err := a.srv.Shutdown(ctx); err != nil {
+		logger.Warn("metrics shutdown", "err", err)
+		a.srv.Close()
+	}
+	<-a.done
 }
