@@ -33,7 +33,7 @@ func waitFailed(t *testing.T, tb *testBroker) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Failed() not signalled after a failed commit")
 	}
-	waitUntil(t, "no Txn in flight", func() bool { return tb.b.pending.Load() == 0 })
+	waitFor(t, "no Txn in flight", func() bool { return tb.b.pending.Load() == 0 })
 }
 
 // Issue 19, scenario 1: a QoS 2 PUBLISH refused by a failed commit leaves
@@ -163,10 +163,10 @@ func TestCloseDoesNotWaitBehindQueuedEvents(t *testing.T) {
 	for i := 0; i < n; i++ {
 		p.publish(0, "a", 0, "x")
 	}
-	waitUntil(t, "publishes queued for the core", func() bool { return len(tb.b.events) >= n })
+	waitFor(t, "publishes queued for the core", func() bool { return len(tb.b.events) >= n })
 	closed := make(chan struct{})
 	go func() { tb.b.Close(); close(closed) }()
-	waitUntil(t, "Close begun", func() bool {
+	waitFor(t, "Close begun", func() bool {
 		select {
 		case <-tb.b.closing:
 			return true
@@ -178,17 +178,5 @@ func TestCloseDoesNotWaitBehindQueuedEvents(t *testing.T) {
 	<-closed
 	if got := tb.b.stats.received.Load(); got > n/10 {
 		t.Fatalf("core handled %d of %d queued publishes before closing, want it to stop at once", got, n)
-	}
-}
-
-// waitUntil polls cond until it holds, failing the test after 10 s.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }

@@ -19,9 +19,20 @@ import (
 )
 
 var (
-	faultSeed  = flag.Uint64("fault.seed", 0, "TestFaultRandomized: run only this seed")
+	seedFlag   = flag.Uint64("seed", 0, "randomized tests (TestFaultRandomized, TestPowerLossRandomized): replay this seed")
 	faultSeeds = flag.Int("fault.seeds", 0, "TestFaultRandomized: number of seeds (0: 40, or 10 with -short)")
 )
+
+// testSeed is -seed if given, else a new seed; the test logs it, so a
+// failure can be replayed with -seed.
+func testSeed(t *testing.T) uint64 {
+	seed := *seedFlag
+	if seed == 0 {
+		seed = uint64(time.Now().UnixNano())
+	}
+	t.Logf("seed %d (replay: go test -run '^%s$' -seed %d ./engine/)", seed, t.Name(), seed)
+	return seed
+}
 
 // TestFaultRandomized runs mixed traffic (3.1.1 and 5.0, QoS 0/1/2,
 // retained, persistent and clean sessions, subscribe and unsubscribe) and
@@ -40,12 +51,12 @@ var (
 //     value or a later one whose fate was unknown.
 //
 // Long run: go test -run TestFaultRandomized -fault.seeds 500 ./engine/
-// Replay one: go test -run TestFaultRandomized -fault.seed N ./engine/
+// Replay one: go test -run TestFaultRandomized -seed N ./engine/
 func TestFaultRandomized(t *testing.T) {
 	var seeds []uint64
 	switch {
-	case *faultSeed != 0:
-		seeds = []uint64{*faultSeed}
+	case *seedFlag != 0:
+		seeds = []uint64{*seedFlag}
 	default:
 		n := *faultSeeds
 		if n == 0 {
@@ -247,7 +258,7 @@ func (fc *fclient) quiet() bool {
 }
 
 func runFaultScenario(t *testing.T, seed uint64) {
-	t.Logf("seed %d (replay: -fault.seed %d)", seed, seed)
+	t.Logf("seed %d (replay: -seed %d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 19))
 	fault := syscall.EIO
 	if rng.IntN(2) == 1 {
@@ -270,7 +281,7 @@ func runFaultScenario(t *testing.T, seed uint64) {
 	off.connect("offline", false, nil)
 	off.subscribe(1, "t/#", 2)
 	off.send(&packet.Disconnect{})
-	waitUntil(t, "offline session detached", func() bool {
+	waitFor(t, "offline session detached", func() bool {
 		done := make(chan bool, 1)
 		tb.b.post(event{kind: evFunc, fn: func() { done <- tb.b.core.online["offline"] == nil }})
 		return <-done
@@ -289,7 +300,7 @@ func runFaultScenario(t *testing.T, seed uint64) {
 	persist := newClient("pers5", packet.V5, false) // online persistent: subscribes and unsubscribes
 	live := newClient("live5", packet.V5, true)     // online clean subscriber
 	live.sub(failedSeen, "t/#", 1)
-	waitUntil(t, "clients connected", func() bool {
+	waitFor(t, "clients connected", func() bool {
 		for _, c := range clients {
 			if !c.quiet() {
 				return false
@@ -381,7 +392,7 @@ func runFaultScenario(t *testing.T, seed uint64) {
 		fc.write(p)
 	}
 	waitFailed(t, tb)
-	waitUntil(t, "every client answered or closed", func() bool {
+	waitFor(t, "every client answered or closed", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, c := range clients {
@@ -528,7 +539,7 @@ func runFaultScenario(t *testing.T, seed uint64) {
 	t.Logf("%s at op %d of %d: %d answers ok, %d refused, %d deliveries before, %d after the restart",
 		fault, faultAt, nOps, acked, refused, delivered, len(count))
 	if t.Failed() {
-		fmt.Fprintf(os.Stderr, "TestFaultRandomized: replay with -fault.seed %d\n", seed)
+		fmt.Fprintf(os.Stderr, "TestFaultRandomized: replay with -seed %d\n", seed)
 	}
 }
 

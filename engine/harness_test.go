@@ -66,11 +66,9 @@ func (tb *testBroker) start() {
 	if err != nil {
 		tb.t.Fatalf("engine.New: %v", err)
 	}
-	addr := "127.0.0.1:0"
-	if tb.addr != "" {
-		addr = tb.addr // keep the port across restarts
-	}
-	ln, err := net.Listen("tcp", addr)
+	// A new free port each start: keeping the old one across a restart
+	// races with other tests taking it meanwhile. Clients dial tb.addr.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.t.Fatalf("listen: %v", err)
 	}
@@ -79,6 +77,30 @@ func (tb *testBroker) start() {
 	tb.srv = &listener.Server{Handler: b, Logger: opts.Logger}
 	tb.done = make(chan struct{})
 	go func() { tb.srv.Serve(ln); close(tb.done) }()
+}
+
+// inCore runs fn on the core goroutine and waits for it: fn sees the state
+// after every event the core took before it.
+func (tb *testBroker) inCore(fn func()) {
+	done := make(chan struct{})
+	tb.b.post(event{kind: evFunc, fn: func() { fn(); close(done) }})
+	<-done
+}
+
+// session returns the core's session of id (nil if none) through fn.
+func (tb *testBroker) session(id string, fn func(s *session)) {
+	tb.inCore(func() { fn(tb.b.core.sessions.Sessions[id]) })
+}
+
+// waitIdle waits until client id's session has nothing in flight: its
+// acks have reached the core.
+func (tb *testBroker) waitIdle(id string) {
+	tb.t.Helper()
+	waitFor(tb.t, id+" to have nothing in flight", func() bool {
+		idle := false
+		tb.session(id, func(s *session) { idle = s != nil && len(s.Inflight) == 0 })
+		return idle
+	})
 }
 
 // stop shuts the broker down cleanly.

@@ -61,7 +61,7 @@ func TestCoreNeverWaitsForASync(t *testing.T) {
 	}
 	// The expiry clocks run out while the sync is held (the timers use
 	// the system clock here: one second).
-	waitUntil(t, "the 50 sessions to expire", func() bool {
+	waitFor(t, "the 50 sessions to expire", func() bool {
 		done := make(chan int, 1)
 		tb.b.post(event{kind: evFunc, fn: func() { done <- len(tb.b.core.sessions.Sessions) }})
 		return <-done <= 2 // old's new, clean session and p

@@ -18,8 +18,7 @@ import (
 // acknowledged message must be delivered: exactly once at QoS 2, in order,
 // and the broker must serve again.
 func TestPowerLossRandomized(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
+	seed := testSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 7))
 	rounds := 12
 	if testing.Short() {
