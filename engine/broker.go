@@ -19,6 +19,19 @@
 // When a drain wrote nothing and no Txn is in flight, its packets are
 // released at once (QoS 0 traffic costs no sync).
 //
+// # Who writes a socket
+//
+// A connection's writeLoop writes it, and nothing else does, with one
+// exception that the listener grants explicitly (ConnInfo.Direct, plain
+// TCP only): when a commit's Done releases control packets (acks, SUBACK
+// and the like, never deliveries) for a connection with nothing queued
+// and no write in progress, Done takes the writer role (conn.mu.writing)
+// and writes them itself with one non-blocking write; whatever the socket
+// does not take is left to the writeLoop ahead of anything queued later,
+// so the bytes keep their order (conn.sendNow). A wrapped connection
+// (TLS, WebSocket, PROXY, metering) gets no grant and always goes through
+// its writeLoop. The core itself only queues (conn.send) or closes.
+//
 // # The core never waits on I/O
 //
 // The core submits Txns and never waits for their syncs; ordering behind
@@ -61,11 +74,13 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/keelmq/keel/engine/clock"
@@ -413,9 +428,21 @@ func (b *Broker) dropEvents() {
 	}
 }
 
+// ConnInfo is what the listener knows of a connection (cmd converts
+// listener.Info to it: the engine does not import the listener).
+type ConnInfo struct {
+	Listener string
+	Remote   net.Addr
+	TLS      *tls.ConnectionState
+	// Direct, if non-nil, is the socket's descriptor, which the listener
+	// grants only for plain TCP: acks may be written to it directly when
+	// nothing else is writing (conn.sendNow). Nil: always the writeLoop.
+	Direct syscall.RawConn
+}
+
 // ServeConn runs one client connection to its end. It is the listener's
 // handler.
-func (b *Broker) ServeConn(nc net.Conn) {
+func (b *Broker) ServeConn(nc net.Conn, info ConnInfo) {
 	if b.broken.Load() {
 		// The store failed: nothing could be acknowledged, so no new
 		// client is taken on until the owner restarts the broker.
@@ -428,7 +455,7 @@ func (b *Broker) ServeConn(nc net.Conn) {
 		return
 	default:
 	}
-	c := newConn(b, nc)
+	c := newConn(b, nc, info)
 	c.serve()
 }
 

@@ -21,9 +21,10 @@ import (
 // of small packets (see sendNow).
 type conn struct {
 	b   *Broker
-	nc  net.Conn
-	raw syscall.RawConn // nc's descriptor for sendNow; nil: always queue
-	log *slog.Logger
+	nc   net.Conn
+	info ConnInfo
+	raw  syscall.RawConn // the granted descriptor for sendNow (ConnInfo.Direct); nil: always queue
+	log  *slog.Logger
 
 	// Set before the connection is handed to the core; read-only after.
 	version        byte
@@ -77,18 +78,21 @@ type outPub struct {
 	subIDs []uint32
 }
 
-func newConn(b *Broker, nc net.Conn) *conn {
+func newConn(b *Broker, nc net.Conn, info ConnInfo) *conn {
+	remote := info.Remote
+	if remote == nil {
+		remote = nc.RemoteAddr()
+	}
 	c := &conn{
 		b:    b,
 		nc:   nc,
-		log:  b.log.With("remote", nc.RemoteAddr().String()),
+		info: info,
+		log:  b.log.With("remote", remote.String()),
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
-	if sc, ok := nc.(syscall.Conn); ok && canWriteNow {
-		if raw, err := sc.SyscallConn(); err == nil {
-			c.raw = raw
-		}
+	if canWriteNow {
+		c.raw = info.Direct // granted by the listener, plain TCP only
 	}
 	return c
 }

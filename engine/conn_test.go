@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -35,7 +36,11 @@ func connPair(t *testing.T, small bool, writeTimeout time.Duration) (*conn, net.
 	b := &Broker{log: testLogger(t)}
 	b.opts.WriteTimeout = writeTimeout // 0: the default
 	b.opts.fill()
-	c := newConn(b, server)
+	raw, err := server.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newConn(b, server, ConnInfo{Direct: raw})
 	c.version = packet.V5
 	if c.raw == nil {
 		t.Fatal("no descriptor for sendNow on a TCP connection")
@@ -146,4 +151,61 @@ func TestSendNowAfterTheWriteDeadline(t *testing.T) {
 	read(packet.PUBACK, 1)
 	c.sendNow([]outItem{puback(2)})
 	read(packet.PUBACK, 2)
+}
+
+// meter counts what is written through it.
+type meter struct {
+	*net.TCPConn
+	n atomic.Int64
+}
+
+func (m *meter) Write(p []byte) (int, error) {
+	n, err := m.TCPConn.Write(p)
+	m.n.Add(int64(n))
+	return n, err
+}
+
+// Without the listener's grant, acks on the commit path go through the
+// conn's Write: a wrapper sees every byte, even one that, like this meter,
+// still offers the socket's descriptor.
+func TestNoDirectWriteWithoutTheGrant(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &meter{TCPConn: server.(*net.TCPConn)}
+	b := &Broker{log: testLogger(t)}
+	b.opts.fill()
+	c := newConn(b, m, ConnInfo{})
+	c.version = packet.V5
+	go c.writeLoop()
+	defer func() { c.kill(); <-c.done }()
+	const n = 100
+	for i := range n {
+		c.sendNow([]outItem{puback(uint16(i + 1))})
+	}
+	br := bufio.NewReader(client)
+	client.SetReadDeadline(time.Now().Add(5 * time.Second))
+	total := 0
+	for i := range n {
+		p, err := packet.Read(br, packet.V5, 0)
+		if err != nil {
+			t.Fatalf("ack %d: %v", i+1, err)
+		}
+		b, _ := p.Append(nil, packet.V5)
+		total += len(b)
+	}
+	if got := m.n.Load(); got != int64(total) {
+		t.Fatalf("the wrapper saw %d bytes of the %d the client read", got, total)
+	}
 }

@@ -74,7 +74,7 @@ func (tb *testBroker) start() {
 	}
 	tb.addr = ln.Addr().String()
 	tb.b, tb.l, tb.ln = b, l, ln
-	tb.srv = &listener.Server{Handler: b, Logger: opts.Logger}
+	tb.srv = &listener.Server{Handler: handler(b), Logger: opts.Logger}
 	tb.done = make(chan struct{})
 	go func() { tb.srv.Serve(ln); close(tb.done) }()
 }
@@ -101,6 +101,11 @@ func (tb *testBroker) waitIdle(id string) {
 		tb.session(id, func(s *session) { idle = s != nil && len(s.Inflight) == 0 })
 		return idle
 	})
+}
+
+// handler serves a listener's connections with b.
+func handler(b *Broker) listener.Handler {
+	return listener.HandlerFunc(func(nc net.Conn, info listener.Info) { b.ServeConn(nc, ConnInfo(info)) })
 }
 
 // stop shuts the broker down cleanly.

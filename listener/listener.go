@@ -1,26 +1,59 @@
 // Package listener accepts connections and hands each net.Conn to a
-// Handler. It knows nothing of MQTT.
+// Handler, with what the listener knows of it (Info). It knows nothing of
+// MQTT.
+//
+// # Who writes a socket
+//
+// The handler writes the connection through net.Conn, from one goroutine
+// at a time. One exception is granted here, explicitly: for a plain TCP
+// connection (a *net.TCPConn accepted by this Server, with nothing between
+// the socket and the handler) Info.Direct is the socket's raw descriptor,
+// which the handler may write with a non-blocking write when nothing else
+// is writing and nothing is queued (the engine's direct path for acks).
+// Info.Direct is nil for any wrapped connection (TLS, WebSocket, PROXY
+// protocol, metering): writing around a wrapper would corrupt its stream
+// or skip its accounting, so it is never inferred from the conn's type by
+// the handler.
 package listener
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 )
+
+// Info is what the listener knows of a connection.
+type Info struct {
+	Listener string   // the listener's name
+	Remote   net.Addr // the client's address (as a PROXY header gave it, when there is one)
+	// TLS is the handshake's state; nil on a plain connection.
+	TLS *tls.ConnectionState
+	// Direct is non-nil only where the listener grants direct writes of
+	// the socket (see the package doc).
+	Direct syscall.RawConn
+}
 
 // Handler serves one connection until it ends; the listener runs each call
 // in its own goroutine and closes the connection afterwards.
 type Handler interface {
-	ServeConn(net.Conn)
+	ServeConn(nc net.Conn, info Info)
 }
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(nc net.Conn, info Info)
+
+func (f HandlerFunc) ServeConn(nc net.Conn, info Info) { f(nc, info) }
 
 // Server accepts on one net.Listener.
 type Server struct {
 	Handler Handler
 	Logger  *slog.Logger
+	Name    string // the listener's name, passed in Info
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -59,8 +92,13 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
+		info := Info{Listener: s.Name, Remote: nc.RemoteAddr()}
 		if tc, ok := nc.(*net.TCPConn); ok {
 			tc.SetNoDelay(true)
+			// Plain TCP, accepted here: direct writes are safe.
+			if raw, err := tc.SyscallConn(); err == nil {
+				info.Direct = raw
+			}
 		}
 		s.mu.Lock()
 		if s.closed {
@@ -82,7 +120,7 @@ func (s *Server) Serve(ln net.Listener) error {
 				delete(s.conns, nc)
 				s.mu.Unlock()
 			}()
-			s.Handler.ServeConn(nc)
+			s.Handler.ServeConn(nc, info)
 		}()
 	}
 }

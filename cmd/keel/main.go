@@ -190,7 +190,8 @@ func serve(cfg config, stderr io.Writer) error {
 	logger.Info("keel listening", "addr", ln.Addr().String(), "data", cfg.Data, "version", buildVersion(),
 		"startup", time.Since(t0).Round(time.Millisecond))
 
-	srv := &listener.Server{Handler: b, Logger: logger}
+	srv := &listener.Server{Name: "default", Logger: logger,
+		Handler: listener.HandlerFunc(func(nc net.Conn, info listener.Info) { b.ServeConn(nc, engine.ConnInfo(info)) })}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 
