@@ -150,11 +150,12 @@ type Client struct {
 	}
 	ping struct{ outstanding atomic.Bool } // PINGREQ sent, no PINGRESP yet
 
-	wake  chan struct{} // writer: something to send (capacity 1)
-	space chan struct{} // Publish: a slot may be free (capacity 1)
-	dead  chan struct{} // closed when the connection is over
-	quit  sync.Once
-	wg    sync.WaitGroup
+	wake    chan struct{} // writer: something to send (capacity 1)
+	space   chan struct{} // Publish: a slot may be free (capacity 1)
+	written chan struct{} // a write finished (capacity 1)
+	dead    chan struct{} // closed when the connection is over
+	quit    sync.Once
+	wg      sync.WaitGroup
 }
 
 type result struct {
@@ -185,10 +186,11 @@ func Connect(ctx context.Context, o Options) (*Client, error) {
 	}
 	c := &Client{
 		opts: o, version: o.Version, sess: o.Session, nc: nc,
-		rd:    bufio.NewReaderSize(nc, ioBufSize),
-		wake:  make(chan struct{}, 1),
-		space: make(chan struct{}, 1),
-		dead:  make(chan struct{}),
+		rd:      bufio.NewReaderSize(nc, ioBufSize),
+		wake:    make(chan struct{}, 1),
+		space:   make(chan struct{}, 1),
+		written: make(chan struct{}, 1),
+		dead:    make(chan struct{}),
 	}
 	c.mu.subs = make(map[uint16]chan packet.Packet)
 	c.mu.waiters = make(map[uint16]chan result)

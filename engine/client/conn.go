@@ -344,6 +344,10 @@ func (c *Client) writeLoop() {
 				c.fail(err)
 				return
 			}
+			select {
+			case c.written <- struct{}{}:
+			default:
+			}
 		}
 		if closing {
 			c.fail(ErrClosed)

@@ -43,14 +43,7 @@ func (c *Client) PublishWait(ctx context.Context, p *packet.Publish) (packet.Rea
 
 func (c *Client) publish(ctx context.Context, p *packet.Publish, w chan result) error {
 	if p.QoS == 0 {
-		p.Dup, p.PacketID = false, 0
-		c.mu.Lock()
-		err := c.appendLocked(p)
-		c.mu.Unlock()
-		if err == nil {
-			c.signal()
-		}
-		return err
+		return c.publish0(ctx, p)
 	}
 	c.pubMu.Lock()
 	defer c.pubMu.Unlock()
@@ -91,6 +84,34 @@ func (c *Client) publish(ctx context.Context, p *packet.Publish, w chan result) 
 	c.mu.Unlock()
 	c.signal()
 	return nil
+}
+
+// maxQueued bounds the bytes of QoS 0 publishes waiting for the writer:
+// past it Publish waits for a write to finish, so a server that reads
+// slowly pushes back as TCP does. Acknowledgements are never held back.
+const maxQueued = 1 << 20
+
+func (c *Client) publish0(ctx context.Context, p *packet.Publish) error {
+	p.Dup, p.PacketID = false, 0
+	for {
+		c.mu.Lock()
+		if len(c.mu.out) < maxQueued || c.mu.err != nil {
+			err := c.appendLocked(p)
+			c.mu.Unlock()
+			if err == nil {
+				c.signal()
+			}
+			return err
+		}
+		c.mu.Unlock()
+		c.signal()
+		select {
+		case <-c.written:
+		case <-c.dead:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // appendLocked encodes p onto the write buffer.
