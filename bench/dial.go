@@ -17,6 +17,8 @@ type connOptions struct {
 	expiry     uint32 // 5.0 session expiry for persistent sessions, seconds
 	cleanOnly  bool   // connect with a clean, non-persistent session (teardown)
 	window     int    // outbound QoS 1/2 flows; 0: the server's Receive Maximum
+	// manualFlush: publishes leave on Flush (see client.Options.ManualFlush)
+	manualFlush bool
 
 	onMessage func(*packet.Publish)
 	onAck     func(*client.Ack)
@@ -34,6 +36,7 @@ func dial(o connOptions) (*client.Client, error) {
 		KeepAlive:       0,
 		ReceiveMaximum:  65535,
 		MaxInflight:     o.window,
+		ManualFlush:     o.manualFlush,
 		OnMessage:       o.onMessage,
 		OnAck:           o.onAck,
 		OnProtocolError: o.onOddity,

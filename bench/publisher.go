@@ -90,6 +90,7 @@ func newPublisher(idx int, topic string, cfg *config) *publisher {
 // connOptions sets the callbacks of p's connection.
 func (p *publisher) connOptions(o connOptions) connOptions {
 	o.onAck = p.onAck
+	o.manualFlush = true
 	o.onOddity = func(error) { p.bogus.Add(1) }
 	if p.cfg.qos > 0 {
 		o.window = min(p.cfg.window, 65535)
@@ -113,8 +114,12 @@ func (p *publisher) onAck(a *client.Ack) {
 	}
 	p.mu.Lock()
 	p.mu.events = append(p.mu.events, e)
+	n := len(p.mu.events)
 	p.mu.Unlock()
-	p.signal()
+	// One wake-up per burst of acks, not one per ack.
+	if n >= 256 || !a.More {
+		p.signal()
+	}
 }
 
 func (p *publisher) signal() {
@@ -157,6 +162,7 @@ func (p *publisher) run(ctl *control) error {
 						return err
 					}
 				}
+				p.c.Flush()
 				continue
 			}
 			for p.inflight < p.window && !p.countReached() {
@@ -165,6 +171,7 @@ func (p *publisher) run(ctl *control) error {
 				}
 			}
 		}
+		p.c.Flush()
 		if stopped {
 			select {
 			case <-p.wake:
@@ -205,6 +212,7 @@ func (p *publisher) collect() (readErr error, readDone bool) {
 // window: a step of a load driven from outside, as testing.B does.
 func (p *publisher) sendOne() error {
 	for p.cfg.qos > 0 && p.inflight >= p.window {
+		p.c.Flush()
 		select {
 		case <-p.wake:
 		case <-p.c.Done():
@@ -220,6 +228,7 @@ func (p *publisher) sendOne() error {
 func (p *publisher) finish(timeout time.Duration) error {
 	deadline := time.After(timeout)
 	for {
+		p.c.Flush()
 		if p.inflight == 0 {
 			return nil
 		}

@@ -74,6 +74,12 @@ type Options struct {
 	// Maximum; 0 means no cap of the client's own.
 	MaxInflight int
 
+	// ManualFlush makes Publish queue without waking the writer: what is
+	// queued leaves on Flush, or when a Publish waits for a slot, or with
+	// the next acknowledgement the reader sends. A load generator uses it
+	// to write a window of publishes in one system call.
+	ManualFlush bool
+
 	// Session holds the session state across connections; nil means a
 	// fresh in-memory one (the session then lives only as long as this
 	// Client).
@@ -114,6 +120,10 @@ type Ack struct {
 	// Final reports whether the flow is over (PUBACK, PUBCOMP, or a
 	// refusal: code 0x80 or more [MQTT-4.4.0-2]).
 	Final bool
+	// More reports that more input is already buffered: the reader will
+	// call again at once. A caller that hands acks to another goroutine
+	// can wake it once per burst, when More is false.
+	More bool
 	// Publish is the message acknowledged, decoded from the Session's
 	// copy; valid only during the call, nil if the Session no longer has
 	// it.

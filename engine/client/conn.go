@@ -11,12 +11,13 @@ import (
 
 // readState is owned by the reader goroutine.
 type readState struct {
-	pending int    // bytes of the last body still to discard from c.rd
-	big     []byte // body buffer for packets larger than c.rd's buffer
-	pub     packet.Publish
-	ackPub  packet.Publish
-	ack     packet.Ack
-	queued  bool // acknowledgements queued since the writer was last woken
+	pending  int    // bytes of the last body still to discard from c.rd
+	big      []byte // body buffer for packets larger than c.rd's buffer
+	pub      packet.Publish
+	ackPub   packet.Publish
+	ackEvent Ack
+	ack      packet.Ack
+	queued   bool // acknowledgements queued since the writer was last woken
 }
 
 func (c *Client) readLoop() {
@@ -181,12 +182,30 @@ func (c *Client) outboundAck(rs *readState, kind packet.Type, id uint16, code pa
 		c.sess.Release(id)
 		c.queueAck(rs, packet.PUBREL, id, 0)
 	}
+	if final {
+		// The server has acknowledged it: the slot is free before OnAck
+		// runs, so a publisher woken by OnAck finds it free. A refused
+		// PUBLISH is treated as acknowledged and not resent
+		// [MQTT-4.4.0-2].
+		c.mu.Lock()
+		if len(c.mu.backlog) > 0 {
+			// The slot goes to the oldest resend still waiting.
+			c.mu.out = append(c.mu.out, c.mu.backlog[0]...)
+			c.mu.backlog = c.mu.backlog[1:]
+			rs.queued = true
+		} else {
+			c.mu.inflight--
+		}
+		c.mu.Unlock()
+		c.spaceSignal()
+	}
 	if c.opts.OnAck != nil {
-		a := Ack{Kind: kind, ID: id, Code: code, Final: final}
+		a := &rs.ackEvent // not a fresh one: that would allocate per ack
+		*a = Ack{Kind: kind, ID: id, Code: code, Final: final, More: c.rd.Buffered() > rs.pending}
 		if decodeStored(pub, c.version, &rs.ackPub) == nil {
 			a.Publish = &rs.ackPub
 		}
-		c.opts.OnAck(&a)
+		c.opts.OnAck(a)
 	}
 	if kind != packet.PUBCOMP {
 		var err error
@@ -201,23 +220,10 @@ func (c *Client) outboundAck(rs *readState, kind packet.Type, id uint16, code pa
 			w <- result{code: code, err: err}
 		}
 	}
-	if !final {
-		return
+	if final {
+		// After OnAck, which reads the Session's copy.
+		c.sess.Complete(id)
 	}
-	// A refused PUBLISH is treated as acknowledged and not resent
-	// [MQTT-4.4.0-2]; its slot is free like a completed one's.
-	c.sess.Complete(id)
-	c.mu.Lock()
-	if len(c.mu.backlog) > 0 {
-		// The slot goes to the oldest resend still waiting.
-		c.mu.out = append(c.mu.out, c.mu.backlog[0]...)
-		c.mu.backlog = c.mu.backlog[1:]
-		rs.queued = true
-	} else {
-		c.mu.inflight--
-	}
-	c.mu.Unlock()
-	c.spaceSignal()
 }
 
 // decodeStored decodes a PUBLISH as the Session holds it (the whole

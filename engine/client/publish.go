@@ -14,9 +14,9 @@ import (
 // returns: the caller may reuse it and its payload at once. Once buffers
 // have grown, Publish allocates nothing.
 //
-// An error means the PUBLISH was not queued, except ErrClosed for QoS 1/2
-// after the Session recorded it: a later Client on the same Session
-// resends it.
+// An error means the message was not taken. For QoS 1/2, nil means the
+// Session holds it: if the connection is lost before it leaves or before
+// its acknowledgement, a later Client on the same Session resends it.
 func (c *Client) Publish(ctx context.Context, p *packet.Publish) error {
 	return c.publish(ctx, p, nil)
 }
@@ -24,7 +24,9 @@ func (c *Client) Publish(ctx context.Context, p *packet.Publish) error {
 // PublishWait publishes p and waits for its acknowledgement: PUBACK for
 // QoS 1, PUBREC for QoS 2 (the server owns the message from then on; the
 // client finishes the flow with PUBREL and PUBCOMP by itself). A refusal
-// is an *AckError. QoS 0 returns once the PUBLISH is queued.
+// is an *AckError. QoS 0 returns once the PUBLISH is queued. If the
+// connection ends first, the error is the connection's, and the message
+// may still be in the Session, to be resent.
 func (c *Client) PublishWait(ctx context.Context, p *packet.Publish) (packet.ReasonCode, error) {
 	if p.QoS == 0 {
 		return 0, c.Publish(ctx, p)
@@ -72,6 +74,9 @@ func (c *Client) publish(ctx context.Context, p *packet.Publish, w chan result) 
 	if c.mu.err != nil || c.mu.closing {
 		err := c.mu.err
 		c.mu.Unlock()
+		if w == nil {
+			return nil // the Session owns it: resent on resumption
+		}
 		if err == nil {
 			err = ErrClosed
 		}
@@ -82,7 +87,7 @@ func (c *Client) publish(ctx context.Context, p *packet.Publish, w chan result) 
 	}
 	c.mu.out = append(c.mu.out, b...)
 	c.mu.Unlock()
-	c.signal()
+	c.flush()
 	return nil
 }
 
@@ -99,7 +104,7 @@ func (c *Client) publish0(ctx context.Context, p *packet.Publish) error {
 			err := c.appendLocked(p)
 			c.mu.Unlock()
 			if err == nil {
-				c.signal()
+				c.flush()
 			}
 			return err
 		}
@@ -154,6 +159,7 @@ func (c *Client) acquire(ctx context.Context) error {
 			return nil
 		}
 		c.mu.Unlock()
+		c.signal() // what ManualFlush holds back must leave for a slot to free
 		select {
 		case <-c.space:
 		case <-c.dead:
@@ -199,6 +205,17 @@ func (c *Client) allocID() (uint16, error) {
 		}
 	}
 	return 0, fmt.Errorf("client: no free packet identifier")
+}
+
+// Flush wakes the writer: with Options.ManualFlush, what Publish queued
+// leaves now.
+func (c *Client) Flush() { c.signal() }
+
+// flush wakes the writer unless the caller flushes.
+func (c *Client) flush() {
+	if !c.opts.ManualFlush {
+		c.signal()
+	}
 }
 
 // signal wakes the writer.
