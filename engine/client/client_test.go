@@ -555,3 +555,35 @@ func TestReceiveMaximum(t *testing.T) {
 		t.Fatalf("at most %d QoS 1 publishes in flight at once, want 2 [MQTT-3.3.4-7]", most)
 	}
 }
+
+func TestKeepAlivePings(t *testing.T) {
+	addr := startKeel(t, engine.Options{})
+	px := newProxy(t, addr)
+	c := connect(t, client.Options{Dial: px.dial(packet.V5), ClientID: "ka", CleanStart: true, KeepAlive: 1})
+	// Nothing else is sent: within the keep alive the client must ping
+	// [MQTT-3.1.2-20], and the server answers.
+	px.next(t, func(f frame) bool { return f.toServer && f.typ == packet.PINGREQ })
+	px.next(t, func(f frame) bool { return !f.toServer && f.typ == packet.PINGRESP })
+	select {
+	case <-c.Done():
+		t.Fatalf("connection ended: %v", c.Err())
+	default:
+	}
+}
+
+func TestMaximumPacketSize(t *testing.T) {
+	addr := startKeel(t, engine.Options{MaxPacketSize: 256})
+	c := connect(t, client.Options{Addr: addr, ClientID: "mps", CleanStart: true})
+	for qos := byte(0); qos <= 1; qos++ {
+		err := c.Publish(ctxT(t), &packet.Publish{QoS: qos, Topic: "big", Payload: make([]byte, 300)})
+		if !errors.Is(err, client.ErrPacketTooLarge) {
+			t.Fatalf("QoS %d PUBLISH over the server's Maximum Packet Size: got %v, want ErrPacketTooLarge [MQTT-3.2.2-15]", qos, err)
+		}
+	}
+	if c.Inflight() != 0 {
+		t.Fatalf("a refused publish left %d flows in the session", c.Inflight())
+	}
+	if _, err := c.PublishWait(ctxT(t), &packet.Publish{QoS: 1, Topic: "small", Payload: make([]byte, 100)}); err != nil {
+		t.Fatalf("a publish under the limit: %v", err)
+	}
+}

@@ -230,28 +230,27 @@ func (c *Client) signal() {
 // SUBACK, which it returns: the caller checks the reason codes (one per
 // filter; 0x80 and above are refusals).
 func (c *Client) Subscribe(ctx context.Context, s *packet.Subscribe) (*packet.Suback, error) {
-	p, err := c.request(ctx, func(id uint16) packet.Packet { s.PacketID = id; return s })
-	if err != nil {
-		return nil, err
-	}
-	sa, ok := p.(*packet.Suback)
-	if !ok {
-		return nil, protocolErr("got %v for SUBSCRIBE", p.Type())
-	}
-	return sa, nil
+	return requestFor[*packet.Suback](ctx, c, func(id uint16) packet.Packet { s.PacketID = id; return s })
 }
 
 // Unsubscribe sends UNSUBSCRIBE and waits for the UNSUBACK.
 func (c *Client) Unsubscribe(ctx context.Context, u *packet.Unsubscribe) (*packet.Unsuback, error) {
-	p, err := c.request(ctx, func(id uint16) packet.Packet { u.PacketID = id; return u })
+	return requestFor[*packet.Unsuback](ctx, c, func(id uint16) packet.Packet { u.PacketID = id; return u })
+}
+
+// requestFor sends the packet build makes and waits for its reply, of type
+// R.
+func requestFor[R packet.Packet](ctx context.Context, c *Client, build func(id uint16) packet.Packet) (R, error) {
+	var zero R
+	p, err := c.request(ctx, build)
 	if err != nil {
-		return nil, err
+		return zero, err
 	}
-	ua, ok := p.(*packet.Unsuback)
+	r, ok := p.(R)
 	if !ok {
-		return nil, protocolErr("got %v for UNSUBSCRIBE", p.Type())
+		return zero, protocolErr("got %v, want %v", p.Type(), zero.Type())
 	}
-	return ua, nil
+	return r, nil
 }
 
 func (c *Client) request(ctx context.Context, build func(id uint16) packet.Packet) (packet.Packet, error) {
