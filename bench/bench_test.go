@@ -49,31 +49,31 @@ func benchPubSub(b *testing.B, addr string, qos byte, window int) {
 		return connOptions{addr: addr, version: cfg.version, clientID: "kb-" + id + "-" + name, persistent: true, expiry: 3600}
 	}
 	topic := "bench/" + id + "/t"
-	sc, err := dial(opts("s0"))
+	sub := newSubscriber(0, topic, 0, 1, cfg)
+	sc, err := dial(sub.connOptions(opts("s0")))
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := sc.subscribe(topic, qos); err != nil {
+	sub.c = sc
+	if err := subscribe(sc, topic, qos); err != nil {
 		b.Fatal(err)
 	}
-	pc, err := dial(opts("p0"))
+	pub := newPublisher(0, topic, cfg)
+	pc, err := dial(pub.connOptions(opts("p0")))
 	if err != nil {
 		b.Fatal(err)
 	}
-	sub := newSubscriber(0, sc, topic, 0, 1, cfg)
-	pub := newPublisher(0, pc, topic, cfg)
+	pub.attach(pc)
 	measureStart = 0
-	subDone, pubDone := make(chan error, 1), make(chan struct{})
-	go func() { subDone <- sub.readLoop() }()
-	go func() { pub.readLoop(); close(pubDone) }()
+	subDone := make(chan error, 1)
+	go func() { subDone <- sub.wait() }()
 	defer func() {
 		sub.stop()
+		disconnect(sc, true)
+		disconnect(pc, true)
 		if err := <-subDone; err != nil {
 			b.Error(err)
 		}
-		sc.disconnect(true)
-		pc.disconnect(true)
-		<-pubDone
 	}()
 
 	b.ReportAllocs()

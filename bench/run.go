@@ -49,7 +49,7 @@ func (c *config) validate() error {
 		return fmt.Errorf("-window %d: want at least 1", c.window)
 	case c.count <= 0 && c.duration <= 0:
 		return errors.New("want -duration > 0 or -count > 0")
-	case c.count >= pubrelSent:
+	case c.count >= 1<<32:
 		return fmt.Errorf("-count %d: too large", c.count)
 	}
 	switch c.pattern {
@@ -85,8 +85,6 @@ func clock() int64 { return int64(time.Since(base)) }
 // measureStart is the clock() at which the warm-up ends and measurement
 // starts. It is set before any load goroutine starts and never changes.
 var measureStart int64
-
-var pastTime = time.Unix(1, 0)
 
 // result is one run's figures; its JSON is the RESULT line.
 type result struct {
@@ -183,34 +181,38 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 	closeAll := func() {
 		for _, s := range subs {
 			if s != nil {
-				s.c.nc.Close()
+				s.c.Close()
 			}
 		}
 		for _, p := range pubs {
 			if p != nil {
-				p.c.nc.Close()
+				p.c.Close()
 			}
 		}
 	}
 	err := parallel(cfg.subs, func(i int) error {
-		c, err := dial(opts(fmt.Sprintf("s%d", i)))
-		if err != nil {
-			return err
-		}
 		lo, hi := 0, cfg.pubs
 		if cfg.pattern == "pairs" {
 			lo, hi = i, i+1
 		}
-		subs[i] = newSubscriber(i, c, topicOf(i), lo, hi, cfg)
-		return c.subscribe(topicOf(i), cfg.qos)
+		s := newSubscriber(i, topicOf(i), lo, hi, cfg)
+		c, err := dial(s.connOptions(opts(fmt.Sprintf("s%d", i))))
+		if err != nil {
+			return err
+		}
+		s.c = c
+		subs[i] = s
+		return subscribe(c, topicOf(i), cfg.qos)
 	})
 	if err == nil {
 		err = parallel(cfg.pubs, func(i int) error {
-			c, err := dial(opts(fmt.Sprintf("p%d", i)))
+			p := newPublisher(i, topicOf(i), cfg)
+			c, err := dial(p.connOptions(opts(fmt.Sprintf("p%d", i))))
 			if err != nil {
 				return err
 			}
-			pubs[i] = newPublisher(i, c, topicOf(i), cfg)
+			p.attach(c)
+			pubs[i] = p
 			return nil
 		})
 	}
@@ -226,13 +228,10 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 	// Start. The warm-up counts for loss but not for rates or latencies.
 	measureStart = clock() + int64(cfg.warmup)
 	ctl := &control{stop: make(chan struct{})}
-	var subsWG, readers, writers sync.WaitGroup
+	var subsWG, writers sync.WaitGroup
 	subErrs := make([]error, len(subs))
 	for i, s := range subs {
-		subsWG.Go(func() { subErrs[i] = s.readLoop() })
-	}
-	for _, p := range pubs {
-		readers.Go(p.readLoop)
+		subsWG.Go(func() { subErrs[i] = s.wait() })
 	}
 	pubErrs := make([]error, len(pubs))
 	for i, p := range pubs {
@@ -285,7 +284,7 @@ publishing:
 			// would never see the stop: give up on it after the ack timeout.
 			unstick = time.AfterFunc(cfg.ackTimeout+5*time.Second, func() {
 				for _, p := range pubs {
-					p.c.nc.SetWriteDeadline(pastTime)
+					p.c.Close()
 				}
 			})
 		case <-pubsDone:
@@ -337,20 +336,19 @@ publishing:
 		brokerCPU1, brokerErr = procCPU(cfg.pid)
 	}
 
-	// Stop the subscribers' loops; once they have returned, this goroutine
-	// is the only one left writing any connection, and says goodbye.
+	// Say goodbye; once every connection is over, the subscribers'
+	// figures are this goroutine's to read.
 	for _, s := range subs {
 		s.stop()
 	}
-	subsWG.Wait()
 	drop := cfg.persistent
 	parallel(len(subs)+len(pubs), func(i int) error {
 		if i < len(subs) {
-			return subs[i].c.disconnect(drop)
+			return disconnect(subs[i].c, drop)
 		}
-		return pubs[i-len(subs)].c.disconnect(drop)
+		return disconnect(pubs[i-len(subs)].c, drop)
 	})
-	readers.Wait()
+	subsWG.Wait()
 	if cfg.persistent && cfg.version == packet.V311 {
 		// 3.1.1 has no session expiry: a clean-session connect discards
 		// the session.
@@ -365,7 +363,7 @@ publishing:
 			if err != nil {
 				return err
 			}
-			return c.disconnect(false)
+			return disconnect(c, false)
 		})
 	}
 
@@ -376,7 +374,7 @@ publishing:
 		r.Sent += p.sent.Load()
 		r.Acked += p.nacked.Load()
 		r.Rejected += p.rejected
-		r.Bogus += p.bogus
+		r.Bogus += p.bogus.Load()
 		ack.merge(&p.ackHist)
 		done.merge(&p.doneHist)
 		ackedWin += p.ackedWin

@@ -5,16 +5,15 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	"github.com/keelmq/keel/engine/client"
 	"github.com/keelmq/keel/engine/packet"
 )
 
-// subscriber drives one subscribing connection. Its read loop is the
-// connection's only writer while it runs: it answers PUBLISH with
-// PUBACK/PUBREC and PUBREL with PUBCOMP, and flushes once per burst of
-// input.
+// subscriber drives one subscribing connection. Deliveries run on the
+// client's reader, which acknowledges them.
 type subscriber struct {
 	idx    int
-	c      *conn
+	c      *client.Client
 	filter string
 	cfg    *config
 
@@ -22,7 +21,7 @@ type subscriber struct {
 	// all of them on a shared topic, one in pairs.
 	pubLo, pubHi int
 
-	// Owned by the read loop until it returns.
+	// Owned by the client's reader until the connection is over.
 	recv       []bitmap // by publisher: sequence numbers received
 	lastSeq    []int64  // by publisher, for the order check
 	e2e        hist     // publisher encode -> subscriber decode
@@ -31,14 +30,13 @@ type subscriber struct {
 	bad        int64 // payloads not written by this run
 	delivWin   int64 // deliveries of messages received after the warm-up
 	lastDeliv  int64 // clock() of the last delivery
-	pub        packet.Publish
 
 	unique   atomic.Int64 // distinct messages received; progress and drain
 	stopping atomic.Bool
 }
 
-func newSubscriber(idx int, c *conn, filter string, pubLo, pubHi int, cfg *config) *subscriber {
-	s := &subscriber{idx: idx, c: c, filter: filter, cfg: cfg, pubLo: pubLo, pubHi: pubHi}
+func newSubscriber(idx int, filter string, pubLo, pubHi int, cfg *config) *subscriber {
+	s := &subscriber{idx: idx, filter: filter, cfg: cfg, pubLo: pubLo, pubHi: pubHi}
 	s.recv = make([]bitmap, pubHi-pubLo)
 	s.lastSeq = make([]int64, pubHi-pubLo)
 	for i := range s.lastSeq {
@@ -47,54 +45,20 @@ func newSubscriber(idx int, c *conn, filter string, pubLo, pubHi int, cfg *confi
 	return s
 }
 
-// readLoop receives until the connection ends. An error after stop was
+// connOptions sets the callbacks of s's connection.
+func (s *subscriber) connOptions(o connOptions) connOptions {
+	o.onMessage = func(p *packet.Publish) { s.deliver(p.Payload) }
+	return o
+}
+
+// wait waits until the connection is over. An end after stop was
 // requested is the end of the run, not a failure.
-func (s *subscriber) readLoop() error {
-	err := s.receive()
+func (s *subscriber) wait() error {
+	<-s.c.Done()
 	if s.stopping.Load() {
 		return nil
 	}
-	return err
-}
-
-func (s *subscriber) receive() error {
-	c := s.c
-	for {
-		first, body, err := c.next()
-		if err != nil {
-			return err
-		}
-		switch t := packet.Type(first >> 4); t {
-		case packet.PUBLISH:
-			if err := packet.DecodePublish(first, body, c.version, &s.pub); err != nil {
-				return fmt.Errorf("subscriber %d: %w", s.idx, err)
-			}
-			s.deliver(s.pub.Payload)
-			switch s.pub.QoS {
-			case 1:
-				err = c.writeAck(packet.PUBACK, s.pub.PacketID)
-			case 2:
-				err = c.writeAck(packet.PUBREC, s.pub.PacketID)
-			}
-		case packet.PUBREL:
-			var id uint16
-			id, _, err = parseAck(body, c.version)
-			if err == nil {
-				err = c.writeAck(packet.PUBCOMP, id)
-			}
-		case packet.PINGRESP:
-		case packet.DISCONNECT:
-			return fmt.Errorf("subscriber %d: server sent DISCONNECT % x", s.idx, body)
-		default:
-			return fmt.Errorf("subscriber %d: unexpected packet type %d", s.idx, t)
-		}
-		if err == nil && c.idle() && c.wr.Buffered() > 0 {
-			err = c.wr.Flush()
-		}
-		if err != nil {
-			return fmt.Errorf("subscriber %d: %w", s.idx, err)
-		}
-	}
+	return fmt.Errorf("subscriber %d: %w", s.idx, s.c.Err())
 }
 
 func (s *subscriber) deliver(payload []byte) {
@@ -130,9 +94,6 @@ func (s *subscriber) deliver(payload []byte) {
 	}
 }
 
-// stop ends the read loop: it unblocks the pending read (or write) with a
-// deadline in the past. After the loop has returned, the caller owns the connection.
-func (s *subscriber) stop() {
-	s.stopping.Store(true)
-	s.c.nc.SetDeadline(pastTime) // a write blocked on a broker that stopped reading, too
-}
+// stop marks the end of the run: the connection closing from now on is
+// not a failure.
+func (s *subscriber) stop() { s.stopping.Store(true) }

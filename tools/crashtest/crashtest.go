@@ -536,7 +536,7 @@ func (r *run) runStandard(ctx context.Context) error {
 	pubsDone := make(chan struct{})
 	var pubWG sync.WaitGroup
 	for i := range cfg.Publishers {
-		c := r.newClient(clientOpts{id: r.clientID("p", i), onAccept: func(m *outMsg) { accepted.add(m.key) }})
+		c := r.newClient(clientOpts{id: r.clientID("p", i), onAccept: accepted.add})
 		src := &seqSource{pub: uint32(i), topic: fmt.Sprintf("crash/p%d", i)}
 		pubWG.Add(1)
 		wg.Go(func() {

@@ -99,7 +99,7 @@ func (r *run) runMany(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer func() { cancelPub(); wg.Wait() }()
 	accepted := newAcceptSet()
-	pub := r.newClient(clientOpts{id: r.clientID("p", 0), onAccept: func(m *outMsg) { accepted.add(m.key) }})
+	pub := r.newClient(clientOpts{id: r.clientID("p", 0), onAccept: accepted.add})
 	src := &manySource{sessions: cfg.Sessions, per: cfg.PerSession}
 	stopPub := make(chan struct{})
 	pubDone := make(chan struct{})
@@ -247,7 +247,7 @@ func (r *run) runRetainWill(ctx context.Context) error {
 
 	ret := &retained{}
 	ret.mu.accepted = make([]uint32, cfg.Topics)
-	pub := r.newClient(clientOpts{id: r.clientID("p", 0), onAccept: func(m *outMsg) { ret.accept(m.key) }})
+	pub := r.newClient(clientOpts{id: r.clientID("p", 0), onAccept: ret.accept})
 	stopPub := make(chan struct{})
 	pubDone := make(chan struct{})
 	wg.Go(func() {
