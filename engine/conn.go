@@ -20,7 +20,7 @@ import (
 // the socket: the writeLoop, or sendNow's caller for a non-blocking write
 // of small packets (see sendNow).
 type conn struct {
-	b   *Broker
+	b    *Broker
 	nc   net.Conn
 	info ConnInfo
 	raw  syscall.RawConn // the granted descriptor for sendNow (ConnInfo.Direct); nil: always queue

@@ -6,55 +6,22 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-
 	"github.com/keelmq/keel/engine"
 	"github.com/keelmq/keel/engine/client"
+	"github.com/keelmq/keel/engine/enginetest"
 	"github.com/keelmq/keel/engine/packet"
-	"github.com/keelmq/keel/listener"
-	"github.com/keelmq/keel/wal"
 )
 
 // startKeel starts a real keel on a free loopback port over a real Pebble
-// (on its memory filesystem) and returns its address. Every call of
-// wal.Open and engine.New in these tests is here.
+// (on its memory filesystem) and returns its address.
 func startKeel(t *testing.T, opts engine.Options) string {
 	t.Helper()
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	l, err := wal.Open(wal.Options{Dir: "data", FS: vfs.NewMem(), Logger: logger})
-	if err != nil {
-		t.Fatalf("wal.Open: %v", err)
-	}
-	opts.Logger = logger
-	opts.SysInterval = -1
-	b, err := engine.New(opts, l)
-	if err != nil {
-		t.Fatalf("engine.New: %v", err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &listener.Server{Handler: b, Logger: logger}
-	done := make(chan struct{})
-	go func() { srv.Serve(ln); close(done) }()
-	t.Cleanup(func() {
-		ln.Close()
-		b.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		srv.Shutdown(ctx)
-		cancel()
-		<-done
-		l.Close()
-	})
-	return ln.Addr().String()
+	return enginetest.Start(t, enginetest.Options{Engine: opts}).Addr
 }
 
 func ctxT(t *testing.T) context.Context {
