@@ -487,7 +487,8 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 	for {
 		if c.keepAlive > 0 {
-			// [MQTT-3.1.2-24] one and a half times the keep alive.
+			// [MQTT-3.1.2-22] (3.1.1: [MQTT-3.1.2-24]) one and a half
+			// times the keep alive.
 			c.nc.SetReadDeadline(time.Now().Add(time.Duration(c.keepAlive) * 1500 * time.Millisecond))
 		} else {
 			c.nc.SetReadDeadline(time.Time{})

@@ -7,6 +7,11 @@ package wal
 
 // Message is one application message as stored: a shared body under
 // MessageKey, a retained message under RetainKey, or inline in a queue entry.
+// It is also the message that sessions, retain and the engine hold in
+// memory: they all need it and the import arrows leave no home above wal
+// for a type they share. The codec (AppendMessage, DecodeMessage) encodes
+// each field explicitly, so a field added here for memory only changes
+// nothing on disk; a field that must be stored needs a format change.
 type Message struct {
 	Topic   string
 	Payload []byte
