@@ -184,16 +184,30 @@ type Stats struct {
 	ClientsConnected int64
 	MessagesReceived uint64 // PUBLISH packets received
 	MessagesSent     uint64 // PUBLISH packets sent
-	Retained         int
+	Retained         int    // clients' retained messages ($SYS topics not counted)
 	StoreBytes       uint64
 	StoreSyncs       uint64 // synced commits (fsyncs of the WAL)
 	StoreTxns        uint64 // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	CommitFailures   uint64
+
+	SessionsPersistent int64 // stored sessions, online or not
+	SessionsOffline    int64 // stored sessions with no connection
+	QueuedMessages     int64 // stored queue entries (queued and in flight)
+	QueuedBytes        int64 // their bytes, shared bodies counted once
+
+	// Dropped counts messages not delivered to a session, by reason
+	// (too_large, queue_full, expired, offline_qos0); Refused counts
+	// packets refused instead of acknowledged, by reason (store_failed).
+	// Every reason is present, zero or not.
+	Dropped map[string]uint64
+	Refused map[string]uint64
 }
 
 type stats struct {
 	received, sent, recvPackets, commitFailures atomic.Uint64
 	connected                                   atomic.Int64
+	reasons                                     reasonCounters
+	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
 }
 
 // Broker is a running MQTT broker on a wal.
@@ -235,6 +249,7 @@ type Broker struct {
 	afterSync atomic.Pointer[func()]
 
 	sweeper *sweeper
+	connLog connLogger
 
 	// Owned by the core goroutine.
 	core core
@@ -320,7 +335,7 @@ func New(opts Options, st wal.Store) (*Broker, error) {
 		opts:     opts,
 		log:      opts.Logger,
 		store:    st,
-		start:    time.Now(),
+		start:    opts.Clock.Now(),
 		events:   make(chan event, 4096),
 		quit:     make(chan struct{}),
 		failed:   make(chan struct{}),
@@ -404,6 +419,7 @@ func (b *Broker) Close() error {
 // DISCONNECT 0x8B) and submits what the last drain holds.
 func (b *Broker) shutdown() {
 	for _, c := range b.core.online {
+		c.setEndReason("server shutting down")
 		if c.version == packet.V5 {
 			c.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeServerShuttingDown}}, outItem{close: true})
 		} else {
@@ -612,7 +628,7 @@ func (b *Broker) flush(force bool) {
 		effects := b.groupByConn(c.effects)
 		c.effects = nil
 		if b.broken.Load() {
-			refuse(effects)
+			b.refuse(effects)
 		} else {
 			release(effects)
 		}
@@ -644,7 +660,7 @@ func (b *Broker) flush(force bool) {
 		if err != nil {
 			b.stats.commitFailures.Add(1)
 			b.fail(err)
-			refuse(effects)
+			b.refuse(effects)
 		} else {
 			if h := b.afterSync.Load(); h != nil {
 				(*h)()
@@ -732,8 +748,11 @@ func (b *Broker) groupByConn(effects []effect) []effect {
 // [MQTT-3.2.2-7] (3.1.1: return code 3, server unavailable). A refused
 // QoS 1 PUBACK still gives back the client's Receive Maximum slot.
 // Deliveries are dropped: the message was not stored.
-func refuse(effects []effect) {
+func (b *Broker) refuse(effects []effect) {
 	for _, e := range effects {
+		if e.nack != nil || e.item.pkt != nil {
+			b.stats.reasons.refuse(refuseStoreFailed)
+		}
 		_, connack := e.nack.(*packet.Connack)
 		switch {
 		case connack:
@@ -776,8 +795,9 @@ func (b *Broker) Err() error {
 // Stats returns the broker's counters. Safe to call from any goroutine.
 func (b *Broker) Stats() Stats {
 	ws := b.store.Stats()
-	return Stats{
-		Uptime:           time.Since(b.start),
+	dropped, refused := b.stats.reasons.snapshot()
+	st := Stats{
+		Uptime:           b.now().Sub(b.start),
 		ClientsConnected: b.stats.connected.Load(),
 		MessagesReceived: b.stats.received.Load(),
 		MessagesSent:     b.stats.sent.Load(),
@@ -786,12 +806,22 @@ func (b *Broker) Stats() Stats {
 		StoreSyncs:       ws.Syncs,
 		StoreTxns:        ws.Commits,
 		CommitFailures:   b.stats.commitFailures.Load(),
+		Dropped:          dropped,
+		Refused:          refused,
 	}
+	if ss := b.core.sessions; ss != nil {
+		s := ss.Stats()
+		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline
+		st.QueuedMessages, st.QueuedBytes = s.Queued, s.QueuedBytes
+	}
+	return st
 }
 
+// retainedLen is the number of clients' retained messages: the $SYS
+// topics the broker retains in memory are not counted.
 func (b *Broker) retainedLen() int {
 	if b.core.retained == nil {
 		return 0
 	}
-	return b.core.retained.Len()
+	return b.core.retained.Len() - int(b.stats.sysRetained.Load())
 }

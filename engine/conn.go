@@ -58,6 +58,9 @@ type conn struct {
 	wake    chan struct{} // cap 1: items queued, writer role released, or closing
 	done    chan struct{} // closed when the writer has exited
 	stopped atomic.Bool
+
+	endReason atomic.Pointer[string] // why it ends (setEndReason)
+	present   bool                   // CONNACK's session present; set by the core before it replies
 }
 
 // outItem is one thing for the writer to send.
@@ -119,6 +122,7 @@ func (c *conn) send(items ...outItem) {
 	c.mu.Unlock()
 	if queued > c.b.opts.MaxOutboundBytes {
 		c.log.Warn("slow consumer: disconnecting", "queued_bytes", queued)
+		c.setEndReason("slow consumer")
 		c.kill()
 		return
 	}
@@ -392,8 +396,11 @@ func (c *conn) serve() {
 		c.kill()
 		return
 	}
+	c.b.connLog.log(c.log, "client connected", "listener", c.info.Listener, "protocol", c.version,
+		"clean_start", cp.CleanStart, "session_present", c.present, "keep_alive", c.keepAlive)
 	graceful, willOnDisconnect := c.readLoop(br)
 	c.b.post(event{kind: evClosed, c: c, graceful: graceful, will: willOnDisconnect})
+	c.b.connLog.log(c.log, "client disconnected", "reason", c.endReasonOr("connection lost"))
 }
 
 // refuseConnect answers a CONNECT that failed to decode.
@@ -501,6 +508,9 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			} else if ne, ok := err.(net.Error); ok && ne.Timeout() && c.keepAlive > 0 {
 				c.protocolError(packet.CodeKeepAliveTimeout, "keep alive timeout")
 			} else {
+				if err == io.EOF {
+					c.setEndReason("connection closed by the client without DISCONNECT")
+				}
 				c.kill()
 			}
 			return false, true
@@ -530,6 +540,7 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 		case *packet.Pingreq:
 			c.send(outItem{pkt: &packet.Pingresp{}})
 		case *packet.Disconnect:
+			c.setEndReason("DISCONNECT " + p.ReasonCode.String())
 			if c.version == packet.V5 && p.Props.Has(packet.PropSessionExpiry) {
 				c.b.post(event{kind: evSessionExpiry, c: c, pkt: p})
 			}
@@ -598,7 +609,8 @@ func (c *conn) checkPublish(p *packet.Publish) (packet.ReasonCode, string) {
 // protocolError ends the connection for a malformed or forbidden packet:
 // 5.0 clients get DISCONNECT with the reason code [MQTT-4.13.1-1].
 func (c *conn) protocolError(code packet.ReasonCode, msg string) {
-	c.log.Info("closing connection", "reason", code.String(), "detail", msg)
+	c.setEndReason("protocol error: " + code.String() + ": " + msg)
+	c.log.Debug("closing connection", "reason", code.String(), "detail", msg)
 	if c.version == packet.V5 && code >= 0x80 {
 		d := &packet.Disconnect{ReasonCode: code}
 		c.send(outItem{pkt: d}, outItem{close: true})

@@ -58,7 +58,9 @@ func (tb *testBroker) start() {
 		tb.t.Fatalf("wal.Open: %v", err)
 	}
 	opts := tb.opts
-	opts.Logger = testLogger(tb.t)
+	if opts.Logger == nil {
+		opts.Logger = testLogger(tb.t)
+	}
 	if opts.SysInterval == 0 {
 		opts.SysInterval = -1
 	}

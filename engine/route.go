@@ -145,6 +145,7 @@ func (b *Broker) route(m *wal.Message, from *session) {
 		return
 	}
 	if expired(m, b.now().UnixMilli()) {
+		b.stats.reasons.drop(dropExpired)
 		return
 	}
 	// A body stored once serves every persistent session it is queued for.
@@ -178,6 +179,7 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 	to := s.Owner
 	if to != nil && !to.fits(d.Msg, d.QoS, d.SubIDs) {
 		// Discarded for that client [MQTT-3.1.2-25].
+		b.stats.reasons.drop(dropTooLarge)
 		c.sessions.Unref(c.txn, d.Shared)
 		return
 	}
@@ -187,6 +189,8 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 			b.emit(to, outItem{pub: &outPub{msg: d.Msg, retain: d.Retain, subIDs: d.SubIDs}}, nil)
 		case s.Persistent && b.opts.QueueQoS0:
 			c.sessions.Enqueue(c.txn, s, d)
+		case s.Persistent:
+			b.stats.reasons.drop(dropOfflineQoS0)
 		}
 		return
 	}
@@ -199,6 +203,7 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 		return
 	}
 	if !c.sessions.Enqueue(c.txn, s, d) {
+		b.stats.reasons.drop(dropQueueFull)
 		b.log.Warn("queue full: message dropped for a non-persistent session", "client", s.ClientID)
 	}
 }
@@ -223,8 +228,15 @@ func (b *Broker) fill(s *session) {
 	}
 	nowMs := b.now().UnixMilli()
 	keep := func(m *wal.Message, qos byte, subIDs []uint32) bool {
-		// Message expiry counts while queued [MQTT-3.3.2-5].
-		return !expired(m, nowMs) && to.fits(m, qos, subIDs)
+		switch {
+		case expired(m, nowMs): // expiry counts while queued [MQTT-3.3.2-5]
+			b.stats.reasons.drop(dropExpired)
+		case !to.fits(m, qos, subIDs):
+			b.stats.reasons.drop(dropTooLarge)
+		default:
+			return true
+		}
+		return false
 	}
 	send := func(f *sessions.Flight) {
 		b.emit(to, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, retain: f.Retain, subIDs: f.SubIDs}}, nil)

@@ -31,6 +31,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	if old := core.online[id]; old != nil {
 		// [MQTT-3.1.4-3] a second connection with the same id takes the
 		// session over; the first is closed (5.0: reason 0x8E).
+		old.setEndReason("session taken over by a new connection")
 		if old.version == packet.V5 {
 			old.send(outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeSessionTakenOver}}, outItem{close: true})
 		} else {
@@ -62,9 +63,8 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	s.Protocol = c.version
 	s.Expiry = expiry
 	s.Will = willOf(cp, now)
-	s.Persistent = s.Persistent || expiry > 0
 	s.DisconnectedAt = time.Time{}
-	s.Owner = c
+	core.sessions.Attach(s, c, expiry > 0)
 	s.Resend = nil
 	c.sess = s
 	core.online[id] = c
@@ -131,6 +131,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	}
 	b.fill(s)
 	c.connected = true
+	c.present = present
 	b.stats.connected.Add(1)
 	reply <- true
 }
@@ -175,7 +176,7 @@ func (b *Broker) detach(c *conn, dropWill, takeover bool) {
 	if core.online[s.ClientID] == c {
 		delete(core.online, s.ClientID)
 	}
-	s.Owner = nil
+	core.sessions.Detach(s)
 	delete(core.repull, s)
 	now := b.now()
 	if dropWill {

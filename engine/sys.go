@@ -34,4 +34,5 @@ func (b *Broker) publishSys() {
 		b.core.retained.Set(scratch, m)
 		b.route(m, nil)
 	}
+	b.stats.sysRetained.Store(int64(len(vals)))
 }

@@ -78,8 +78,10 @@ func (st *Store[O]) ReleaseInbound(txn *wal.Txn, s *Session[O], pid uint16) bool
 // many persistent sessions it is queued for).
 func (st *Store[O]) StoreShared(txn *wal.Txn, m *wal.Message, refs int) uint64 {
 	id := st.nextSeq()
-	txn.Set(wal.MessageKey(id), wal.AppendMessage(nil, m, st.store.CompressThreshold()))
-	st.refs[id] += int32(refs)
+	v := wal.AppendMessage(nil, m, st.store.CompressThreshold())
+	txn.Set(wal.MessageKey(id), v)
+	st.refs[id] = body{refs: int32(refs), size: int32(len(v))}
+	st.totals.bodyBytes.Add(int64(len(v)))
 	return id
 }
 
@@ -89,11 +91,17 @@ func (st *Store[O]) Unref(txn *wal.Txn, id uint64) {
 	if id == 0 {
 		return
 	}
-	st.refs[id]--
-	if st.refs[id] <= 0 {
-		delete(st.refs, id)
-		txn.Delete(wal.MessageKey(id))
+	b, ok := st.refs[id]
+	if !ok {
+		return
 	}
+	if b.refs--; b.refs > 0 {
+		st.refs[id] = b
+		return
+	}
+	delete(st.refs, id)
+	st.totals.bodyBytes.Add(-int64(b.size))
+	txn.Delete(wal.MessageKey(id))
 }
 
 // Bind binds d to a new packet id of s and returns the flight to send.
@@ -104,6 +112,7 @@ func (st *Store[O]) Bind(txn *wal.Txn, s *Session[O], d Delivery) *Flight {
 	f := &Flight{PacketID: s.nextPacketID(), State: Sent, QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs, Msg: d.Msg}
 	if s.Persistent {
 		f.Seq, f.Shared = st.nextSeq(), d.Shared
+		st.addEntry(s, 1, 0)
 		st.writeEntry(txn, s, f, wal.EntrySent)
 	}
 	s.Inflight[f.PacketID] = f
@@ -123,6 +132,7 @@ func (st *Store[O]) Enqueue(txn *wal.Txn, s *Session[O], d Delivery) bool {
 		return true
 	}
 	f := &Flight{Seq: st.nextSeq(), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs, Shared: d.Shared, Msg: d.Msg}
+	st.addEntry(s, 1, 0)
 	st.writeEntry(txn, s, f, wal.EntryQueued)
 	if !s.Backlog {
 		s.Backlog, s.cursor = true, f.Seq
@@ -130,7 +140,8 @@ func (st *Store[O]) Enqueue(txn *wal.Txn, s *Session[O], d Delivery) bool {
 	return true
 }
 
-// writeEntry writes f's queue entry in state.
+// writeEntry writes f's queue entry in state, and counts the change of
+// its size (f.size: its size as last written, 0 for a new one).
 func (st *Store[O]) writeEntry(txn *wal.Txn, s *Session[O], f *Flight, state byte) {
 	e := wal.Entry{State: state, QoS: f.QoS, Retain: f.Retain, SubIDs: f.SubIDs, Shared: f.Shared}
 	if state != wal.EntryQueued {
@@ -139,7 +150,10 @@ func (st *Store[O]) writeEntry(txn *wal.Txn, s *Session[O], f *Flight, state byt
 	if f.Shared == 0 && state != wal.EntryReleased {
 		e.Inline = f.Msg
 	}
-	txn.Set(wal.QueueKey(s.ClientID, f.Seq), wal.AppendEntry(nil, &e, st.store.CompressThreshold()))
+	v := wal.AppendEntry(nil, &e, st.store.CompressThreshold())
+	txn.Set(wal.QueueKey(s.ClientID, f.Seq), v)
+	st.addEntry(s, 0, int64(len(v)-f.size))
+	f.size = len(v)
 }
 
 // MarkReleased moves f to Released: its message is no longer needed, the
@@ -161,8 +175,7 @@ func (st *Store[O]) MarkReleased(txn *wal.Txn, s *Session[O], f *Flight) {
 func (st *Store[O]) Complete(txn *wal.Txn, s *Session[O], f *Flight) {
 	delete(s.Inflight, f.PacketID)
 	if s.Persistent {
-		txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
-		st.Unref(txn, f.Shared)
+		st.drop(txn, s, f)
 	}
 }
 
@@ -222,7 +235,7 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 					return err
 				}
 			}
-			f := &Flight{Seq: seq, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: m}
+			f := &Flight{Seq: seq, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: m, size: len(v)}
 			if m == nil || !keep(m, e.QoS, e.SubIDs) {
 				st.drop(txn, s, f)
 				return nil
@@ -251,9 +264,10 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 	}
 }
 
-// drop deletes a queued entry that will not be sent.
+// drop deletes f's queue entry (completed, or not to be sent).
 func (st *Store[O]) drop(txn *wal.Txn, s *Session[O], f *Flight) {
 	txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
+	st.addEntry(s, -1, -int64(f.size))
 	st.Unref(txn, f.Shared)
 }
 
@@ -268,9 +282,11 @@ func (st *Store[O]) drop(txn *wal.Txn, s *Session[O], f *Flight) {
 // handed to SharedRefs (so the snapshot and the reference counts agree).
 func (st *Store[O]) End(txn *wal.Txn, s *Session[O]) {
 	delete(st.Sessions, s.ClientID)
+	st.uncount(s)
 	if s.Persistent {
 		p := wal.SessionPrefix(s.ClientID)
 		txn.DeleteRange(p, wal.PrefixEnd(p))
+		st.addEntry(s, -s.queued, -s.queuedBytes)
 	}
 	s.Persistent = false
 	s.Backlog = false

@@ -14,7 +14,7 @@ import (
 // starting from the clock keeps them growing even if the newest entries
 // were deleted before a crash.
 func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O], error) {
-	st := &Store[O]{store: store, Sessions: make(map[string]*Session[O]), refs: make(map[uint64]int32)}
+	st := &Store[O]{store: store, Sessions: make(map[string]*Session[O]), refs: make(map[uint64]body)}
 	var queued, inflight, subs int
 	var staleShared []uint64
 	var s *Session[O] // the session of the previous key: keys come grouped by session
@@ -58,8 +58,11 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 				return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
 			}
 			if h.Shared != 0 {
-				st.refs[h.Shared]++
+				b := st.refs[h.Shared]
+				b.refs++
+				st.refs[h.Shared] = b
 			}
+			st.addEntry(s, 1, int64(len(v)))
 			if h.State == wal.EntryQueued {
 				// Queued messages stay on disk; only the cursor is kept.
 				if !s.Backlog {
@@ -72,7 +75,7 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 			if err != nil {
 				return fmt.Errorf("sessions: queue entry %d of %q: %w", seq, client, err)
 			}
-			f := &Flight{Seq: seq, PacketID: e.PacketID, State: e.State, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: e.Inline}
+			f := &Flight{Seq: seq, PacketID: e.PacketID, State: e.State, QoS: e.QoS, Retain: e.Retain, SubIDs: e.SubIDs, Shared: e.Shared, Msg: e.Inline, size: len(v)}
 			if e.Shared != 0 && e.State == wal.EntrySent {
 				m, err := sharedBody(store, e.Shared)
 				if err != nil {
@@ -89,6 +92,7 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 					old, f = f, old
 				}
 				st.garbage = append(st.garbage, wal.QueueKey(client, old.Seq))
+				st.addEntry(s, -1, -int64(old.size))
 				if old.Shared != 0 {
 					staleShared = append(staleShared, old.Shared)
 				}
@@ -109,7 +113,10 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 	}
 	for _, id := range staleShared {
 		// A body left without references is collected by the scan below.
-		if st.refs[id]--; st.refs[id] <= 0 {
+		if b := st.refs[id]; b.refs > 1 {
+			b.refs--
+			st.refs[id] = b
+		} else {
 			delete(st.refs, id)
 		}
 	}
@@ -122,9 +129,14 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 			return nil
 		}
 		st.seq = max(st.seq, id)
-		if st.refs[id] == 0 {
+		b, ok := st.refs[id]
+		if !ok {
 			st.garbage = append(st.garbage, append([]byte(nil), k...))
+			return nil
 		}
+		b.size = int32(len(v))
+		st.refs[id] = b
+		st.totals.bodyBytes.Add(int64(len(v)))
 		return nil
 	})
 	if err != nil {
@@ -136,7 +148,10 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 			// broken invariant, but not one to refuse to start over.
 			logger.Warn("sessions: state without a session record; ignoring", "client", client)
 			delete(st.Sessions, client)
+			st.addEntry(s, -s.queued, -s.queuedBytes)
+			continue
 		}
+		st.count(s) // stored, and offline
 	}
 	if t := uint64(now.UnixMicro()); t > st.seq {
 		st.seq = t

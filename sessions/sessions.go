@@ -22,6 +22,7 @@ package sessions
 
 import (
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"github.com/keelmq/keel/wal"
@@ -66,6 +67,7 @@ type Flight struct {
 	SubIDs   []uint32
 	Shared   uint64       // shared body id, 0 if inline or released
 	Msg      *wal.Message // nil once released
+	size     int          // bytes of its queue entry as last written (persistent)
 }
 
 // Session is one client's session. O is what the engine keeps for an
@@ -108,10 +110,20 @@ type Session[O any] struct {
 	// The engine sets it.
 	DisconnectedAt time.Time
 
-	// Owner is the session's live end while it is online. The engine sets
-	// it.
-	Owner O
+	// Owner is the session's live end while it is online (Attach,
+	// Detach).
+	Owner  O
+	online bool
+
+	// The session's stored queue: entries (queued and in flight) and
+	// their bytes.
+	queued      int64
+	queuedBytes int64
 }
+
+// Queued is the number of entries in s's stored queue (queued and in
+// flight) and their bytes (shared bodies not included).
+func (s *Session[O]) Queued() (entries, bytes int64) { return s.queued, s.queuedBytes }
 
 // New returns an empty, non-persistent session.
 func New[O any](clientID string) *Session[O] {
@@ -170,7 +182,7 @@ type Store[O any] struct {
 	Sessions map[string]*Session[O]
 
 	// refs counts the queue entries that reference each shared body.
-	refs map[uint64]int32
+	refs map[uint64]body
 
 	// seq is the last queue or message seq handed out.
 	seq uint64
@@ -181,6 +193,86 @@ type Store[O any] struct {
 
 	// MaxMemQueue bounds Pending per non-persistent session (Enqueue).
 	MaxMemQueue int
+
+	// Totals for Stats, written on the core goroutine only.
+	totals totals
+}
+
+// body is a shared message body: its references and its stored size.
+type body struct {
+	refs int32
+	size int32
+}
+
+// totals are the Store's counters; read from any goroutine (Stats).
+type totals struct {
+	persistent, offline atomic.Int64 // stored sessions; of them, offline
+	entries, entryBytes atomic.Int64 // queue entries of all sessions, and their bytes
+	bodyBytes           atomic.Int64 // shared bodies' bytes
+}
+
+// Stats are the Store's counters, safe to read from any goroutine.
+type Stats struct {
+	Persistent int64 // stored sessions
+	Offline    int64 // stored sessions with no connection
+	Queued     int64 // stored queue entries (queued and in flight), all sessions
+	// QueuedBytes is the bytes of the stored queue entries and of the
+	// shared bodies they reference (each stored once).
+	QueuedBytes int64
+}
+
+// Stats returns the Store's counters. Safe to call from any goroutine.
+func (st *Store[O]) Stats() Stats {
+	t := &st.totals
+	return Stats{
+		Persistent:  t.persistent.Load(),
+		Offline:     t.offline.Load(),
+		Queued:      t.entries.Load(),
+		QueuedBytes: t.entryBytes.Load() + t.bodyBytes.Load(),
+	}
+}
+
+// Attach makes o the live end of s (its connection) and s persistent if
+// persistent is true (once stored, a session stays stored until End).
+func (st *Store[O]) Attach(s *Session[O], o O, persistent bool) {
+	st.uncount(s)
+	s.Owner, s.online = o, true
+	s.Persistent = s.Persistent || persistent
+	st.count(s)
+}
+
+// Detach takes s's live end away: s is offline.
+func (st *Store[O]) Detach(s *Session[O]) {
+	st.uncount(s)
+	var none O
+	s.Owner, s.online = none, false
+	st.count(s)
+}
+
+func (st *Store[O]) count(s *Session[O]) {
+	if s.Persistent {
+		st.totals.persistent.Add(1)
+		if !s.online {
+			st.totals.offline.Add(1)
+		}
+	}
+}
+
+func (st *Store[O]) uncount(s *Session[O]) {
+	if s.Persistent {
+		st.totals.persistent.Add(-1)
+		if !s.online {
+			st.totals.offline.Add(-1)
+		}
+	}
+}
+
+// addEntry counts a change of d entries and b bytes in s's stored queue.
+func (st *Store[O]) addEntry(s *Session[O], d int64, b int64) {
+	s.queued += d
+	s.queuedBytes += b
+	st.totals.entries.Add(d)
+	st.totals.entryBytes.Add(b)
 }
 
 func (st *Store[O]) nextSeq() uint64 {

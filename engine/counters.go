@@ -1,0 +1,47 @@
+package engine
+
+import "sync/atomic"
+
+// Why a message was not delivered to a session (Stats.Dropped). Every one
+// is counted: none is silent.
+type dropReason uint8
+
+const (
+	dropTooLarge    dropReason = iota // over the client's Maximum Packet Size [MQTT-3.1.2-25]
+	dropQueueFull                     // a non-persistent session's memory queue is full (Options.MaxMemQueue)
+	dropExpired                       // its Message Expiry Interval passed while it waited [MQTT-3.3.2-5]
+	dropOfflineQoS0                   // QoS 0 for an offline persistent session (Options.QueueQoS0 off)
+	numDropReasons
+)
+
+var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0"}
+
+// Why a packet that asked for an ack was refused (Stats.Refused).
+type refuseReason uint8
+
+const (
+	refuseStoreFailed refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
+	numRefuseReasons
+)
+
+var refuseNames = [numRefuseReasons]string{"store_failed"}
+
+type reasonCounters struct {
+	dropped [numDropReasons]atomic.Uint64
+	refused [numRefuseReasons]atomic.Uint64
+}
+
+func (r *reasonCounters) drop(why dropReason)     { r.dropped[why].Add(1) }
+func (r *reasonCounters) refuse(why refuseReason) { r.refused[why].Add(1) }
+
+func (r *reasonCounters) snapshot() (dropped, refused map[string]uint64) {
+	dropped = make(map[string]uint64, numDropReasons)
+	for i := range r.dropped {
+		dropped[dropNames[i]] = r.dropped[i].Load()
+	}
+	refused = make(map[string]uint64, numRefuseReasons)
+	for i := range r.refused {
+		refused[refuseNames[i]] = r.refused[i].Load()
+	}
+	return dropped, refused
+}
