@@ -527,7 +527,9 @@ func (b *Broker) run() {
 			}
 		}
 		var due <-chan struct{}
-		if c.timersDue {
+		if c.timersDue || len(c.repull) > 0 {
+			// Work left from the last turn: take what is waiting, then
+			// come back to it.
 			due = closedChan
 		}
 		select {
@@ -561,8 +563,9 @@ func (b *Broker) run() {
 		}
 		b.flush(false)
 		if len(c.repull) > 0 {
-			// A pull stopped at entries its drain had not submitted yet;
-			// flush has submitted them, and a read sees them now.
+			// A pull stopped at entries its drain had not submitted yet
+			// (flush has submitted them, and a read sees them now), or at
+			// its bound of entries read (sessions.MaxScan).
 			b.retryPulls()
 			b.flush(false)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/sessions"
 	"github.com/keelmq/keel/wal"
 )
 
@@ -1450,5 +1451,35 @@ func TestTakeoverCarriesInflight(t *testing.T) {
 			}
 			second.expectNothing(quiet)
 		})
+	}
+}
+
+// A queue that starts with a long run of expired messages is read in
+// bounded steps (sessions.MaxScan entries a turn), and the live message
+// behind them still arrives.
+func TestLongExpiredRunInQueue(t *testing.T) {
+	clk := clock.NewFake(time.Now())
+	tb := startBroker(t, Options{Clock: clk})
+	s := dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil)
+	s.subscribe(1, "x", 1)
+	s.disconnect(tb)
+	p := dialRaw(t, tb.addr, packet.V5)
+	p.connect("p", true, nil)
+	const n = 3*sessions.MaxScan + 10
+	for i := range n {
+		m := &packet.Publish{QoS: 1, PacketID: uint16(i + 1), Topic: "x", Payload: []byte("old")}
+		m.Props.MessageExpiry = 1
+		m.Props.Set(packet.PropMessageExpiry)
+		p.send(m)
+		p.expectAck(packet.PUBACK, uint16(i+1))
+	}
+	p.pubAcked(n+1, "x", "live")
+	clk.Advance(2 * time.Second)
+	s = dialRaw(t, tb.addr, packet.V5)
+	s.connect("s", false, nil)
+	s.expectPub("x", "live")
+	if got := tb.b.Stats().Dropped["expired"]; got != n {
+		t.Fatalf("%d expired drops, want %d", got, n)
 	}
 }

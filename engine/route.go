@@ -255,9 +255,10 @@ func (b *Broker) fill(s *session) {
 	}
 }
 
-// retryPulls refills the sessions whose queue may have entries the last
-// Txn held. Called right after a flush submitted it: a read sees every
-// submitted Txn (wal.Store).
+// retryPulls refills the sessions whose last pull stopped early: at
+// entries the last Txn held (called right after a flush submitted it: a
+// read sees every submitted Txn, wal.Store), or at its bound of entries
+// read.
 func (b *Broker) retryPulls() {
 	c := &b.core
 	for s := range c.repull {

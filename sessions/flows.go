@@ -179,6 +179,9 @@ func (st *Store[O]) Complete(txn *wal.Txn, s *Session[O], f *Flight) {
 	}
 }
 
+// MaxScan bounds the queue entries one Refill reads (see Refill).
+const MaxScan = 1024
+
 // errStopScan ends a Scan early once enough was read.
 var errStopScan = errors.New("sessions: enough read")
 
@@ -189,10 +192,12 @@ var errStopScan = errors.New("sessions: enough read")
 // message is deleted and sent without a packet id. An entry for which
 // keep reports false (expired, too large for the client) is dropped.
 //
-// It reads at most w entries. If it reaches the end of what the store
-// shows and unseen is true (txn, not yet submitted, may hold entries for
-// s), it reports retry: call it again once txn is submitted. Otherwise
-// reaching the end ends the backlog.
+// It reads at most max(w, MaxScan) entries, however many it drops, so a
+// long run of expired entries is read over several calls: if it stops at
+// that bound with room left, it reports retry. If it reaches the end of
+// what the store shows and unseen is true (txn, not yet submitted, may
+// hold entries for s), it reports retry too: call it again once txn is
+// submitted. Otherwise reaching the end ends the backlog.
 func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 	keep func(m *wal.Message, qos byte, subIDs []uint32) bool, send func(f *Flight)) (retry bool, err error) {
 	for len(s.Pending) > 0 && len(s.Inflight) < w {
@@ -211,12 +216,17 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 	}
 	// Pull until the window is full or the queue is drained: entries that
 	// take no slot (dropped, or QoS 0) leave room no ack will come to fill.
+	budget := max(w, MaxScan)
 	for {
 		room := w - len(s.Inflight)
 		// Pull in chunks, not one message per ack: each pull is a scan.
 		if room <= 0 || (len(s.Inflight) > 0 && room < min(w/4, 64)) {
 			return false, nil
 		}
+		if budget <= 0 {
+			return true, nil
+		}
+		room = min(room, budget)
 		n := 0
 		err := st.store.Scan(wal.QueueKey(s.ClientID, s.cursor), wal.PrefixEnd(wal.QueuePrefix(s.ClientID)), func(k, v []byte) error {
 			if n >= room {
@@ -254,6 +264,7 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 		if err != nil && !errors.Is(err, errStopScan) {
 			return false, err
 		}
+		budget -= n
 		if n < room {
 			if unseen {
 				return true, nil
