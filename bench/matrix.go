@@ -104,6 +104,8 @@ type matrixConfig struct {
 	tmp             string
 	command         string
 	keelRev         string
+	keelBase        string // a second keel ("keel-base"), or ""
+	keelBaseRev     string
 	keelNote        string
 	notes           string
 	save            string
@@ -113,6 +115,8 @@ func matrixMain(args []string) int {
 	fs := flag.NewFlagSet("bench matrix", flag.ExitOnError)
 	var mc matrixConfig
 	fs.StringVar(&mc.keel, "keel", "", "keel binary (empty: Mosquitto only)")
+	fs.StringVar(&mc.keelBase, "keel-base", "", "a second keel binary, measured as \"keel-base\" between keel and Mosquitto (before/after a change)")
+	fs.StringVar(&mc.keelBaseRev, "keel-base-rev", "", "keel-base's revision to quote in the report")
 	fs.StringVar(&mc.mosquitto, "mosquitto", "mosquitto", "mosquitto binary")
 	fs.IntVar(&mc.reps, "reps", 3, "runs of each scenario on each broker, interleaved")
 	fs.DurationVar(&mc.duration, "duration", 5*time.Second, "measured time per run")
@@ -184,6 +188,11 @@ func matrixMain(args []string) int {
 	if mc.keel != "" {
 		brokers = append(brokers, broker{name: "keel", start: func(port int, dir string) *exec.Cmd {
 			return exec.Command(mc.keel, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data", filepath.Join(dir, "data"))
+		}})
+	}
+	if mc.keelBase != "" {
+		brokers = append(brokers, broker{name: "keel-base", start: func(port int, dir string) *exec.Cmd {
+			return exec.Command(mc.keelBase, "serve", "--listen", fmt.Sprintf("127.0.0.1:%d", port), "--data", filepath.Join(dir, "data"))
 		}})
 	}
 	brokers = append(brokers, broker{name: "mosquitto", start: func(port int, dir string) *exec.Cmd {

@@ -6,6 +6,7 @@
 #   REPS=5 DURATION=10s bench/matrix.sh
 #   ONLY='sync|pairs' OUT=/tmp/b.md bench/matrix.sh
 #   REV=HEAD bench/matrix.sh             # measure a commit, not the work tree
+#   BASE=a3f6d70 REV=HEAD bench/matrix.sh # and another commit beside it ("keel-base"), interleaved
 #
 # Environment: REPS (3), DURATION (5s measured per run), WARMUP (1s),
 # MQTT_VERSION (5, or 4 for 3.1.1), ONLY (regexp of scenario names),
@@ -86,13 +87,24 @@ else
 	echo "matrix: $KEEL_NOTE; measuring Mosquitto only" >&2
 fi
 
+KEEL_BASE_BIN=""
+KEEL_BASE_REV=""
+if [ -n "${BASE:-}" ]; then
+	KEEL_BASE_REV="$(git rev-parse "$BASE^{commit}")"
+	mkdir -p "$WORK/base-src"
+	git archive "$KEEL_BASE_REV" | tar -x -C "$WORK/base-src"
+	(cd "$WORK/base-src" && go build -o "$WORK/keel-base" ./cmd/keel)
+	KEEL_BASE_BIN=$WORK/keel-base
+fi
+
 mkdir -p "$WORK/runs"
 "$WORK/bench" matrix \
 	-keel "$KEEL_BIN" -keel-rev "$KEEL_REV" -keel-note "$KEEL_NOTE" \
+	-keel-base "$KEEL_BASE_BIN" -keel-base-rev "$KEEL_BASE_REV" \
 	-mosquitto "$MOSQUITTO" \
 	-reps "$REPS" -duration "$DURATION" -warmup "$WARMUP" -v "$MQTT_VERSION" \
 	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -save "$SAVE" \
-	-command "${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh" &
+	-command "${BASE:+BASE=$BASE }${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh" &
 MATRIX_PID=$!
 status=0
 wait "$MATRIX_PID" || status=$?

@@ -211,6 +211,8 @@ func (m *matrix) markdown(todo []scenario) []byte {
 				rev = "unknown revision"
 			}
 			p("- keel: %s; every QoS 1/2 acknowledgement waits for a synced commit\n", rev)
+		case "keel-base":
+			p("- keel-base: %s, the same keel before a change, measured in the same runs for comparison\n", m.mc.keelBaseRev)
 		case "mosquitto":
 			p("- mosquitto: %s, in memory (persistence false; its configuration is at the end): it keeps nothing\n", m.info.Mosquitto)
 		}
