@@ -77,9 +77,15 @@ func (w *sweeper) sweep(sw sweep) {
 	for _, client := range sw.clients {
 		err := sessions.SharedRefs(sw.snap, client, sweepChunk, func(ids []uint64) {
 			b.post(event{kind: evFunc, fn: func() {
+				// A body deletion sends nothing and, lost in a crash, is
+				// collected by the next Load: it rides the next commit,
+				// as completions do (lazyOps).
+				c := &b.core
+				n := c.txn.Len()
 				for _, id := range ids {
-					b.core.sessions.Unref(b.core.txn, id)
+					c.sessions.Unref(c.txn, id)
 				}
+				c.lazyOps += c.txn.Len() - n
 			}})
 		})
 		if err != nil {
