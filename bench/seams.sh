@@ -32,26 +32,9 @@ EXPIRY=${EXPIRY:-5}
 DATA_ROOT=${DATA_ROOT:-${TMPDIR:-/tmp}}
 PROFILES=${PROFILES:-}
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-	echo "seams: installing mosquitto" >&2
-	SUDO=""
-	[ "$(id -u)" = 0 ] || SUDO=sudo
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-
-WORK=$(mktemp -d "$DATA_ROOT/keel-seams.XXXXXX")
-SEAMS_PID=""
-cleanup() {
-	if [ -n "$SEAMS_PID" ] && kill -0 "$SEAMS_PID" 2>/dev/null; then
-		kill -TERM "$SEAMS_PID" 2>/dev/null || true
-		wait "$SEAMS_PID" 2>/dev/null || true
-	fi
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. bench/lib.sh
+ensure_mosquitto
+make_work "$DATA_ROOT"
 
 build_keel() { # REV OUT
 	local rev dir
@@ -68,14 +51,9 @@ go build -o "$WORK/bench" ./bench
 [ -n "$PROFILES" ] && mkdir -p "$PROFILES"
 
 mkdir -p "$WORK/runs"
-"$WORK/bench" seams \
+run_child "$WORK/bench" seams \
 	-keel-before "$WORK/keel-before" -rev-before "$REV_BEFORE ($BEFORE_REV)" \
 	-keel-after "$WORK/keel-after" -rev-after "$REV_AFTER ($AFTER_REV)" \
 	-mosquitto "$MOSQUITTO" -reps "$REPS" \
 	-burst-n "$BURST_N" -concurrency "$CONCURRENCY" -v "$MQTT_VERSION" \
-	-expiry-n "$EXPIRY_N" -expiry "$EXPIRY" -tmp "$WORK/runs" ${PROFILES:+-profiles "$PROFILES"} &
-SEAMS_PID=$!
-status=0
-wait "$SEAMS_PID" || status=$?
-SEAMS_PID=""
-exit "$status"
+	-expiry-n "$EXPIRY_N" -expiry "$EXPIRY" -tmp "$WORK/runs" ${PROFILES:+-profiles "$PROFILES"}
