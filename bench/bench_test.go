@@ -103,47 +103,38 @@ func benchPubSub(b *testing.B, addr string, qos byte, window int) {
 }
 
 // startKeel builds ./cmd/keel and serves it on a free loopback port with a
-// fresh data directory until the benchmark ends.
-func startKeel(b *testing.B) string {
-	b.Helper()
-	dir := b.TempDir()
+// fresh data directory until the test or benchmark ends.
+func startKeel(tb testing.TB) string {
+	tb.Helper()
+	dir := tb.TempDir()
+	bin := buildKeel(tb, dir)
+	port, err := freePort()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p, err := startProc("keel", exec.Command(bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data")), filepath.Join(dir, "keel.log"))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { p.stop(5 * time.Second) })
+	if err := p.listening(addr, 15*time.Second); err != nil {
+		tb.Fatal(err)
+	}
+	return addr
+}
+
+// buildKeel builds ./cmd/keel into dir.
+func buildKeel(tb testing.TB, dir string) string {
+	tb.Helper()
 	bin := filepath.Join(dir, "keel")
 	gobin, err := exec.LookPath("go")
 	if err != nil {
-		b.Fatalf("building keel: %v", err)
+		tb.Fatalf("building keel: %v", err)
 	}
 	build := exec.Command(gobin, "build", "-o", bin, "github.com/keelmq/keel/cmd/keel")
 	if out, err := build.CombinedOutput(); err != nil {
-		b.Fatalf("building keel: %v\n%s", err, out)
+		tb.Fatalf("building keel: %v\n%s", err, out)
 	}
-	port, err := freePort()
-	if err != nil {
-		b.Fatal(err)
-	}
-	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	logf, err := os.Create(filepath.Join(dir, "keel.log"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "--listen", addr, "--data", filepath.Join(dir, "data"))
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	b.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		logf.Close()
-	})
-	if err := waitListening(addr, exited, 15*time.Second); err != nil {
-		b.Fatalf("keel did not start: %v; log: %s", err, logTail(logf.Name()))
-	}
-	return addr
+	return bin
 }

@@ -16,6 +16,7 @@ type connOptions struct {
 	persistent bool   // 3.1.1: clean session 0; 5.0: session expiry > 0
 	expiry     uint32 // 5.0 session expiry for persistent sessions, seconds
 	cleanOnly  bool   // connect with a clean, non-persistent session (teardown)
+	resume     bool   // Clean Start 0: take over whatever session the server has
 	window     int    // outbound QoS 1/2 flows; 0: the server's Receive Maximum
 	// manualFlush: publishes leave on Flush (see client.Options.ManualFlush)
 	manualFlush bool
@@ -43,6 +44,9 @@ func dial(o connOptions) (*client.Client, error) {
 		ConnectTimeout:  15 * time.Second,
 	}
 	switch {
+	case o.resume:
+		co.CleanStart = false
+		co.SessionExpiry = o.expiry
 	case o.cleanOnly || !o.persistent:
 		co.CleanStart = true
 	case o.version == packet.V5:

@@ -23,6 +23,9 @@
 //
 //	go run ./bench -fsync-probe DIR      # 64-byte write + fdatasync latency (and CPU) in DIR
 //	go run ./bench matrix -h             # Keel vs Mosquitto, every scenario (see matrix.sh)
+//	go run ./bench burst -h              # clean-session reconnects over stored sessions beside a sync publisher (any broker)
+//	go run ./bench expiry -h             # a mass session expiry after a crash beside 4 sync publishers (keel only)
+//	go run ./bench seams -h              # both, keel before/after and Mosquitto, interleaved (see seams.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
 package main
 
@@ -39,6 +42,15 @@ import (
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "matrix" {
 		os.Exit(matrixMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "burst" {
+		os.Exit(burstMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "expiry" {
+		os.Exit(expiryMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "seams" {
+		os.Exit(seamsMain(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floorMain(os.Args[2:]))

@@ -11,11 +11,9 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 )
@@ -216,45 +214,15 @@ type matrix struct {
 	started time.Time
 	info    reportInfo
 
-	mu struct {
-		sync.Mutex
-		procs map[int]*os.Process // running children, stopped on a signal
-	}
-}
-
-func (m *matrix) track(p *os.Process, on bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if on {
-		m.mu.procs[p.Pid] = p
-	} else {
-		delete(m.mu.procs, p.Pid)
-	}
+	reaper // running children, stopped on a signal
 }
 
 func (m *matrix) run() int {
 	m.results = map[string]map[string][]*result{}
-	m.mu.procs = map[int]*os.Process{}
 	m.started = time.Now()
 
 	// Stop every child on SIGINT/SIGTERM, by pid.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-	go func() {
-		s, ok := <-sigs
-		if !ok {
-			return
-		}
-		m.mu.Lock()
-		for _, p := range m.mu.procs {
-			p.Signal(syscall.SIGKILL)
-		}
-		m.mu.Unlock()
-		os.RemoveAll(m.mc.tmp)
-		fmt.Fprintf(os.Stderr, "bench matrix: %v: stopped\n", s)
-		os.Exit(130)
-	}()
+	defer m.onSignal("bench matrix", syscall.SIGKILL, func() { os.RemoveAll(m.mc.tmp) })()
 
 	self, err := os.Executable()
 	if err != nil {
@@ -359,39 +327,23 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 			return nil, err
 		}
 	}
-	logf, err := os.Create(filepath.Join(dir, "broker.log"))
+	bp, err := startProc(b.name, b.start(port, dir), filepath.Join(dir, "broker.log"))
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	cmd := b.start(port, dir)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", b.name, err)
-	}
-	m.track(cmd.Process, true)
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
+	m.track(bp.cmd.Process, true)
 	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-		m.track(cmd.Process, false)
+		bp.stop(5 * time.Second)
+		m.track(bp.cmd.Process, false)
 	}()
-	brokerLog := func() string { return logTail(logf.Name()) }
 
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	if err := waitListening(addr, exited, 15*time.Second); err != nil {
-		return nil, fmt.Errorf("%s did not start: %w; log: %s", b.name, err, brokerLog())
+	if err := bp.listening(addr, 15*time.Second); err != nil {
+		return nil, err
 	}
 
 	args := append([]string{
-		"-addr", addr, "-pid", fmt.Sprint(cmd.Process.Pid), "-label", b.name, "-q",
+		"-addr", addr, "-pid", fmt.Sprint(bp.pid()), "-label", b.name, "-q",
 		"-v", fmt.Sprint(m.mc.version), "-duration", m.mc.duration.String(), "-warmup", m.mc.warmup.String(),
 	}, s.args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*(m.mc.duration+m.mc.warmup)+90*time.Second)
@@ -406,10 +358,8 @@ func (m *matrix) runOne(self string, s scenario, b broker, n int) (*result, erro
 	err = load.Wait()
 	m.track(load.Process, false)
 	r := parseResult(stdout.Bytes())
-	select {
-	case <-exited:
-		return r, fmt.Errorf("%s exited during the run (%v); log: %s", b.name, waitErr, brokerLog())
-	default:
+	if !bp.running() {
+		return r, fmt.Errorf("%s exited during the run (%v); log: %s", b.name, bp.err, bp.tail())
 	}
 	var ee *exec.ExitError
 	switch {

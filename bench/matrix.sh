@@ -38,26 +38,9 @@ OUT=${OUT:-bench/BENCHMARKS.md}
 SAVE=${SAVE:-${OUT%.md}.json}
 DATA_ROOT=${DATA_ROOT:-${TMPDIR:-/tmp}}
 
-if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
-	echo "matrix: installing mosquitto" >&2
-	SUDO=""
-	[ "$(id -u)" = 0 ] || SUDO=sudo
-	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq mosquitto >/dev/null
-fi
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-
-WORK=$(mktemp -d "$DATA_ROOT/keel-bench.XXXXXX")
-MATRIX_PID=""
-cleanup() {
-	if [ -n "$MATRIX_PID" ] && kill -0 "$MATRIX_PID" 2>/dev/null; then
-		kill -TERM "$MATRIX_PID" 2>/dev/null || true
-		wait "$MATRIX_PID" 2>/dev/null || true
-	fi
-	rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+. bench/lib.sh
+ensure_mosquitto
+make_work "$DATA_ROOT"
 
 NOTES=${NOTES:-}
 [ -z "$NOTES" ] && [ -f bench/ANALYSIS.md ] && NOTES=bench/ANALYSIS.md
@@ -98,15 +81,10 @@ if [ -n "${BASE:-}" ]; then
 fi
 
 mkdir -p "$WORK/runs"
-"$WORK/bench" matrix \
+run_child "$WORK/bench" matrix \
 	-keel "$KEEL_BIN" -keel-rev "$KEEL_REV" -keel-note "$KEEL_NOTE" \
 	-keel-base "$KEEL_BASE_BIN" -keel-base-rev "$KEEL_BASE_REV" \
 	-mosquitto "$MOSQUITTO" \
 	-reps "$REPS" -duration "$DURATION" -warmup "$WARMUP" -v "$MQTT_VERSION" \
 	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -save "$SAVE" \
-	-command "${BASE:+BASE=$BASE }${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh" &
-MATRIX_PID=$!
-status=0
-wait "$MATRIX_PID" || status=$?
-MATRIX_PID=""
-exit "$status"
+	-command "${BASE:+BASE=$BASE }${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh"

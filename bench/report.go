@@ -66,7 +66,7 @@ type summary struct {
 	n           int
 }
 
-func summarize(rs []*result, get func(*result) float64) summary {
+func summarize[R any](rs []R, get func(R) float64) summary {
 	if len(rs) == 0 {
 		return summary{}
 	}
@@ -153,20 +153,7 @@ func (m *matrix) header() []string {
 
 func (m *matrix) printScenario(s scenario) {
 	fmt.Printf("\n== %s  [%s]\n", s.title, s.name)
-	rows := append([][]string{m.header()}, m.rows(s)...)
-	widths := make([]int, len(rows[0]))
-	for _, r := range rows {
-		for i, c := range r {
-			widths[i] = max(widths[i], len([]rune(c)))
-		}
-	}
-	for _, r := range rows {
-		var b strings.Builder
-		for i, c := range r {
-			fmt.Fprintf(&b, "  %s%s", c, strings.Repeat(" ", widths[i]-len([]rune(c))))
-		}
-		fmt.Println(strings.TrimRight(b.String(), " "))
-	}
+	printTable(append([][]string{m.header()}, m.rows(s)...))
 	if s.sync && m.fsync != nil {
 		fmt.Printf("  one 64 B write + fdatasync on the data disk (matrix start): p50 %s (rewrite) / %s (prealloc, as Pebble's WAL) / %s (append)\n",
 			fmtUS(m.fsync.RewriteP50), fmtUS(m.fsync.PreallocP50), fmtUS(m.fsync.AppendP50))

@@ -434,8 +434,12 @@ publishing:
 
 // parallel runs f(0..n-1) with bounded concurrency and returns the first
 // error.
-func parallel(n int, f func(i int) error) error {
-	sem := make(chan struct{}, 32)
+func parallel(n int, f func(i int) error) error { return parallelN(n, 32, f) }
+
+// parallelN runs f(0) ... f(n-1), at most width at a time, and joins
+// their errors.
+func parallelN(n, width int, f func(i int) error) error {
+	sem := make(chan struct{}, max(width, 1))
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
