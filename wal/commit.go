@@ -34,12 +34,6 @@ import (
 // Get or Scan may see a Txn whose Done has not run yet (or that then fails).
 // Readers that must see only durable state wait for Done.
 
-// commitEnv is the committer's environment: a test seam in the manner of
-// Pebble's commitEnv. The zero value is filled in by defaults.
-type commitEnv struct{}
-
-func (l *Log) defaults() {}
-
 // Stats are plain counters, safe for concurrent reads.
 type Stats struct {
 	Commits  uint64 // Txns acknowledged with Done(nil)

@@ -50,7 +50,6 @@ type Log struct {
 	dir       string
 	logger    *slog.Logger
 	threshold int
-	env       commitEnv
 
 	// mu protects the committer's queue.
 	mu struct {
@@ -87,10 +86,7 @@ type Log struct {
 // committer. It refuses a directory that is not a Keel data directory
 // (ErrNotDataDir) and one another process or Open holds (ErrLocked): see
 // datadir.go.
-func Open(opts Options) (*Log, error) { return open(opts, commitEnv{}) }
-
-// open is Open with a test seam for the committer.
-func open(opts Options, env commitEnv) (*Log, error) {
+func Open(opts Options) (*Log, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("wal: open: Options.Dir is empty")
 	}
@@ -107,7 +103,6 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		dir:       opts.Dir,
 		logger:    logger,
 		threshold: effectiveThreshold(opts.CompressThreshold),
-		env:       env,
 		stopped:   make(chan struct{}),
 		free:      make(chan *pebble.Batch, 8),
 	}
@@ -127,7 +122,6 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	l.defaults()
 	go l.run()
 	return l, nil
 }
