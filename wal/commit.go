@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // The commit pipeline. Submit applies each Txn to Pebble at once, in the
@@ -37,44 +36,33 @@ import (
 // Stats are plain counters, safe for concurrent reads.
 type Stats struct {
 	Commits  uint64 // Txns acknowledged with Done(nil)
-	Syncs    uint64 // fdatasyncs of Pebble's WAL (its fsync latency histogram's count)
+	Syncs    uint64 // fdatasyncs of Pebble's WAL files: SyncLatency.Count()
 	Records  uint64 // Set and Delete ops applied
 	Bytes    uint64 // bytes of applied Pebble batches
 	Failures uint64 // Txns completed with an error
 	DiskSize uint64 // Pebble's disk space usage, bytes
+
+	// SyncLatency is the latency of those fdatasyncs, over SyncBuckets.
+	SyncLatency Histogram
 }
 
 // Stats returns the counters. DiskSize asks Pebble for its metrics, which
 // takes Pebble's mutex: call it at scrape intervals, not per message.
 func (l *Log) Stats() Stats {
 	s := Stats{
-		Commits:  l.stats.commits.Load(),
-		Records:  l.stats.records.Load(),
-		Bytes:    l.stats.bytes.Load(),
-		Failures: l.stats.failures.Load(),
+		Commits:     l.stats.commits.Load(),
+		Records:     l.stats.records.Load(),
+		Bytes:       l.stats.bytes.Load(),
+		Failures:    l.stats.failures.Load(),
+		SyncLatency: l.syncs.histogram(),
 	}
+	s.Syncs = s.SyncLatency.Count()
 	l.dbMu.RLock()
 	if !l.dbMu.closed {
-		m := l.db.Metrics()
-		s.DiskSize = m.DiskSpaceUsage()
-		l.noteSyncs(m)
+		s.DiskSize = l.db.Metrics().DiskSpaceUsage()
 	}
 	l.dbMu.RUnlock()
-	s.Syncs = l.stats.syncs.Load()
 	return s
-}
-
-// noteSyncs keeps the count of WAL fsyncs Pebble has made, from its fsync
-// latency histogram (one sample per fdatasync of the WAL).
-func (l *Log) noteSyncs(m *pebble.Metrics) {
-	h := m.LogWriter.FsyncLatency
-	if h == nil {
-		return
-	}
-	var d dto.Metric
-	if h.Write(&d) == nil && d.Histogram != nil {
-		l.stats.syncs.Store(d.Histogram.GetSampleCount())
-	}
 }
 
 // Submit applies t to the store and hands it to the committer, without

@@ -78,8 +78,9 @@ type Log struct {
 	wedged atomic.Bool
 
 	stats struct {
-		commits, syncs, records, bytes, failures atomic.Uint64
+		commits, records, bytes, failures atomic.Uint64
 	}
+	syncs syncStats // counted by syncFS, around the FS Pebble is given
 }
 
 // Open opens (creating if needed) the data directory opts.Dir and starts the
@@ -137,7 +138,7 @@ func (l *Log) openPebble(fs vfs.FS, opts Options) error {
 	cache := pebble.NewCache(defaultCacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:                 fs,
+		FS:                 syncFS{FS: fs, stats: &l.syncs},
 		Cache:              cache,
 		MemTableSize:       defaultMemTableSize,
 		FormatMajorVersion: pebbleFormat,
@@ -301,9 +302,6 @@ func (l *Log) close() error {
 	l.dbMu.Lock()
 	l.dbMu.closed = true
 	l.dbMu.Unlock()
-	if !l.wedged.Load() {
-		l.noteSyncs(l.db.Metrics())
-	}
 	if l.wedged.Load() {
 		// Pebble panicked inside its commit pipeline and may still hold
 		// its commit mutex; DB.Close would wait for it forever. Leave the
