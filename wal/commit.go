@@ -7,31 +7,9 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// The commit pipeline. Submit applies each Txn to Pebble at once, in the
-// caller's goroutine, as a Pebble batch of its own; one goroutine, the
-// committer (Log.run), waits for the syncs and calls the Dones.
-//
-// Ordering rules:
-//
-//  1. Txns are applied in Submit order (Submit holds l.mu while it applies),
-//     each as one Pebble batch, so a Txn is all or nothing and Pebble's WAL
-//     holds them in Submit order: a crash keeps a prefix of the log.
-//  2. A Txn without NoSync is applied with pebble.Sync, and the committer
-//     waits for that sync before calling its Done. Done(nil) therefore never
-//     precedes the fsync of the WAL record holding the Txn.
-//  3. Done runs on the committer goroutine, in Submit order.
-//  4. Group commit is Pebble's: its WAL writer syncs everything written
-//     since its last sync with one fdatasync, so the Txns submitted while a
-//     sync is in progress share the next one. Applying in the submitter's
-//     goroutine keeps the committer's wakeup off the path to the WAL write.
-//     An empty Txn touches nothing and is acknowledged in order.
-//  5. After the first failure (an apply or a sync) the store is
-//     sticky-failed (Err): that Txn and every later one get Done(Err()), in
-//     order, and nothing later is applied.
-//
-// Pebble applies a batch to its memtable before the WAL sync completes, so a
-// Get or Scan may see a Txn whose Done has not run yet (or that then fails).
-// Readers that must see only durable state wait for Done.
+// The commit pipeline: Submit applies, the committer (Log.run) waits for
+// the syncs and calls the Dones. Its ordering rules are numbered in the
+// package doc (doc.go, "Commit pipeline"); the code cites them by number.
 
 // Stats are plain counters, safe for concurrent reads.
 type Stats struct {
@@ -70,7 +48,7 @@ func (l *Log) Stats() Stats {
 // Txn.Done). Submit blocks only while the committer's queue is full or
 // Pebble stalls writes. After Close has begun, Submit waits for the
 // committer to finish and then calls t.Done(ErrClosed), so Done order still
-// follows Submit order. t belongs to the log until its Done runs.
+// follows Submit order (rule 6). t belongs to the log until its Done runs.
 func (l *Log) Submit(t *Txn) {
 	l.mu.Lock()
 	for len(l.mu.queue) >= maxQueue && !l.mu.closing {
@@ -96,7 +74,8 @@ func (l *Log) Submit(t *Txn) {
 // Commit is Commit(ctx, l, t).
 func (l *Log) Commit(ctx context.Context, t *Txn) error { return Commit(ctx, l, t) }
 
-// apply writes t's ops to Pebble as one batch (l.mu held: Submit order).
+// apply writes t's ops to Pebble as one batch (l.mu held: Submit order,
+// rule 1).
 // A synced batch is left on t for the committer to wait on.
 func (l *Log) apply(t *Txn) {
 	if len(t.ops) == 0 {
@@ -155,7 +134,8 @@ func (l *Log) recycle(b *pebble.Batch) {
 }
 
 // run is the committer goroutine: it waits for each Txn's sync, in Submit
-// order, and calls its Done.
+// order, and calls its Done (rules 2 and 3; after a failure, doc.go
+// "Failures").
 func (l *Log) run() {
 	defer close(l.stopped)
 	var group []*Txn
@@ -214,7 +194,7 @@ func (l *Log) run() {
 
 // applyBatch writes b to Pebble. With sync it applies b with pebble.Sync
 // without waiting for the sync: the committer waits for it
-// (Batch.SyncWait). Without, b is written to the WAL with no sync of its
+// (Batch.SyncWait, rule 2). Without, b is written to the WAL with no sync of its
 // own (Txn.NoSync).
 //
 // DB.Apply cannot be used for synced writes: on a commit error it calls
