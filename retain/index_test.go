@@ -107,13 +107,13 @@ func TestIndexSetClear(t *testing.T) {
 		t.Fatalf("clear = %v, want the message", got)
 	}
 	// a/b stays, its empty child goes.
-	ab := x.root.child("a").child("b")
-	if ab == nil || ab.msg == nil || len(ab.list) != 0 {
+	ab := x.root.Child("a").Child("b")
+	if ab == nil || ab.Val.msg == nil || ab.HasChildren() {
 		t.Fatalf("after clear(a/b/c): a/b node = %+v", ab)
 	}
 	x.clear("a/b")
-	if x.n != 0 || !x.root.empty() {
-		t.Fatalf("n = %d, root empty = %t after clearing all", x.n, x.root.empty())
+	if x.n != 0 || !empty(&x.root) {
+		t.Fatalf("n = %d, root empty = %t after clearing all", x.n, empty(&x.root))
 	}
 }
 
@@ -174,7 +174,7 @@ func tmatches(filter, topic string) bool {
 
 // TestIndexRandom compares the index with the reference matcher and a map
 // over random sets, clears and expiries, with topics from a small alphabet
-// and some wide levels (to cross maxList).
+// and some wide levels (to cross topictree's list-to-map threshold).
 func TestIndexRandom(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	level := func(first bool) string {
@@ -266,7 +266,7 @@ func TestIndexRandom(t *testing.T) {
 	for topic := range model {
 		x.clear(topic)
 	}
-	if x.n != 0 || len(x.expiring) != 0 || !x.root.empty() {
-		t.Fatalf("n = %d, %d expiring, root empty = %t after clearing all", x.n, len(x.expiring), x.root.empty())
+	if x.n != 0 || len(x.expiring) != 0 || !empty(&x.root) {
+		t.Fatalf("n = %d, %d expiring, root empty = %t after clearing all", x.n, len(x.expiring), empty(&x.root))
 	}
 }

@@ -5,82 +5,42 @@ import (
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
-	dto "github.com/prometheus/client_model/go"
 )
 
-// The commit pipeline. Submit applies each Txn to Pebble at once, in the
-// caller's goroutine, as a Pebble batch of its own; one goroutine, the
-// committer (Log.run), waits for the syncs and calls the Dones.
-//
-// Ordering rules:
-//
-//  1. Txns are applied in Submit order (Submit holds l.mu while it applies),
-//     each as one Pebble batch, so a Txn is all or nothing and Pebble's WAL
-//     holds them in Submit order: a crash keeps a prefix of the log.
-//  2. A Txn without NoSync is applied with pebble.Sync, and the committer
-//     waits for that sync before calling its Done. Done(nil) therefore never
-//     precedes the fsync of the WAL record holding the Txn.
-//  3. Done runs on the committer goroutine, in Submit order.
-//  4. Group commit is Pebble's: its WAL writer syncs everything written
-//     since its last sync with one fdatasync, so the Txns submitted while a
-//     sync is in progress share the next one. Applying in the submitter's
-//     goroutine keeps the committer's wakeup off the path to the WAL write.
-//     An empty Txn touches nothing and is acknowledged in order.
-//  5. After the first failure (an apply or a sync) the store is
-//     sticky-failed (Err): that Txn and every later one get Done(Err()), in
-//     order, and nothing later is applied.
-//
-// Pebble applies a batch to its memtable before the WAL sync completes, so a
-// Get or Scan may see a Txn whose Done has not run yet (or that then fails).
-// Readers that must see only durable state wait for Done.
-
-// commitEnv is the committer's environment: a test seam in the manner of
-// Pebble's commitEnv. The zero value is filled in by defaults.
-type commitEnv struct{}
-
-func (l *Log) defaults() {}
+// The commit pipeline: Submit applies, the committer (Log.run) waits for
+// the syncs and calls the Dones. Its ordering rules are numbered in the
+// package doc (doc.go, "Commit pipeline"); the code cites them by number.
 
 // Stats are plain counters, safe for concurrent reads.
 type Stats struct {
 	Commits  uint64 // Txns acknowledged with Done(nil)
-	Syncs    uint64 // fdatasyncs of Pebble's WAL (its fsync latency histogram's count)
+	Syncs    uint64 // fdatasyncs of Pebble's WAL files: SyncLatency.Count()
 	Records  uint64 // Set and Delete ops applied
 	Bytes    uint64 // bytes of applied Pebble batches
 	Failures uint64 // Txns completed with an error
 	DiskSize uint64 // Pebble's disk space usage, bytes
+
+	// SyncLatency is the latency of those fdatasyncs, over SyncBuckets.
+	SyncLatency Histogram
 }
 
 // Stats returns the counters. DiskSize asks Pebble for its metrics, which
 // takes Pebble's mutex: call it at scrape intervals, not per message.
 func (l *Log) Stats() Stats {
 	s := Stats{
-		Commits:  l.stats.commits.Load(),
-		Records:  l.stats.records.Load(),
-		Bytes:    l.stats.bytes.Load(),
-		Failures: l.stats.failures.Load(),
+		Commits:     l.stats.commits.Load(),
+		Records:     l.stats.records.Load(),
+		Bytes:       l.stats.bytes.Load(),
+		Failures:    l.stats.failures.Load(),
+		SyncLatency: l.syncs.histogram(),
 	}
+	s.Syncs = s.SyncLatency.Count()
 	l.dbMu.RLock()
 	if !l.dbMu.closed {
-		m := l.db.Metrics()
-		s.DiskSize = m.DiskSpaceUsage()
-		l.noteSyncs(m)
+		s.DiskSize = l.db.Metrics().DiskSpaceUsage()
 	}
 	l.dbMu.RUnlock()
-	s.Syncs = l.stats.syncs.Load()
 	return s
-}
-
-// noteSyncs keeps the count of WAL fsyncs Pebble has made, from its fsync
-// latency histogram (one sample per fdatasync of the WAL).
-func (l *Log) noteSyncs(m *pebble.Metrics) {
-	h := m.LogWriter.FsyncLatency
-	if h == nil {
-		return
-	}
-	var d dto.Metric
-	if h.Write(&d) == nil && d.Histogram != nil {
-		l.stats.syncs.Store(d.Histogram.GetSampleCount())
-	}
 }
 
 // Submit applies t to the store and hands it to the committer, without
@@ -88,7 +48,7 @@ func (l *Log) noteSyncs(m *pebble.Metrics) {
 // Txn.Done). Submit blocks only while the committer's queue is full or
 // Pebble stalls writes. After Close has begun, Submit waits for the
 // committer to finish and then calls t.Done(ErrClosed), so Done order still
-// follows Submit order. t belongs to the log until its Done runs.
+// follows Submit order (rule 6). t belongs to the log until its Done runs.
 func (l *Log) Submit(t *Txn) {
 	l.mu.Lock()
 	for len(l.mu.queue) >= maxQueue && !l.mu.closing {
@@ -114,7 +74,8 @@ func (l *Log) Submit(t *Txn) {
 // Commit is Commit(ctx, l, t).
 func (l *Log) Commit(ctx context.Context, t *Txn) error { return Commit(ctx, l, t) }
 
-// apply writes t's ops to Pebble as one batch (l.mu held: Submit order).
+// apply writes t's ops to Pebble as one batch (l.mu held: Submit order,
+// rule 1).
 // A synced batch is left on t for the committer to wait on.
 func (l *Log) apply(t *Txn) {
 	if len(t.ops) == 0 {
@@ -173,7 +134,8 @@ func (l *Log) recycle(b *pebble.Batch) {
 }
 
 // run is the committer goroutine: it waits for each Txn's sync, in Submit
-// order, and calls its Done.
+// order, and calls its Done (rules 2 and 3; after a failure, doc.go
+// "Failures").
 func (l *Log) run() {
 	defer close(l.stopped)
 	var group []*Txn
@@ -232,7 +194,7 @@ func (l *Log) run() {
 
 // applyBatch writes b to Pebble. With sync it applies b with pebble.Sync
 // without waiting for the sync: the committer waits for it
-// (Batch.SyncWait). Without, b is written to the WAL with no sync of its
+// (Batch.SyncWait, rule 2). Without, b is written to the WAL with no sync of its
 // own (Txn.NoSync).
 //
 // DB.Apply cannot be used for synced writes: on a commit error it calls

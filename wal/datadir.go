@@ -20,23 +20,8 @@ var ErrLocked = errors.New("wal: data directory in use")
 // but is not a Keel data directory.
 var ErrNotDataDir = errors.New("wal: not a Keel data directory")
 
-// Before Pebble opens a directory, Open checks what it is:
-//
-//   - missing: it is created;
-//   - empty, or holding only what an interrupted first start leaves (LOCK,
-//     marker.*, a WAL *.log, *.dbtmp): it becomes a new store;
-//   - holding a Pebble store (a MANIFEST-*, CURRENT or OPTIONS-* file):
-//     it is opened, and the format version check below applies;
-//   - anything else: refused with ErrNotDataDir, naming the directory and
-//     the files that do not belong, so that a wrong --data never scatters
-//     Pebble's files among someone else's.
-//
-// lost+found (the root of a fresh filesystem) is ignored.
-//
-// Then Open takes Pebble's directory lock (the LOCK file, an fcntl lock on
-// Unix) itself and hands it to Pebble, so that a directory in use is
-// reported as ErrLocked with the holder's PID where the system can tell it.
-// The lock is released by Close, after Pebble has closed.
+// What Open does with a directory before Pebble opens it (the checks and
+// the lock) is specified in the package doc (doc.go, "Opening").
 
 // checkDataDir creates dir if it is missing and refuses a non-empty
 // directory that is not a Keel data directory.

@@ -1,23 +1,52 @@
-// Package wal is Keel's durable write path: a Pebble store, the key and
-// record schema kept in it, and the group commit that makes every
-// acknowledgement mean "on disk".
+// Package wal is Keel's durable write path: the Store interface that the
+// engine, sessions and retain write through, and its local implementation,
+// Log: a Pebble store, the key and record schema kept in it, and the group
+// commit that makes every acknowledgement mean "on disk".
+//
+// This comment is the spec of the format and of the commit rules; the code
+// files point here. The contract every Store keeps (what Done(nil)
+// promises, Done order, what a read may see, what follows a failure) is
+// the doc of Store (store.go).
+//
+// # Files
+//
+//	store.go    Store, Reader, Snapshot, Commit: the contract
+//	log.go      Options, Txn (Set, Delete, DeleteRange)
+//	open.go     Open, Close, Err, the format version check
+//	datadir.go  the data directory checks and lock (ErrNotDataDir, ErrLocked)
+//	manifest.go the MANIFEST check before Pebble opens
+//	commit.go   Submit and the committer; Stats
+//	syncfs.go   the filesystem wrapper that counts and times WAL syncs
+//	read.go     Get, Scan, Snapshot
+//	keys.go     the key schema below
+//	records.go, codec.go  the records below: types, Append*, Decode*, PeekEntry
 //
 // # Keys
 //
 // Part of the on-disk format (keys.go): changing any byte needs a new
 // FormatVersion.
 //
-//	0x00 "format"                         -> uint32 BE format version
-//	'm' msgID(8, BE)                      -> Message (shared body)
-//	'r' topic                             -> Message (retained)
-//	's' len(client)(2, BE) client 'M'     -> Session
-//	's' len(client)(2, BE) client 'S' filter -> Subscription
-//	's' len(client)(2, BE) client 'Q' seq(8, BE) -> Entry
+//	0x00 "format"                                  -> uint32 BE format version
+//	'm' msgID(8, BE)                               -> Message (shared body)
+//	'r' topic                                      -> Message (retained)
+//	's' len(client)(2, BE) client 'M'              -> Session
+//	's' len(client)(2, BE) client 'S' filter       -> Subscription
+//	's' len(client)(2, BE) client 'Q' seq(8, BE)   -> Entry
 //	's' len(client)(2, BE) client 'I' packetID(2, BE) -> empty (inbound QoS 2 id received)
 //
-// A session's whole state is the range SessionPrefix(client); its queue is
-// the range QueuePrefix(client), ordered by seq; the retained set is the
-// range under 'r'.
+// The kind bytes after the client id are KindSession ('M'),
+// KindSubscription ('S'), KindQueue ('Q') and KindInbound ('I'). Client
+// identifiers are MQTT strings (at most 65,535 bytes), so their length fits
+// two bytes, and the length prefix keeps one client's keys from
+// interleaving with another's whose id it prefixes.
+//
+// Ranges: a session's whole state is SessionPrefix(client) (erased with one
+// Txn.DeleteRange); its queue is QueuePrefix(client), ordered by seq; every
+// session is AllSessionsPrefix(); shared bodies are MessagePrefix(); the
+// retained set is RetainPrefix(). PrefixEnd gives a prefix's exclusive
+// upper bound. ParseSessionKeyBytes, ParseQueueSeq and ParseMessageKey take
+// keys apart again (for replay). Only sessions and retain build keys
+// (DESIGN.md); the engine does not.
 //
 // # Records
 //
@@ -83,31 +112,47 @@
 //
 // # Commit pipeline
 //
-// Submit applies a Txn to Pebble at once, in the submitting goroutine, as
-// one Pebble batch, and queues it for the committer goroutine (a bounded
-// queue of 4096 Txns: a full queue blocks Submit, which is the broker's
-// back-pressure). The committer waits for the syncs and calls the Dones.
-// Applying in the submitter keeps a goroutine wakeup off the path from a
-// PUBLISH to its WAL write: on this project's 2-vCPU machine each wakeup is
-// 5-10 us (bench/ANALYSIS.md), next to a 200 us fsync; alone it did not
-// move the synchronous PUBACK beyond that machine's noise. The rules:
+// Log implements Store's contract as follows (commit.go). Submit applies a
+// Txn to Pebble at once, in the submitting goroutine, as one Pebble batch,
+// and queues it for the one committer goroutine (Log.run), which waits for
+// the syncs and calls the Dones. The queue holds at most 4096 Txns: a full
+// queue blocks Submit, which is the broker's back-pressure. Applying in the
+// submitter keeps a goroutine wakeup off the path from a PUBLISH to its WAL
+// write: on this project's 2-vCPU machine each wakeup is 5-10 us
+// (bench/ANALYSIS.md), next to a 200 us fsync. The rules:
 //
 //  1. Submit holds the queue's mutex while it applies, so Txns reach
-//     Pebble's WAL in Submit order, each all or nothing.
-//  2. A Txn is applied with pebble.Sync (DB.ApplyNoSyncWait), and the
-//     committer waits for that sync (Batch.SyncWait) before it calls the
-//     Txn's Done: Done(nil) never precedes the fsync of the WAL record that
-//     holds the Txn, so no ack leaves before its state is on disk.
+//     Pebble's WAL in Submit order, each all or nothing: a crash keeps a
+//     prefix of the log. A Txn's Set, Delete and DeleteRange ops are
+//     applied in the order they were added (a DeleteRange removes keys Set
+//     before it in the same Txn, not those after it) and cost one record
+//     each, whatever a range holds.
+//  2. A Txn without NoSync is applied with pebble.Sync
+//     (DB.ApplyNoSyncWait), and the committer waits for that sync
+//     (Batch.SyncWait) before it calls the Txn's Done: Done(nil) never
+//     precedes the fsync of the WAL record that holds the Txn, so no ack
+//     leaves before its state is on disk.
 //  3. Done runs on the committer, in Submit order. Done must therefore be
-//     quick and must not call Submit or Commit.
+//     quick and must not call Submit, Commit or Close.
 //  4. Group commit is Pebble's own: its WAL writer syncs everything written
 //     since its last fdatasync with the next one, so Txns submitted while a
 //     sync is in progress share one. An empty Txn touches nothing and is
 //     acknowledged in order. A NoSync Txn is written to the WAL without a
-//     sync of its own; the next synced Txn makes it durable.
+//     sync of its own (its Done means "ordered", not "durable"); the next
+//     synced Txn makes it durable.
 //  5. Pebble applies a batch to its memtable before the sync completes, so
-//     Get and Scan may observe a Txn whose Done has not run yet (or that
-//     then fails). State that must be durable is read only after Done.
+//     Get, Scan and a new Snapshot observe a Txn whose Done has not run yet
+//     (or that then fails). State that must be durable is read only after
+//     Done.
+//  6. After Close has begun, Submit waits for the committer to finish and
+//     then calls Done(ErrClosed); Close first completes everything
+//     submitted before it.
+//
+// Stats.Syncs and Stats.SyncLatency count and time the WAL's fdatasyncs as
+// the filesystem sees them: Open wraps the FS it gives Pebble (syncfs.go)
+// so that every Sync, SyncData and SyncTo of a *.log file is counted into
+// plain counters over SyncBuckets. Nothing in wal depends on Prometheus;
+// cmd exports the counters.
 //
 // # Failures
 //
@@ -140,10 +185,35 @@
 //
 // # Opening
 //
-// Open creates the directory and opens Pebble with format major version
-// pebble.FormatValueSeparation, pinned (not FormatNewest) so that a Pebble
-// upgrade never silently rewrites the directory. An empty store gets the
-// format key (synced). A format version above FormatVersion fails with an
+// Before Pebble opens a directory, Open checks what it is (datadir.go):
+//
+//   - missing: it is created;
+//   - empty, or holding only what an interrupted first start leaves (LOCK,
+//     marker.*, a WAL *.log, *.dbtmp): it becomes a new store;
+//   - holding a Pebble store (a MANIFEST-*, CURRENT or OPTIONS-* file):
+//     it is opened, and the checks below apply;
+//   - anything else: refused with an error wrapping ErrNotDataDir, naming
+//     the directory and the files that do not belong, so that a wrong
+//     --data never scatters Pebble's files among someone else's.
+//
+// lost+found (the root of a fresh filesystem) is ignored.
+//
+// Then Open takes Pebble's directory lock (the LOCK file, an fcntl lock on
+// Unix) itself and hands it to Pebble, so that a directory in use fails with
+// an error wrapping ErrLocked that names the holder's PID where the system
+// can tell it (lockholder_unix.go: F_GETLK; elsewhere, and on a non-OS
+// filesystem, no PID), or this process when another Open in it holds the
+// directory. Close releases the lock after Pebble has closed.
+//
+// Before Pebble reads its MANIFEST, Open checks that a damaged record is
+// only ever a torn tail (manifest.go): Pebble would otherwise open an older
+// version of the store and delete newer tables as obsolete.
+//
+// Open opens Pebble with format major version pebble.FormatValueSeparation,
+// pinned (not FormatNewest) so that a Pebble upgrade never silently
+// rewrites the directory, and loads every sstable's properties so that a
+// truncated or garbled table fails Open rather than a later read. An empty
+// store gets the format key (synced). A format version above FormatVersion fails with an
 // error wrapping ErrNewerFormat; a store with data but no format key, and a
 // store Pebble finds corrupt (a damaged MANIFEST or sstable), fail with an
 // error naming the directory and what to do. A torn tail of the newest WAL

@@ -2,20 +2,8 @@ package wal
 
 import "encoding/binary"
 
-// Key schema. Part of the on-disk format: changing any byte here needs a
-// new FormatVersion.
-//
-//	0x00 "format"                         -> uint32 BE format version
-//	'm' msgID(8, BE)                      -> Message (shared body)
-//	'r' topic                             -> Message (retained)
-//	's' len(client)(2, BE) client 'M'     -> Session
-//	's' len(client)(2, BE) client 'S' filter -> Subscription
-//	's' len(client)(2, BE) client 'Q' seq(8, BE) -> Entry
-//	's' len(client)(2, BE) client 'I' packetID(2, BE) -> empty (inbound QoS 2 id received)
-//
-// A session's whole state is the range SessionPrefix(client); its queue is
-// the range QueuePrefix(client), ordered by seq; the retained set is the
-// range under 'r'.
+// The key schema: drawn in the package doc (doc.go, "Keys"). Part of the
+// on-disk format: changing any byte here needs a new FormatVersion.
 const (
 	nsFormat  = 0x00
 	nsMessage = 'm'

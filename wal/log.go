@@ -26,7 +26,7 @@ type Options struct {
 }
 
 // Txn is a group of writes committed atomically, with sync. Build it with
-// Set and Delete, then Submit it.
+// Set, Delete and DeleteRange, then Submit it.
 type Txn struct {
 	ops []op
 	// Done is called by the committer goroutine once the Txn's batch is
@@ -82,24 +82,5 @@ func (t *Txn) Len() int { return len(t.ops) }
 // Reset empties t for reuse.
 func (t *Txn) Reset() { t.ops = t.ops[:0]; t.Done = nil; t.NoSync = false }
 
-// The rest of the Log API is implemented in open.go, commit.go, read.go and
-// codec.go:
-//
-//	var ErrNotFound, ErrClosed, ErrNewerFormat error
-//	func Open(opts Options) (*Log, error)
-//	func (l *Log) Close() error
-//	func (l *Log) Submit(t *Txn)
-//	func (l *Log) Commit(ctx context.Context, t *Txn) error
-//	func (l *Log) Get(key []byte) ([]byte, error)            // ErrNotFound
-//	func (l *Log) Scan(lower, upper []byte, fn func(k, v []byte) error) error
-//	func (l *Log) Stats() Stats
-//	func (l *Log) Err() error
-//	func (l *Log) CompressThreshold() int
-//	func AppendMessage(dst []byte, m *Message, compressThreshold int) []byte
-//	func DecodeMessage(b []byte) (Message, error)
-//	func AppendEntry(dst []byte, e *Entry, compressThreshold int) []byte
-//	func DecodeEntry(b []byte) (Entry, error)
-//	func AppendSession(dst []byte, s *Session, compressThreshold int) []byte
-//	func DecodeSession(b []byte) (Session, error)
-//	func AppendSubscription(dst []byte, s *Subscription) []byte
-//	func DecodeSubscription(b []byte) (Subscription, error)
+// Log's API is the Store interface (store.go), plus Open, Close and Commit;
+// the package doc (doc.go) is the spec of what they write and in what order.

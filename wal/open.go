@@ -50,7 +50,6 @@ type Log struct {
 	dir       string
 	logger    *slog.Logger
 	threshold int
-	env       commitEnv
 
 	// mu protects the committer's queue.
 	mu struct {
@@ -79,18 +78,16 @@ type Log struct {
 	wedged atomic.Bool
 
 	stats struct {
-		commits, syncs, records, bytes, failures atomic.Uint64
+		commits, records, bytes, failures atomic.Uint64
 	}
+	syncs syncStats // counted by syncFS, around the FS Pebble is given
 }
 
 // Open opens (creating if needed) the data directory opts.Dir and starts the
 // committer. It refuses a directory that is not a Keel data directory
 // (ErrNotDataDir) and one another process or Open holds (ErrLocked): see
 // datadir.go.
-func Open(opts Options) (*Log, error) { return open(opts, commitEnv{}) }
-
-// open is Open with a test seam for the committer.
-func open(opts Options, env commitEnv) (*Log, error) {
+func Open(opts Options) (*Log, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("wal: open: Options.Dir is empty")
 	}
@@ -107,7 +104,6 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		dir:       opts.Dir,
 		logger:    logger,
 		threshold: effectiveThreshold(opts.CompressThreshold),
-		env:       env,
 		stopped:   make(chan struct{}),
 		free:      make(chan *pebble.Batch, 8),
 	}
@@ -127,7 +123,6 @@ func open(opts Options, env commitEnv) (*Log, error) {
 		_ = lock.Close()
 		return nil, err
 	}
-	l.defaults()
 	go l.run()
 	return l, nil
 }
@@ -143,7 +138,7 @@ func (l *Log) openPebble(fs vfs.FS, opts Options) error {
 	cache := pebble.NewCache(defaultCacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:                 fs,
+		FS:                 syncFS{FS: fs, stats: &l.syncs},
 		Cache:              cache,
 		MemTableSize:       defaultMemTableSize,
 		FormatMajorVersion: pebbleFormat,
@@ -307,9 +302,6 @@ func (l *Log) close() error {
 	l.dbMu.Lock()
 	l.dbMu.closed = true
 	l.dbMu.Unlock()
-	if !l.wedged.Load() {
-		l.noteSyncs(l.db.Metrics())
-	}
 	if l.wedged.Load() {
 		// Pebble panicked inside its commit pipeline and may still hold
 		// its commit mutex; DB.Close would wait for it forever. Leave the

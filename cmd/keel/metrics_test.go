@@ -28,7 +28,7 @@ func TestMetricsExposeTheStoreAndBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	srv := httptest.NewServer(metricsHandler(b))
+	srv := httptest.NewServer(metricsHandler(b, l))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -41,7 +41,30 @@ func TestMetricsExposeTheStoreAndBroker(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	if strings.Contains(string(body), "keel_store_syncs_total 0\n") {
+	syncs := metricValue(t, body, "keel_store_syncs_total")
+	if syncs == "0" {
 		t.Errorf("keel_store_syncs_total is 0 after a synced commit")
 	}
+	// The fsync histogram holds one sample per counted sync; the buckets
+	// are cumulative, so the last bound and +Inf hold them all.
+	for _, name := range []string{"keel_store_fsync_seconds_count", `keel_store_fsync_seconds_bucket{le="+Inf"}`, `keel_store_fsync_seconds_bucket{le="1"}`} {
+		if got := metricValue(t, body, name); got != syncs {
+			t.Errorf("%s = %s, want keel_store_syncs_total (%s)", name, got, syncs)
+		}
+	}
+	if !strings.Contains(string(body), `keel_store_fsync_seconds_bucket{le="5e-05"}`) {
+		t.Errorf("keel_store_fsync_seconds lacks its 50us bucket")
+	}
+}
+
+// metricValue is the value of the sample named name in a text exposition.
+func metricValue(t *testing.T, body []byte, name string) string {
+	t.Helper()
+	for line := range strings.Lines(string(body)) {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Errorf("metrics lack %s", name)
+	return ""
 }

@@ -20,13 +20,7 @@
 // most once per Match, however many filters overlap.
 package topics
 
-import "strings"
-
-// maxList is the number of literal children kept in a slice and searched
-// linearly; past it they move to a map. Most nodes of a real subscription
-// set have one child (a device id under "devices", a fixed "state" under
-// it), and a slice of one costs far less than a map.
-const maxList = 8
+import "github.com/keelmq/keel/retain/topictree"
 
 // maxScan is the number of entries of one node found by a linear search;
 // past it the node keeps an index from subscriber to position.
@@ -41,16 +35,13 @@ type Trie[K comparable, V any] struct {
 	n    int
 }
 
-type node[K comparable, V any] struct {
-	level string // this node's filter level; "" for the root
+// node is one filter level. Its literal children are the topictree
+// node's children; '+' and '#' are kept apart in its data.
+type node[K comparable, V any] = topictree.Node[data[K, V]]
 
-	// Literal children: in list while there are at most maxList of them,
-	// then in byLevel (and list is nil). Exactly one of the two is used.
-	list    []*node[K, V]
-	byLevel map[string]*node[K, V]
-
-	plus *node[K, V] // the '+' child
-	hash *node[K, V] // the '#' child; it never has children
+type data[K comparable, V any] struct {
+	plus *topictree.Node[data[K, V]] // the '+' child
+	hash *topictree.Node[data[K, V]] // the '#' child; it never has children
 
 	filter string // the stored filter of subs; set while len(subs) > 0
 	subs   []entry[K, V]
@@ -76,24 +67,25 @@ func (t *Trie[K, V]) Len() int { return t.n }
 func (t *Trie[K, V]) Add(filter string, k K, v V) (replaced bool) {
 	n := &t.root
 	for i := 0; i <= len(filter); {
-		level, next := nextLevel(filter, i)
-		n = n.childOrCreate(level)
+		level, next := topictree.NextLevel(filter, i)
+		n = childOrCreate(n, level)
 		i = next
 	}
-	if i, ok := n.find(k); ok {
-		n.subs[i].v = v
+	d := &n.Val
+	if i, ok := find(d, k); ok {
+		d.subs[i].v = v
 		return true
 	}
-	if len(n.subs) == 0 {
-		n.filter = filter
+	if len(d.subs) == 0 {
+		d.filter = filter
 	}
-	n.subs = append(n.subs, entry[K, V]{k, v})
-	if n.index != nil {
-		n.index[k] = len(n.subs) - 1
-	} else if len(n.subs) > maxScan {
-		n.index = make(map[K]int, len(n.subs))
-		for i, e := range n.subs {
-			n.index[e.k] = i
+	d.subs = append(d.subs, entry[K, V]{k, v})
+	if d.index != nil {
+		d.index[k] = len(d.subs) - 1
+	} else if len(d.subs) > maxScan {
+		d.index = make(map[K]int, len(d.subs))
+		for i, e := range d.subs {
+			d.index[e.k] = i
 		}
 	}
 	t.n++
@@ -103,7 +95,7 @@ func (t *Trie[K, V]) Add(filter string, k K, v V) (replaced bool) {
 // Remove deletes k's entry for filter and prunes the nodes left empty. It
 // reports whether there was such an entry.
 func (t *Trie[K, V]) Remove(filter string, k K) (removed bool) {
-	removed, _ = t.root.remove(filter, 0, k)
+	removed, _ = remove(&t.root, filter, 0, k)
 	if removed {
 		t.n--
 	}
@@ -113,8 +105,8 @@ func (t *Trie[K, V]) Remove(filter string, k K) (removed bool) {
 // Get returns k's data for filter.
 func (t *Trie[K, V]) Get(filter string, k K) (V, bool) {
 	if n := t.lookup(filter); n != nil {
-		if i, ok := n.find(k); ok {
-			return n.subs[i].v, true
+		if i, ok := find(&n.Val, k); ok {
+			return n.Val.subs[i].v, true
 		}
 	}
 	var zero V
@@ -136,213 +128,155 @@ func (t *Trie[K, V]) Match(topic string, fn func(filter string, k K, v V)) {
 	r := &t.root
 	if len(topic) > 0 && topic[0] == '$' {
 		// [MQTT-4.7.2-1] Only literal first levels can match.
-		level, next := nextLevel(topic, 0)
-		if c := r.child(level); c != nil {
-			c.match(topic, next, fn)
+		level, next := topictree.NextLevel(topic, 0)
+		if c := r.Child(level); c != nil {
+			match(c, topic, next, fn)
 		}
 		return
 	}
-	r.match(topic, 0, fn)
+	match(r, topic, 0, fn)
 }
 
 // match reports the entries under n that match topic[i:], where n has
 // consumed the levels of topic before i. i == len(topic)+1 means every
 // level is consumed (i == len(topic) is a last, empty level: "a/").
-func (n *node[K, V]) match(topic string, i int, fn func(string, K, V)) {
-	if h := n.hash; h != nil {
+func match[K comparable, V any](n *node[K, V], topic string, i int, fn func(string, K, V)) {
+	if h := n.Val.hash; h != nil {
 		// '#' matches the parent level too: "sport/#" matches "sport".
-		h.report(fn)
+		report(h, fn)
 	}
 	if i > len(topic) {
-		n.report(fn)
+		report(n, fn)
 		return
 	}
-	level, next := nextLevel(topic, i)
-	if c := n.child(level); c != nil {
-		c.match(topic, next, fn)
+	level, next := topictree.NextLevel(topic, i)
+	if c := n.Child(level); c != nil {
+		match(c, topic, next, fn)
 	}
-	if p := n.plus; p != nil {
-		p.match(topic, next, fn)
-	}
-}
-
-func (n *node[K, V]) report(fn func(string, K, V)) {
-	for _, e := range n.subs {
-		fn(n.filter, e.k, e.v)
+	if p := n.Val.plus; p != nil {
+		match(p, topic, next, fn)
 	}
 }
 
-// nextLevel returns the level of s starting at i and the start of the
-// level after it, which is len(s)+1 when the level is the last.
-//
-// REQUIRES: 0 <= i <= len(s).
-func nextLevel(s string, i int) (level string, next int) {
-	if j := strings.IndexByte(s[i:], '/'); j >= 0 {
-		return s[i : i+j], i + j + 1
+func report[K comparable, V any](n *node[K, V], fn func(string, K, V)) {
+	for _, e := range n.Val.subs {
+		fn(n.Val.filter, e.k, e.v)
 	}
-	return s[i:], len(s) + 1
 }
 
 // lookup returns the node of filter, or nil.
 func (t *Trie[K, V]) lookup(filter string) *node[K, V] {
 	n := &t.root
 	for i := 0; i <= len(filter) && n != nil; {
-		level, next := nextLevel(filter, i)
-		n = n.filterChild(level)
+		level, next := topictree.NextLevel(filter, i)
+		n = filterChild(n, level)
 		i = next
 	}
 	return n
 }
 
-// child returns the literal child of n for level, or nil. Wildcard levels
-// are not literal children: "+" finds nothing here.
-func (n *node[K, V]) child(level string) *node[K, V] {
-	if n.byLevel != nil {
-		return n.byLevel[level]
-	}
-	for _, c := range n.list {
-		if c.level == level {
-			return c
-		}
-	}
-	return nil
-}
-
 // filterChild is the child for one level of a filter ("+" and "#" are
-// their own children), or nil.
-func (n *node[K, V]) filterChild(level string) *node[K, V] {
+// their own children), or nil. Wildcards are never literal children.
+func filterChild[K comparable, V any](n *node[K, V], level string) *node[K, V] {
 	switch level {
 	case "+":
-		return n.plus
+		return n.Val.plus
 	case "#":
-		return n.hash
+		return n.Val.hash
 	}
-	return n.child(level)
+	return n.Child(level)
 }
 
-func (n *node[K, V]) childOrCreate(level string) *node[K, V] {
+func childOrCreate[K comparable, V any](n *node[K, V], level string) *node[K, V] {
 	switch level {
 	case "+":
-		if n.plus == nil {
-			n.plus = &node[K, V]{level: level}
+		if n.Val.plus == nil {
+			n.Val.plus = &node[K, V]{Level: level}
 		}
-		return n.plus
+		return n.Val.plus
 	case "#":
-		if n.hash == nil {
-			n.hash = &node[K, V]{level: level}
+		if n.Val.hash == nil {
+			n.Val.hash = &node[K, V]{Level: level}
 		}
-		return n.hash
+		return n.Val.hash
 	}
-	if c := n.child(level); c != nil {
-		return c
-	}
-	c := &node[K, V]{level: level}
-	switch {
-	case n.byLevel != nil:
-		n.byLevel[level] = c
-	case len(n.list) < maxList:
-		n.list = append(n.list, c)
-	default:
-		n.byLevel = make(map[string]*node[K, V], 2*maxList)
-		for _, o := range n.list {
-			n.byLevel[o.level] = o
-		}
-		n.byLevel[level] = c
-		n.list = nil
-	}
-	return c
+	return n.ChildOrCreate(level)
 }
 
 // removeChild unlinks the child c of n.
-func (n *node[K, V]) removeChild(c *node[K, V]) {
-	switch {
-	case c == n.plus:
-		n.plus = nil
-	case c == n.hash:
-		n.hash = nil
-	case n.byLevel != nil:
-		delete(n.byLevel, c.level)
-		// A map never shrinks back to a list: a node that once had many
-		// children is likely to have many again.
+func removeChild[K comparable, V any](n, c *node[K, V]) {
+	switch c {
+	case n.Val.plus:
+		n.Val.plus = nil
+	case n.Val.hash:
+		n.Val.hash = nil
 	default:
-		for i, o := range n.list {
-			if o == c {
-				last := len(n.list) - 1
-				n.list[i] = n.list[last]
-				n.list[last] = nil
-				n.list = n.list[:last]
-				if last == 0 {
-					n.list = nil
-				}
-				return
-			}
-		}
+		n.RemoveChild(c)
 	}
 }
 
 // empty reports whether n has neither entries nor children, so it can be
 // pruned.
-func (n *node[K, V]) empty() bool {
-	return len(n.subs) == 0 && n.plus == nil && n.hash == nil &&
-		len(n.list) == 0 && len(n.byLevel) == 0
+func empty[K comparable, V any](n *node[K, V]) bool {
+	return len(n.Val.subs) == 0 && n.Val.plus == nil && n.Val.hash == nil && !n.HasChildren()
 }
 
 // remove removes k's entry for the filter whose levels from filter[i:] lie
 // below n. It reports whether it removed one and whether n is now empty.
 // i == len(filter)+1 means n is the filter's node.
-func (n *node[K, V]) remove(filter string, i int, k K) (removed, empty bool) {
+func remove[K comparable, V any](n *node[K, V], filter string, i int, k K) (removed, isEmpty bool) {
 	if i > len(filter) {
-		removed = n.removeEntry(k)
-		return removed, n.empty()
+		removed = removeEntry(&n.Val, k)
+		return removed, empty(n)
 	}
-	level, next := nextLevel(filter, i)
-	c := n.filterChild(level)
+	level, next := topictree.NextLevel(filter, i)
+	c := filterChild(n, level)
 	if c == nil {
 		return false, false
 	}
-	removed, cEmpty := c.remove(filter, next, k)
+	removed, cEmpty := remove(c, filter, next, k)
 	if cEmpty {
-		n.removeChild(c)
+		removeChild(n, c)
 	}
-	return removed, n.empty()
+	return removed, empty(n)
 }
 
-func (n *node[K, V]) find(k K) (int, bool) {
-	if n.index != nil {
-		i, ok := n.index[k]
+func find[K comparable, V any](d *data[K, V], k K) (int, bool) {
+	if d.index != nil {
+		i, ok := d.index[k]
 		return i, ok
 	}
-	for i := range n.subs {
-		if n.subs[i].k == k {
+	for i := range d.subs {
+		if d.subs[i].k == k {
 			return i, true
 		}
 	}
 	return 0, false
 }
 
-func (n *node[K, V]) removeEntry(k K) bool {
-	i, ok := n.find(k)
+func removeEntry[K comparable, V any](d *data[K, V], k K) bool {
+	i, ok := find(d, k)
 	if !ok {
 		return false
 	}
-	last := len(n.subs) - 1
+	last := len(d.subs) - 1
 	if i != last {
-		n.subs[i] = n.subs[last]
-		if n.index != nil {
-			n.index[n.subs[i].k] = i
+		d.subs[i] = d.subs[last]
+		if d.index != nil {
+			d.index[d.subs[i].k] = i
 		}
 	}
-	n.subs[last] = entry[K, V]{} // drop references to k and v
-	n.subs = n.subs[:last]
-	if n.index != nil {
-		delete(n.index, k)
-		if len(n.subs) <= maxScan/2 {
-			n.index = nil
+	d.subs[last] = entry[K, V]{} // drop references to k and v
+	d.subs = d.subs[:last]
+	if d.index != nil {
+		delete(d.index, k)
+		if len(d.subs) <= maxScan/2 {
+			d.index = nil
 		}
 	}
-	if len(n.subs) == 0 {
-		n.subs = nil
-		n.filter = ""
+	if len(d.subs) == 0 {
+		d.subs = nil
+		d.filter = ""
 	}
 	return true
 }

@@ -158,7 +158,7 @@ func TestAddGetRemove(t *testing.T) {
 	if got := tr.Len(); got != 0 {
 		t.Fatalf("Len = %d, want 0", got)
 	}
-	if !tr.root.empty() {
+	if !empty(&tr.root) {
 		t.Fatal("root not pruned after removing every entry")
 	}
 }
@@ -173,11 +173,11 @@ func TestPrune(t *testing.T) {
 	if b == nil {
 		t.Fatal("a/b pruned while it has an entry")
 	}
-	if !(b.plus == nil && b.hash == nil && len(b.list) == 0 && b.byLevel == nil) {
+	if !(b.Val.plus == nil && b.Val.hash == nil && !b.HasChildren()) {
 		t.Fatal("a/b kept its empty children")
 	}
 	tr.Remove("a/b", "k")
-	if !tr.root.empty() {
+	if !empty(&tr.root) {
 		t.Fatal("root not pruned")
 	}
 }
@@ -217,8 +217,8 @@ func TestManyChildrenAndEntries(t *testing.T) {
 			}
 		}
 	}
-	if tr.Len() != 0 || !tr.root.empty() {
-		t.Fatalf("Len = %d, root empty = %t after removing all", tr.Len(), tr.root.empty())
+	if tr.Len() != 0 || !empty(&tr.root) {
+		t.Fatalf("Len = %d, root empty = %t after removing all", tr.Len(), empty(&tr.root))
 	}
 }
 
@@ -324,8 +324,8 @@ func TestRandom(t *testing.T) {
 			t.Fatalf("Remove(%q, %d) = false", kk.filter, kk.k)
 		}
 	}
-	if tr.Len() != 0 || !tr.root.empty() {
-		t.Fatalf("Len = %d, root empty = %t after removing all", tr.Len(), tr.root.empty())
+	if tr.Len() != 0 || !empty(&tr.root) {
+		t.Fatalf("Len = %d, root empty = %t after removing all", tr.Len(), empty(&tr.root))
 	}
 }
 
