@@ -188,6 +188,7 @@ type Stats struct {
 	StoreBytes       uint64
 	StoreSyncs       uint64 // synced commits (fsyncs of the WAL)
 	StoreTxns        uint64 // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
+	StoreSyncLatency wal.Histogram // latency of those syncs
 	CommitFailures   uint64
 
 	SessionsPersistent int64 // stored sessions, online or not
@@ -808,6 +809,7 @@ func (b *Broker) Stats() Stats {
 		StoreBytes:       ws.DiskSize,
 		StoreSyncs:       ws.Syncs,
 		StoreTxns:        ws.Commits,
+		StoreSyncLatency: ws.SyncLatency,
 		CommitFailures:   b.stats.commitFailures.Load(),
 		Dropped:          dropped,
 		Refused:          refused,

@@ -184,7 +184,7 @@ func serve(cfg config, stderr io.Writer) error {
 	}
 	var admin *adminServer
 	if metricsLn != nil {
-		admin = startAdmin(metricsLn, cfg.Pprof, b, l, logger)
+		admin = startAdmin(metricsLn, cfg.Pprof, b, logger)
 		logger.Info("metrics listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
 	logger.Info("keel listening", "addr", ln.Addr().String(), "data", cfg.Data, "version", buildVersion(),

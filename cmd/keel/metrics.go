@@ -16,42 +16,77 @@ import (
 	"github.com/keelmq/keel/wal"
 )
 
-// metricsHandler registers the broker's and the store's plain counters on
-// a registry of its own (no global registration) and serves them.
-func metricsHandler(b *engine.Broker, st wal.Store) http.Handler {
+// metricsHandler serves the broker's plain counters on a registry of its
+// own (no global registration).
+func metricsHandler(b *engine.Broker) http.Handler {
 	reg := prometheus.NewRegistry()
-	gauge := func(name, help string, f func(engine.Stats) float64) {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, func() float64 { return f(b.Stats()) }))
-	}
-	counter := func(name, help string, f func(engine.Stats) float64) {
-		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return f(b.Stats()) }))
-	}
-	gauge("keel_clients_connected", "Connected clients.", func(s engine.Stats) float64 { return float64(s.ClientsConnected) })
-	gauge("keel_retained_messages", "Retained messages.", func(s engine.Stats) float64 { return float64(s.Retained) })
-	gauge("keel_store_bytes", "Disk space used by the store.", func(s engine.Stats) float64 { return float64(s.StoreBytes) })
-	counter("keel_messages_received_total", "PUBLISH packets received.", func(s engine.Stats) float64 { return float64(s.MessagesReceived) })
-	counter("keel_messages_sent_total", "PUBLISH packets sent.", func(s engine.Stats) float64 { return float64(s.MessagesSent) })
-	counter("keel_store_syncs_total", "Synced commits to the write-ahead log (fsyncs).", func(s engine.Stats) float64 { return float64(s.StoreSyncs) })
-	counter("keel_store_txns_total", "Batches of broker state committed; divided by syncs, the group commit's batching.", func(s engine.Stats) float64 { return float64(s.StoreTxns) })
-	counter("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", func(s engine.Stats) float64 { return float64(s.CommitFailures) })
-	reg.MustRegister(fsyncHistogram{st})
+	reg.MustRegister(brokerCollector{b})
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 
-// fsyncDesc describes the store's WAL sync latency; the samples are the
-// syncs counted by keel_store_syncs_total.
-var fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
-	"Latency of the write-ahead log's fsyncs (fdatasync).", nil, nil)
+// brokerMetric is one metric of engine.Stats.
+type brokerMetric struct {
+	desc  *prometheus.Desc
+	kind  prometheus.ValueType
+	value func(s *engine.Stats) float64
+}
 
-// fsyncHistogram exports wal.Stats.SyncLatency as a Prometheus histogram,
-// built at scrape time from the store's plain counters.
-type fsyncHistogram struct{ st wal.Store }
+func metric(name, help string, kind prometheus.ValueType, value func(s *engine.Stats) float64) brokerMetric {
+	return brokerMetric{prometheus.NewDesc(name, help, nil, nil), kind, value}
+}
 
-func (h fsyncHistogram) Describe(ch chan<- *prometheus.Desc) { ch <- fsyncDesc }
+var (
+	gauge   = prometheus.GaugeValue
+	counter = prometheus.CounterValue
 
-func (h fsyncHistogram) Collect(ch chan<- prometheus.Metric) {
-	ch <- constHistogram(fsyncDesc, h.st.Stats().SyncLatency)
+	brokerMetrics = []brokerMetric{
+		metric("keel_clients_connected", "Connected clients.", gauge, func(s *engine.Stats) float64 { return float64(s.ClientsConnected) }),
+		metric("keel_sessions_persistent", "Stored (persistent) sessions, online or not.", gauge, func(s *engine.Stats) float64 { return float64(s.SessionsPersistent) }),
+		metric("keel_sessions_offline", "Stored sessions with no connection.", gauge, func(s *engine.Stats) float64 { return float64(s.SessionsOffline) }),
+		metric("keel_queued_messages", "Stored queue entries of all sessions, queued and in flight.", gauge, func(s *engine.Stats) float64 { return float64(s.QueuedMessages) }),
+		metric("keel_queued_bytes", "Bytes of the stored queue entries and of the message bodies they share (each counted once).", gauge, func(s *engine.Stats) float64 { return float64(s.QueuedBytes) }),
+		metric("keel_retained_messages", "Clients' retained messages ($SYS topics not counted).", gauge, func(s *engine.Stats) float64 { return float64(s.Retained) }),
+		metric("keel_store_bytes", "Disk space used by the store.", gauge, func(s *engine.Stats) float64 { return float64(s.StoreBytes) }),
+		metric("keel_messages_received_total", "PUBLISH packets received.", counter, func(s *engine.Stats) float64 { return float64(s.MessagesReceived) }),
+		metric("keel_messages_sent_total", "PUBLISH packets sent.", counter, func(s *engine.Stats) float64 { return float64(s.MessagesSent) }),
+		metric("keel_store_syncs_total", "Synced commits to the write-ahead log (fsyncs).", counter, func(s *engine.Stats) float64 { return float64(s.StoreSyncs) }),
+		metric("keel_store_txns_total", "Batches of broker state committed; divided by syncs, the group commit's batching.", counter, func(s *engine.Stats) float64 { return float64(s.StoreTxns) }),
+		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
+	}
+	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
+		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session).", []string{"reason"}, nil)
+	refusedDesc = prometheus.NewDesc("keel_refusals_total",
+		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did).", []string{"reason"}, nil)
+	fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
+		"Latency of the write-ahead log's fsyncs (fdatasync); its count is keel_store_syncs_total.", nil, nil)
+)
+
+// brokerCollector takes one engine.Stats per scrape, so that every metric
+// of a scrape comes from the same moment.
+type brokerCollector struct{ b *engine.Broker }
+
+func (c brokerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range brokerMetrics {
+		ch <- m.desc
+	}
+	ch <- droppedDesc
+	ch <- refusedDesc
+	ch <- fsyncDesc
+}
+
+func (c brokerCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.b.Stats()
+	for _, m := range brokerMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, m.value(&s))
+	}
+	for reason, n := range s.Dropped {
+		ch <- prometheus.MustNewConstMetric(droppedDesc, counter, float64(n), reason)
+	}
+	for reason, n := range s.Refused {
+		ch <- prometheus.MustNewConstMetric(refusedDesc, counter, float64(n), reason)
+	}
+	ch <- constHistogram(fsyncDesc, s.StoreSyncLatency)
 }
 
 // constHistogram turns wal's per-bucket counts into Prometheus's
@@ -70,9 +105,9 @@ func constHistogram(desc *prometheus.Desc, h wal.Histogram) prometheus.Metric {
 // adminMux serves /metrics, and /debug/pprof/ only if withPprof: profiles
 // and traces show what a broker is doing to anyone who can reach the
 // address, so they are opt-in.
-func adminMux(b *engine.Broker, st wal.Store, withPprof bool) *http.ServeMux {
+func adminMux(b *engine.Broker, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(b, st))
+	mux.Handle("/metrics", metricsHandler(b))
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -93,11 +128,11 @@ type adminServer struct {
 // startAdmin serves adminMux on ln. serve binds ln before anything else,
 // so that an address the operator asked for and keel cannot bind is a
 // startup error, like the MQTT port.
-func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, st wal.Store, logger *slog.Logger) *adminServer {
+func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, logger *slog.Logger) *adminServer {
 	a := &adminServer{
 		addr: ln.Addr().String(),
 		srv: &http.Server{
-			Handler:           adminMux(b, st, withPprof),
+			Handler:           adminMux(b, withPprof),
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 		},

@@ -28,7 +28,7 @@ func TestMetricsExposeTheStoreAndBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	srv := httptest.NewServer(metricsHandler(b, l))
+	srv := httptest.NewServer(metricsHandler(b))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {
@@ -36,7 +36,11 @@ func TestMetricsExposeTheStoreAndBroker(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"keel_clients_connected 0", "keel_store_syncs_total", "keel_store_txns_total", "keel_messages_received_total 0", "keel_store_bytes"} {
+	for _, want := range []string{"keel_clients_connected 0", "keel_store_syncs_total", "keel_store_txns_total", "keel_messages_received_total 0", "keel_store_bytes",
+		"keel_sessions_persistent 0", "keel_sessions_offline 0", "keel_queued_messages 0", "keel_queued_bytes 0",
+		`keel_messages_dropped_total{reason="too_large"} 0`, `keel_messages_dropped_total{reason="queue_full"} 0`,
+		`keel_messages_dropped_total{reason="expired"} 0`, `keel_messages_dropped_total{reason="offline_qos0"} 0`,
+		`keel_refusals_total{reason="store_failed"} 0`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}
