@@ -186,8 +186,8 @@ type Stats struct {
 	MessagesSent     uint64 // PUBLISH packets sent
 	Retained         int    // clients' retained messages ($SYS topics not counted)
 	StoreBytes       uint64
-	StoreSyncs       uint64 // synced commits (fsyncs of the WAL)
-	StoreTxns        uint64 // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
+	StoreSyncs       uint64        // synced commits (fsyncs of the WAL)
+	StoreTxns        uint64        // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	StoreSyncLatency wal.Histogram // latency of those syncs
 	CommitFailures   uint64
 
