@@ -141,7 +141,7 @@ func TestACLSemantics(t *testing.T) {
 		{user("u"), "c", "p/u/c", Access(8), false},
 		{user(strings.Repeat("u", 65535)), strings.Repeat("c", 65535), "p", Read, false},
 		{user("\xff"), "\xfe", "p/\xff/\xfe", Read, true}, // bytes are bytes: the decoder refuses bad UTF-8 first
-		{anonymous, "c", "anything", Subscribe, true},  // as Mosquitto 2.0
+		{anonymous, "c", "anything", Subscribe, true},     // as Mosquitto 2.0
 	} {
 		if got := a.Allow(c.id, c.cid, c.topic, c.access); got != c.want {
 			t.Errorf("Allow(%.30v, %.20q, %.20q, %v) = %v, want %v", c.id, c.cid, c.topic, c.access, got, c.want)
