@@ -19,6 +19,23 @@ func user(name string) Identity { return Identity{Username: name} }
 
 var anonymous = Identity{Anonymous: true}
 
+type allowCase struct {
+	id     Identity
+	cid    string
+	topic  string
+	access Access
+	want   bool
+}
+
+func checkAllow(t *testing.T, a *ACL, cases []allowCase) {
+	t.Helper()
+	for _, c := range cases {
+		if got := a.Allow(c.id, c.cid, c.topic, c.access); got != c.want {
+			t.Errorf("Allow(%.30v, %.20q, %.20q, %v) = %v, want %v", c.id, c.cid, c.topic, c.access, got, c.want)
+		}
+	}
+}
+
 // Mosquitto's syntax, quirks included: "topic X" is readwrite on X, so
 // "topic read" alone is readwrite on the topic "read"; the filter is the
 // rest of the line, spaces and all; trailing white space and CRLF are
@@ -40,13 +57,7 @@ func TestACLSyntax(t *testing.T) {
 		"topic write alice/2",
 		"pattern %%c/%c/%u/%x",
 	}, "\n"))
-	for _, c := range []struct {
-		id     Identity
-		cid    string
-		topic  string
-		access Access
-		want   bool
-	}{
+	checkAllow(t, a, []allowCase{
 		{anonymous, "c", "read", Read, true},
 		{anonymous, "c", "read", Write, true},
 		{anonymous, "c", "a b/c", Write, true},
@@ -60,11 +71,7 @@ func TestACLSyntax(t *testing.T) {
 		{user("bob"), "c", "bob/x", Write, false},
 		{user("u"), "cid", "%cid/cid/u/%x", Read, true}, // "%%c": a literal '%' then %c
 		{anonymous, "cid", "%cid/cid//%x", Read, false}, // %u: skipped for anonymous
-	} {
-		if got := a.Allow(c.id, c.cid, c.topic, c.access); got != c.want {
-			t.Errorf("Allow(%+v, %q, %q, %v) = %v, want %v", c.id, c.cid, c.topic, c.access, got, c.want)
-		}
-	}
+	})
 	if len(a.Warnings) != 0 {
 		t.Errorf("warnings: %q", a.Warnings)
 	}
@@ -120,13 +127,7 @@ func TestACLSemantics(t *testing.T) {
 		"topic read +",
 		"pattern read p/%u/%c",
 	}, "\n"))
-	for _, c := range []struct {
-		id     Identity
-		cid    string
-		topic  string
-		access Access
-		want   bool
-	}{
+	checkAllow(t, a, []allowCase{
 		{anonymous, "c", "a/b", Write, true},
 		{anonymous, "c", "$SYS/x", Read, true},      // only by the "$SYS/#" line
 		{anonymous, "c", "$SYS/x", Write, false},    // never, whatever the file
@@ -142,11 +143,7 @@ func TestACLSemantics(t *testing.T) {
 		{user(strings.Repeat("u", 65535)), strings.Repeat("c", 65535), "p", Read, false},
 		{user("\xff"), "\xfe", "p/\xff/\xfe", Read, true}, // bytes are bytes: the decoder refuses bad UTF-8 first
 		{anonymous, "c", "anything", Subscribe, true},     // as Mosquitto 2.0
-	} {
-		if got := a.Allow(c.id, c.cid, c.topic, c.access); got != c.want {
-			t.Errorf("Allow(%.30v, %.20q, %.20q, %v) = %v, want %v", c.id, c.cid, c.topic, c.access, got, c.want)
-		}
-	}
+	})
 	empty := mustACL(t, "# nothing\n")
 	if empty.Allow(anonymous, "c", "a", Read) || empty.Allow(user("u"), "c", "a", Write) {
 		t.Error("an empty ACL file allowed something; Mosquitto denies everything")
