@@ -23,7 +23,7 @@ func TestHelpListsSubcommands(t *testing.T) {
 		if code != 0 || errOut != "" {
 			t.Errorf("keel %s: exit %d, stderr %q; want 0 and nothing", arg, code, errOut)
 		}
-		for _, want := range []string{"keel [serve]", "keel config check FILE", "keel version", "keel help"} {
+		for _, want := range []string{"keel [serve]", "keel config check FILE", "keel version", "keel help", "keel passwd FILE USER"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("keel %s: output lacks %q:\n%s", arg, want, out)
 			}

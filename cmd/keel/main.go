@@ -38,6 +38,7 @@ const usageText = `Keel is an MQTT broker whose acknowledgements mean the state 
 Usage:
   keel [serve] [flags]       run the broker (the default command)
   keel config check FILE     check a config file and say what is wrong in it
+  keel passwd FILE USER      add or change a user in a Mosquitto-format password file (-b, -c, -D, -U: see keel passwd -h)
   keel version               print the version, commit, Go and Pebble versions, data format
   keel help                  print this help
 
@@ -61,6 +62,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	case "config":
 		return configCmd(rest, stdout, stderr)
+	case "passwd":
+		return passwdCmd(rest, os.Stdin, stdout, stderr)
 	case "serve":
 		return serveCmd(rest, stdout, stderr)
 	default:

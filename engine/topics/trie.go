@@ -1,8 +1,10 @@
 // Package topics is the broker's subscription index: a trie from MQTT topic
 // filters to subscribers.
 //
-// The trie is owned by the routing goroutine; it has no locks and must not
-// be used from two goroutines at once.
+// The trie has no locks: a trie that changes is owned by one goroutine (the
+// broker's core). Match only reads, so a trie nobody changes any more (an
+// ACL's rules, swapped whole on reload) may be matched from many goroutines
+// at once.
 //
 // Each node is one filter level. A node's literal children are kept apart
 // from its '+' and '#' children, so matching a topic costs one lookup per
