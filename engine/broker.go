@@ -83,6 +83,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/engine/topics"
@@ -131,8 +132,16 @@ type Options struct {
 	// system clock: they are the network's.
 	Clock clock.Clock
 
-	// Authenticate, if set, decides CONNECT credentials.
-	Authenticate func(clientID, username string, password []byte) bool
+	// Authenticator, if set, decides each CONNECT on the connection's
+	// reader goroutine (nil: anyone may connect). A refusal is CONNACK
+	// 0x86/0x87 (3.1.1: return code 4/5), counted (not_authorized).
+	Authenticator auth.Authenticator
+	// Authorizer, if set, decides PUBLISH (5.0: PUBACK/PUBREC 0x87; 3.1.1:
+	// acknowledged and dropped, as Mosquitto does), SUBSCRIBE (0x87 / 0x80
+	// per filter), every delivery and the will, per topic, through a
+	// per-connection cache. nil: auth.AllowAll (no client publishes to
+	// $SYS).
+	Authorizer *auth.Live
 }
 
 func (o *Options) fill() {
@@ -325,6 +334,7 @@ type event struct {
 	reply    chan bool
 	graceful bool
 	will     bool
+	denied   []bool // PUBLISH: [0] refused by the Authorizer; SUBSCRIBE: per filter
 	fn       func()
 }
 
@@ -583,11 +593,11 @@ func (b *Broker) handle(ev event) {
 	case evConnect:
 		b.onConnect(ev.c, ev.pkt.(*packet.Connect), ev.reply)
 	case evPublish:
-		b.onPublish(ev.c, ev.pkt.(*packet.Publish))
+		b.onPublish(ev.c, ev.pkt.(*packet.Publish), len(ev.denied) > 0)
 	case evAck:
 		b.onAck(ev.c, ev.pkt.(*packet.Ack))
 	case evSubscribe:
-		b.onSubscribe(ev.c, ev.pkt.(*packet.Subscribe))
+		b.onSubscribe(ev.c, ev.pkt.(*packet.Subscribe), ev.denied)
 	case evUnsubscribe:
 		b.onUnsubscribe(ev.c, ev.pkt.(*packet.Unsubscribe))
 	case evClosed:

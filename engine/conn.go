@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/wal"
 )
@@ -60,6 +61,8 @@ type conn struct {
 	stopped atomic.Bool
 
 	endReason atomic.Pointer[string] // why it ends (setEndReason)
+	id        auth.Identity          // who the client is; set by the reader before CONNECT is posted
+	acl       *auth.Cache            // its ACL decisions; nil without an Authorizer
 	present   bool                   // CONNACK's session present; set by the core before it replies
 }
 
@@ -380,7 +383,7 @@ func (c *conn) serve() {
 		c.kill()
 		return
 	}
-	if !c.handshake(cp) {
+	if !c.handshake(cp) || !c.authenticate(cp) {
 		return
 	}
 	ev := event{kind: evConnect, c: c, pkt: cp}
@@ -467,9 +470,6 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		// Enhanced authentication is not offered [MQTT-4.12.0-1].
 		return refuse(packet.CodeBadAuthenticationMethod, packet.RetNotAuthorized)
 	}
-	if c.b.opts.Authenticate != nil && !c.b.opts.Authenticate(cp.ClientID, cp.Username, cp.Password) {
-		return refuse(packet.CodeBadUsernameOrPassword, packet.RetBadUsernameOrPassword)
-	}
 	c.keepAlive = cp.KeepAlive
 	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || c.keepAlive > max) && c.version == packet.V5 {
 		c.keepAlive = max
@@ -522,7 +522,12 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 				c.protocolError(code, msg)
 				return false, true
 			}
-			c.b.post(event{kind: evPublish, c: c, pkt: p})
+			ev := event{kind: evPublish, c: c, pkt: p}
+			if !c.allow(p.Topic, auth.Write) {
+				ev.denied = deniedOne
+				c.deniedPublish(p)
+			}
+			c.b.post(ev)
 		case *packet.Ack:
 			if p.Kind == packet.PUBREL {
 				// The inbound QoS 2 flow stops counting against our
@@ -534,7 +539,20 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			}
 			c.b.post(event{kind: evAck, c: c, pkt: p})
 		case *packet.Subscribe:
-			c.b.post(event{kind: evSubscribe, c: c, pkt: p})
+			ev := event{kind: evSubscribe, c: c, pkt: p}
+			for i, sub := range p.Subs {
+				filter := sub.Filter
+				if _, inner, shared := packet.ParseShared(filter); shared {
+					filter = inner // checked without "$share/group/"
+				}
+				if !c.allow(filter, auth.Subscribe) {
+					if ev.denied == nil {
+						ev.denied = make([]bool, len(p.Subs))
+					}
+					ev.denied[i] = true
+				}
+			}
+			c.b.post(ev)
 		case *packet.Unsubscribe:
 			c.b.post(event{kind: evUnsubscribe, c: c, pkt: p})
 		case *packet.Pingreq:

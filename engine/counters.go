@@ -11,20 +11,22 @@ const (
 	dropQueueFull                     // a non-persistent session's memory queue is full (Options.MaxMemQueue)
 	dropExpired                       // its Message Expiry Interval passed while it waited [MQTT-3.3.2-5]
 	dropOfflineQoS0                   // QoS 0 for an offline persistent session (Options.QueueQoS0 off)
+	dropNotAuthorized                 // the subscriber may not read the topic (Options.Authorizer)
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0"}
+var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0", "not_authorized"}
 
 // Why a packet that asked for an ack was refused (Stats.Refused).
 type refuseReason uint8
 
 const (
-	refuseStoreFailed refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
+	refuseStoreFailed   refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
+	refuseNotAuthorized                     // authentication or the ACL said no
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"store_failed"}
+var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

@@ -49,14 +49,19 @@ func toMessage(p *packet.Publish, version byte, now time.Time) *wal.Message {
 func expired(m *wal.Message, nowMs int64) bool { return m.ExpireAt != 0 && nowMs >= m.ExpireAt }
 
 // onPublish handles an inbound PUBLISH (commit-before-send rows "PUBLISH
-// QoS 1 in", "PUBLISH QoS 2 in" and its resend).
-func (b *Broker) onPublish(c *conn, p *packet.Publish) {
+// QoS 1 in", "PUBLISH QoS 2 in" and its resend, and "PUBLISH QoS 1/2
+// refused": denied by the Authorizer on the reader).
+func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 	if !active(c) {
 		return
 	}
 	s := c.sess
 	now := b.now()
 	b.stats.received.Add(1)
+	if denied {
+		b.refusePublish(c, p)
+		return
+	}
 	switch p.QoS {
 	case 0:
 		b.publish(toMessage(p, c.version, now), s)
@@ -75,6 +80,24 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish) {
 		if b.core.sessions.Received(b.core.txn, s, p.PacketID) {
 			b.publish(toMessage(p, c.version, now), s)
 		}
+	}
+}
+
+// refusePublish answers a PUBLISH the Authorizer refused: nothing is
+// stored or routed. 5.0 gets PUBACK/PUBREC 0x87 (which ends a QoS 2 flow);
+// 3.1.1, which has no reason codes, gets the usual ack and the message is
+// dropped, as Mosquitto does.
+func (b *Broker) refusePublish(c *conn, p *packet.Publish) {
+	b.stats.reasons.refuse(refuseNotAuthorized)
+	code := packet.CodeSuccess
+	if c.version == packet.V5 {
+		code = packet.CodeNotAuthorized
+	}
+	switch p.QoS {
+	case 1:
+		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: code}, decIn: true}, nil)
+	case 2:
+		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: code}, decIn: code != 0}, nil)
 	}
 }
 
@@ -177,6 +200,13 @@ func (b *Broker) route(m *wal.Message, from *session) {
 func (b *Broker) deliver(s *session, d sessions.Delivery) {
 	c := &b.core
 	to := s.Owner
+	if to != nil && !to.allowRead(d.Msg.Topic) {
+		// The ACL's read check, at delivery; an offline session's queue
+		// is checked when it is handed out (fill).
+		b.stats.reasons.drop(dropNotAuthorized)
+		c.sessions.Unref(c.txn, d.Shared)
+		return
+	}
 	if to != nil && !to.fits(d.Msg, d.QoS, d.SubIDs) {
 		// Discarded for that client [MQTT-3.1.2-25].
 		b.stats.reasons.drop(dropTooLarge)
@@ -231,6 +261,8 @@ func (b *Broker) fill(s *session) {
 		switch {
 		case expired(m, nowMs): // expiry counts while queued [MQTT-3.3.2-5]
 			b.stats.reasons.drop(dropExpired)
+		case !to.allowRead(m.Topic): // a right revoked while it waited
+			b.stats.reasons.drop(dropNotAuthorized)
 		case !to.fits(m, qos, subIDs):
 			b.stats.reasons.drop(dropTooLarge)
 		default:

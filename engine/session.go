@@ -254,7 +254,8 @@ func (b *Broker) endSessions(list ...*session) {
 }
 
 // onSubscribe handles SUBSCRIBE (row "SUBSCRIBE on a persistent session").
-func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
+// denied, if not nil, marks the filters the Authorizer refused.
+func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe, denied []bool) {
 	if !active(c) {
 		return
 	}
@@ -271,6 +272,14 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe) {
 	}
 	var wantRetained []retainedReq
 	for i, sub := range p.Subs {
+		if denied != nil && denied[i] {
+			b.stats.reasons.refuse(refuseNotAuthorized)
+			codes[i] = packet.CodeUnspecifiedError // 3.1.1: 0x80 failure
+			if c.version == packet.V5 {
+				codes[i] = packet.CodeNotAuthorized
+			}
+			continue
+		}
 		if packet.ValidTopicFilter(sub.Filter) != nil {
 			// A filter the broker refuses gets 0x80 / 0x8F in SUBACK,
 			// not a dropped connection.

@@ -18,6 +18,9 @@ type target interface {
 	// fits reports whether m at qos with subIDs fits the receiver's
 	// Maximum Packet Size [MQTT-3.1.2-24].
 	fits(m *wal.Message, qos byte, subIDs []uint32) bool
+	// allowRead reports whether the receiver may read topic (the ACL's
+	// read check, at every delivery).
+	allowRead(topic string) bool
 	// protocol is the MQTT version it speaks (packet.V311, packet.V5...).
 	protocol() byte
 	// send queues items in order; sendNow may write control packets at
