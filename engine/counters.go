@@ -7,11 +7,11 @@ import "sync/atomic"
 type dropReason uint8
 
 const (
-	dropTooLarge    dropReason = iota // over the client's Maximum Packet Size [MQTT-3.1.2-25]
-	dropQueueFull                     // a non-persistent session's memory queue is full (Options.MaxMemQueue)
-	dropExpired                       // its Message Expiry Interval passed while it waited [MQTT-3.3.2-5]
-	dropOfflineQoS0                   // QoS 0 for an offline persistent session (Options.QueueQoS0 off)
-	dropNotAuthorized                 // the subscriber may not read the topic (Options.Authorizer)
+	dropTooLarge      dropReason = iota // over the client's Maximum Packet Size [MQTT-3.1.2-25]
+	dropQueueFull                       // a non-persistent session's memory queue is full (Options.MaxMemQueue)
+	dropExpired                         // its Message Expiry Interval passed while it waited [MQTT-3.3.2-5]
+	dropOfflineQoS0                     // QoS 0 for an offline persistent session (Options.QueueQoS0 off)
+	dropNotAuthorized                   // the subscriber may not read the topic (Options.Authorizer)
 	numDropReasons
 )
 
