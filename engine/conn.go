@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine/auth"
+	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/wal"
 )
@@ -299,7 +300,7 @@ func (c *conn) encode(buf []byte, it *outItem) ([]byte, error) {
 		Payload:  m.Payload,
 	}
 	if c.version == packet.V5 {
-		setMessageProps(&pub.Props, m, p.subIDs, c.b.now())
+		setMessageProps(&pub.Props, m, p.subIDs, c.b.opts.Clock)
 	}
 	c.b.stats.sent.Add(1)
 	return pub.Append(buf, c.version)
@@ -319,20 +320,21 @@ func (c *conn) fits(m *wal.Message, qos byte, subIDs []uint32) bool {
 		return true
 	}
 	pub := packet.Publish{QoS: qos, Topic: m.Topic, PacketID: 1, Payload: m.Payload}
-	setMessageProps(&pub.Props, m, subIDs, c.b.now())
+	setMessageProps(&pub.Props, m, subIDs, c.b.opts.Clock)
 	n, err := pub.Size(c.version)
 	return err == nil && n <= int(c.clientMaxPkt)
 }
 
 // setMessageProps copies a stored message's 5.0 properties onto an outgoing
 // PUBLISH [MQTT-3.3.2-4] (payload format), [MQTT-3.3.2-6] (remaining expiry).
-func setMessageProps(pr *packet.Properties, m *wal.Message, subIDs []uint32, now time.Time) {
+func setMessageProps(pr *packet.Properties, m *wal.Message, subIDs []uint32, clk clock.Clock) {
 	if m.HasPayloadFormat {
 		pr.PayloadFormat = m.PayloadFormat
 		pr.Set(packet.PropPayloadFormat)
 	}
 	if m.ExpireAt != 0 {
-		left := (m.ExpireAt - now.UnixMilli() + 999) / 1000
+		// The clock is read only here: most messages have no expiry.
+		left := (m.ExpireAt - clk.Now().UnixMilli() + 999) / 1000
 		if left < 1 {
 			left = 1
 		}

@@ -256,6 +256,9 @@ func (b *Broker) fill(s *session) {
 			b.emit(to, outItem{pub: &outPub{msg: f.Msg, qos: f.QoS, pid: f.PacketID, dup: true, retain: f.Retain, subIDs: f.SubIDs}}, nil)
 		}
 	}
+	if len(s.Pending) == 0 && !s.Backlog {
+		return // nothing waits: the common case after an ack, kept free of allocations
+	}
 	nowMs := b.now().UnixMilli()
 	keep := func(m *wal.Message, qos byte, subIDs []uint32) bool {
 		switch {
