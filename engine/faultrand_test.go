@@ -163,25 +163,9 @@ func (fc *fclient) read(failedSeen func() bool) {
 		case *packet.Connack:
 			fc.answer(fc.connect, p.ReasonCode == 0) // 3.1.1 refusals are 1-5
 		case *packet.Suback:
-			fc.mu.Lock()
-			op := fc.subs[p.PacketID]
-			delete(fc.subs, p.PacketID)
-			fc.mu.Unlock()
-			ok := true
-			for _, c := range p.Codes {
-				ok = ok && c < 0x80
-			}
-			fc.answer(op, ok)
+			fc.answerSub(p.PacketID, p.Codes)
 		case *packet.Unsuback:
-			fc.mu.Lock()
-			op := fc.subs[p.PacketID]
-			delete(fc.subs, p.PacketID)
-			fc.mu.Unlock()
-			ok := true
-			for _, c := range p.Codes {
-				ok = ok && c < 0x80
-			}
-			fc.answer(op, ok)
+			fc.answerSub(p.PacketID, p.Codes)
 		case *packet.Publish:
 			fc.mu.Lock()
 			fc.got = append(fc.got, string(p.Payload))
@@ -226,6 +210,20 @@ func (fc *fclient) read(failedSeen func() bool) {
 			}
 		}
 	}
+}
+
+// answerSub records a SUBACK's or UNSUBACK's codes for its SUBSCRIBE or
+// UNSUBSCRIBE: success only if every code is below 0x80.
+func (fc *fclient) answerSub(pid uint16, codes []packet.ReasonCode) {
+	fc.mu.Lock()
+	op := fc.subs[pid]
+	delete(fc.subs, pid)
+	fc.mu.Unlock()
+	ok := true
+	for _, c := range codes {
+		ok = ok && c < 0x80
+	}
+	fc.answer(op, ok)
 }
 
 func (fc *fclient) answer(op *fop, ok bool) {
