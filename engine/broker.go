@@ -640,7 +640,7 @@ func (b *Broker) flush(force bool) {
 		// them failed, these packets are refused: they may show its
 		// memory effects.
 		effects := b.groupByConn(c.effects)
-		c.effects = nil
+		c.effects = make([]effect, 0, len(effects)) // the next drain is likely as big: no regrowth
 		if b.broken.Load() {
 			b.refuse(effects)
 		} else {
@@ -660,6 +660,9 @@ func (b *Broker) flush(force bool) {
 	}
 	effects := b.groupByConn(c.effects)
 	c.effects = nil
+	if len(effects) > 0 {
+		c.effects = make([]effect, 0, len(effects)) // the next drain is likely as big: no regrowth
+	}
 	c.lazyOps = 0
 	txn := c.txn
 	c.txn = &wal.Txn{}

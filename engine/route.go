@@ -3,6 +3,7 @@ package engine
 import (
 	"time"
 
+	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/sessions"
 	"github.com/keelmq/keel/wal"
@@ -20,7 +21,7 @@ type routeTarget struct {
 
 // toMessage turns a received PUBLISH into a stored message. It aliases the
 // packet's buffer, which nothing modifies.
-func toMessage(p *packet.Publish, version byte, now time.Time) *wal.Message {
+func toMessage(p *packet.Publish, version byte, clk clock.Clock) *wal.Message {
 	m := &wal.Message{Topic: p.Topic, Payload: p.Payload, QoS: p.QoS, Retain: p.Retain}
 	if version != packet.V5 {
 		return m
@@ -30,7 +31,7 @@ func toMessage(p *packet.Publish, version byte, now time.Time) *wal.Message {
 		m.HasPayloadFormat, m.PayloadFormat = true, pr.PayloadFormat
 	}
 	if pr.Has(packet.PropMessageExpiry) {
-		m.ExpireAt = now.UnixMilli() + int64(pr.MessageExpiry)*1000
+		m.ExpireAt = clk.Now().UnixMilli() + int64(pr.MessageExpiry)*1000
 	}
 	m.ContentType = pr.ContentType
 	m.ResponseTopic = pr.ResponseTopic
@@ -56,7 +57,7 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		return
 	}
 	s := c.sess
-	now := b.now()
+	now := b.opts.Clock // read only for a message with an expiry
 	b.stats.received.Add(1)
 	if denied {
 		b.refusePublish(c, p)
@@ -167,7 +168,7 @@ func (b *Broker) route(m *wal.Message, from *session) {
 	if len(c.targets) == 0 {
 		return
 	}
-	if expired(m, b.now().UnixMilli()) {
+	if m.ExpireAt != 0 && expired(m, b.now().UnixMilli()) {
 		b.stats.reasons.drop(dropExpired)
 		return
 	}
@@ -362,3 +363,10 @@ func (b *Broker) complete(s *session, f *sessions.Flight) {
 	core.lazyOps += core.txn.Len() - n
 	b.fill(s)
 }
+
+// fixedClock is a clock stopped at t, for toMessage on a path that has
+// read the time already.
+type fixedClock time.Time
+
+func (f fixedClock) Now() time.Time        { return time.Time(f) }
+func (f fixedClock) NewTimer() clock.Timer { panic("engine: fixedClock has no timers") }

@@ -142,7 +142,7 @@ func willOf(cp *packet.Connect, now time.Time) *wal.Will {
 		return nil
 	}
 	p := &packet.Publish{QoS: cp.WillQoS, Retain: cp.WillRetain, Topic: cp.WillTopic, Payload: cp.WillPayload, Props: cp.WillProps}
-	w := &wal.Will{Message: *toMessage(p, cp.ProtocolLevel, now)}
+	w := &wal.Will{Message: *toMessage(p, cp.ProtocolLevel, fixedClock(now))}
 	if cp.ProtocolLevel == packet.V5 && cp.WillProps.Has(packet.PropWillDelay) {
 		w.DelaySeconds = cp.WillProps.WillDelay
 	}
