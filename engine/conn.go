@@ -368,7 +368,11 @@ func (c *conn) serve() {
 	}()
 
 	br := bufio.NewReaderSize(c.nc, 16<<10)
-	c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+	dl := time.Now().Add(c.b.opts.ConnectTimeout)
+	if d := c.info.Deadline; !d.IsZero() && d.Before(dl) {
+		dl = d
+	}
+	c.nc.SetReadDeadline(dl)
 	p, err := packet.Read(br, 0, c.b.opts.MaxPacketSize)
 	if err != nil {
 		c.refuseConnect(p, err)
@@ -466,6 +470,14 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 	if c.version == packet.V5 && cp.Props.Has(packet.PropAuthMethod) {
 		// Enhanced authentication is not offered [MQTT-4.12.0-1].
 		return refuse(packet.CodeBadAuthenticationMethod, packet.RetNotAuthorized)
+	}
+	if c.info.IdentityIsUsername {
+		// The listener's certificate identity is the username
+		// (use_identity_as_username / use_subject_as_username).
+		if c.info.Identity == "" {
+			return refuse(packet.CodeBadUsernameOrPassword, packet.RetBadUsernameOrPassword)
+		}
+		cp.Username = c.info.Identity
 	}
 	if c.b.opts.Authenticate != nil && !c.b.opts.Authenticate(cp.ClientID, cp.Username, cp.Password) {
 		return refuse(packet.CodeBadUsernameOrPassword, packet.RetBadUsernameOrPassword)

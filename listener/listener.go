@@ -20,9 +20,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -31,12 +33,34 @@ import (
 type Info struct {
 	Listener string   // the listener's name
 	Remote   net.Addr // the client's address (as a PROXY header gave it, when there is one)
-	// TLS is the handshake's state; nil on a plain connection.
+	// TLS is the handshake's state (with the verified client chain, if
+	// any); nil on a plain connection.
 	TLS *tls.ConnectionState
 	// Direct is non-nil only where the listener grants direct writes of
 	// the socket (see the package doc).
 	Direct syscall.RawConn
+	// Identity is the client certificate's identity when the listener
+	// makes it the username (Server.Identity): its CN, or its RFC 2253
+	// subject. IdentityIsUsername says the listener does so; the handler
+	// then uses Identity as the username whatever the client sent, and
+	// refuses the client when Identity is empty.
+	Identity           string
+	IdentityIsUsername bool
+	// Deadline is when the handshake must be over: the listener spent
+	// part of it on the PROXY header, TLS and the WebSocket upgrade, and
+	// the handler reads the MQTT CONNECT by then. Zero: no deadline.
+	Deadline time.Time
 }
+
+// Identity says which part of a client certificate becomes the username
+// (mosquitto's use_identity_as_username and use_subject_as_username).
+type Identity uint8
+
+const (
+	IdentityNone    Identity = iota // the client's own username
+	IdentityCN                      // the certificate's Common Name
+	IdentitySubject                 // the certificate's subject, RFC 2253
+)
 
 // Handler serves one connection until it ends; the listener runs each call
 // in its own goroutine and closes the connection afterwards.
@@ -49,11 +73,33 @@ type HandlerFunc func(nc net.Conn, info Info)
 
 func (f HandlerFunc) ServeConn(nc net.Conn, info Info) { f(nc, info) }
 
-// Server accepts on one net.Listener.
+// DefaultHandshakeTimeout bounds a handshake when Server.HandshakeTimeout
+// is zero.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// Server accepts on one net.Listener. Its exported fields are set before
+// Serve and not changed after.
 type Server struct {
 	Handler Handler
 	Logger  *slog.Logger
 	Name    string // the listener's name, passed in Info
+
+	// TLS, if set, makes this a TLS listener: the files are loaded by
+	// Serve (if ReloadTLS has not loaded them yet) and again by each
+	// ReloadTLS. A connection that does not complete a TLS handshake is
+	// closed: nothing is ever served in plain text here.
+	TLS *TLSFiles
+	// Identity makes the client certificate's identity the username
+	// (Info.Identity). It needs TLS.RequireCertificate.
+	Identity Identity
+	// HandshakeTimeout bounds everything before the handler's MQTT
+	// CONNECT and that CONNECT itself (Info.Deadline), from the accept;
+	// 0: DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
+
+	tlsCur   atomic.Pointer[tls.Config] // the files' current generation (ReloadTLS)
+	tlsOuter *tls.Config                // hands each handshake tlsCur (GetConfigForClient)
+	stats    counters
 
 	mu     sync.Mutex
 	ln     net.Listener
@@ -65,11 +111,37 @@ type Server struct {
 // ErrServerClosed is returned by Serve after Shutdown.
 var ErrServerClosed = errors.New("listener: server closed")
 
+// ReloadTLS reads the TLS files again; the next handshake uses them, and
+// connections already open keep theirs. On error the old material stays
+// (and the error says which file is at fault: a *FileError).
+func (s *Server) ReloadTLS() error {
+	if s.TLS == nil {
+		return nil
+	}
+	cfg, err := LoadTLS(*s.TLS)
+	if err != nil {
+		s.stats.tlsReloadFail.Add(1)
+		return err
+	}
+	s.tlsCur.Store(cfg)
+	return nil
+}
+
 // Serve accepts connections on ln until Shutdown. Temporary accept errors
 // are retried with a backoff.
 func (s *Server) Serve(ln net.Listener) error {
 	if s.Logger == nil {
 		s.Logger = slog.Default()
+	}
+	if s.TLS != nil {
+		if s.tlsCur.Load() == nil {
+			if err := s.ReloadTLS(); err != nil {
+				return fmt.Errorf("listener %s: %w", s.Name, err)
+			}
+		}
+		s.tlsOuter = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.tlsCur.Load(), nil
+		}}
 	}
 	s.mu.Lock()
 	s.ln = ln
@@ -92,14 +164,6 @@ func (s *Server) Serve(ln net.Listener) error {
 			return err
 		}
 		backoff = 0
-		info := Info{Listener: s.Name, Remote: nc.RemoteAddr()}
-		if tc, ok := nc.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
-			// Plain TCP, accepted here: direct writes are safe.
-			if raw, err := tc.SyscallConn(); err == nil {
-				info.Direct = raw
-			}
-		}
 		s.mu.Lock()
 		if s.closed {
 			s.mu.Unlock()
@@ -120,9 +184,67 @@ func (s *Server) Serve(ln net.Listener) error {
 				delete(s.conns, nc)
 				s.mu.Unlock()
 			}()
-			s.Handler.ServeConn(nc, info)
+			s.serveConn(nc)
 		}()
 	}
+}
+
+// serveConn takes one accepted socket through the handshake (TLS) and
+// hands it to the handler. A timer closes the socket when the handshake
+// outlives HandshakeTimeout, whatever stage it is in.
+func (s *Server) serveConn(nc net.Conn) {
+	timeout := s.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = DefaultHandshakeTimeout
+	}
+	info := Info{Listener: s.Name, Remote: nc.RemoteAddr(), Deadline: time.Now().Add(timeout)}
+	var expired atomic.Bool
+	timer := time.AfterFunc(timeout, func() { expired.Store(true); nc.Close() })
+	defer timer.Stop()
+	log := s.Logger.With("listener", s.Name, "remote", info.Remote.String())
+	if tc, ok := nc.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+	c := nc
+	if s.TLS != nil {
+		tc := tls.Server(c, s.tlsOuter)
+		if err := tc.Handshake(); err != nil {
+			if expired.Load() {
+				s.stats.refuse(refuseTimeout)
+			} else {
+				s.stats.tlsFailures.Add(1)
+			}
+			log.Debug("TLS handshake failed", "err", err)
+			return
+		}
+		st := tc.ConnectionState()
+		info.TLS = &st
+		if s.Identity != IdentityNone {
+			info.IdentityIsUsername = true
+			if len(st.VerifiedChains) > 0 {
+				leaf := st.VerifiedChains[0][0]
+				if s.Identity == IdentityCN {
+					info.Identity = leaf.Subject.CommonName
+				} else {
+					info.Identity = leaf.Subject.String()
+				}
+			}
+		}
+		c = tc
+	} else if tc, ok := nc.(*net.TCPConn); ok {
+		// Plain TCP, accepted here: direct writes are safe.
+		if raw, err := tc.SyscallConn(); err == nil {
+			info.Direct = raw
+		}
+	}
+	if !timer.Stop() {
+		s.stats.refuse(refuseTimeout)
+		return
+	}
+	s.stats.accepted.Add(1)
+	s.stats.open.Add(1)
+	defer s.stats.open.Add(-1)
+	s.Handler.ServeConn(c, info)
 }
 
 func isTemporary(err error) bool {
