@@ -2,6 +2,18 @@
 // Handler, with what the listener knows of it (Info). It knows nothing of
 // MQTT.
 //
+// # The handshake
+//
+// Each accepted socket goes through the listener's stages in its own
+// goroutine: the TLS handshake (Server.TLS; the files' current generation
+// is read at each handshake, so ReloadTLS rotates certificates without
+// touching open connections), then the handler. One deadline,
+// HandshakeTimeout from the accept, covers the stages: a timer closes the
+// socket if they are not over by then, and Info.Deadline passes what is
+// left to the handler, which reads the MQTT CONNECT by then. A connection
+// that fails a stage is closed and counted (Stats); it never reaches the
+// handler.
+//
 // # Who writes a socket
 //
 // The handler writes the connection through net.Conn, from one goroutine

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keelmq/keel/listener/listenertest"
+)
+
+// tlsFixture is a CA with a server and a client certificate, and a keel
+// serving one mutual-TLS listener from a config file.
+type tlsFixture struct {
+	ca     *listenertest.CA
+	server *listenertest.Cert
+	client *listenertest.Cert
+	keel   *keelProc
+	host   string
+	port   string
+}
+
+func startTLSKeel(t *testing.T, extra string) *tlsFixture {
+	t.Helper()
+	f := &tlsFixture{ca: listenertest.NewCA(t, "ca")}
+	f.server = f.ca.Server("server")
+	f.client = f.ca.Client("meter-1")
+	conf := writeConfig(t, "data = "+filepath.Join(t.TempDir(), "data")+"\n\n[listener tls]\nlisten = 127.0.0.1:0\n"+
+		"certfile = "+f.server.CertFile+"\nkeyfile = "+f.server.KeyFile+"\ncafile = "+f.ca.File+"\n"+extra)
+	f.keel = startKeel(t, "serve", "--config", conf)
+	f.host, f.port, _ = strings.Cut(f.keel.addr, ":")
+	return f
+}
+
+// mosquitto runs one of Mosquitto's clients against f's listener.
+func (f *tlsFixture) mosquitto(ctx context.Context, name string, args ...string) *exec.Cmd {
+	args = append([]string{"-h", f.host, "-p", f.port, "--cafile", f.ca.File, "-V", "mqttv311"}, args...)
+	return exec.CommandContext(ctx, name, args...)
+}
+
+// mosquitto_sub and mosquitto_pub with --cafile and --cert/--key through
+// a mutual-TLS listener configured in a file; without a certificate they
+// are refused.
+func TestTLSListenerWithMosquittoClients(t *testing.T) {
+	needTools(t, "mosquitto_sub", "mosquitto_pub")
+	f := startTLSKeel(t, "require_certificate = true\nuse_identity_as_username = true\n")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cert := []string{"--cert", f.client.CertFile, "--key", f.client.KeyFile}
+	sub := f.mosquitto(ctx, "mosquitto_sub", append(cert, "-t", "meters/1", "-q", "1", "-C", "1", "-i", "sub", "-c")...)
+	var out, errOut bytes.Buffer
+	sub.Stdout, sub.Stderr = &out, &errOut
+	// -c with a fixed id: a persistent session, so the message waits for
+	// the subscriber even if it subscribes after the publish.
+	first := f.mosquitto(ctx, "mosquitto_sub", append(cert, "-t", "meters/1", "-q", "1", "-i", "sub", "-c", "-E")...)
+	if b, err := first.CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_sub -E: %v\n%s", err, b)
+	}
+	if b, err := f.mosquitto(ctx, "mosquitto_pub", append(cert, "-t", "meters/1", "-q", "1", "-m", "42 kWh")...).CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, b)
+	}
+	if err := sub.Run(); err != nil {
+		t.Fatalf("mosquitto_sub: %v\n%s", err, errOut.String())
+	}
+	if got := out.String(); got != "42 kWh\n" {
+		t.Fatalf("mosquitto_sub got %q, want %q", got, "42 kWh\n")
+	}
+	b, err := f.mosquitto(ctx, "mosquitto_pub", "-t", "meters/1", "-m", "x").CombinedOutput()
+	if err == nil {
+		t.Fatalf("mosquitto_pub without a client certificate succeeded:\n%s", b)
+	}
+	f.keel.stop(t)
+}
+
+// SIGHUP reloads the certificate: the next handshake gets the new one, a
+// connection made before stays up, and a broken file keeps the old one,
+// with the file named in the log.
+func TestSighupRotatesCertificate(t *testing.T) {
+	f := startTLSKeel(t, "")
+	cfg := &tls.Config{RootCAs: f.ca.Pool()}
+	served := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", f.keel.addr, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	// A 3.1.1 client connected before the rotation.
+	old, err := tls.Dial("tcp", f.keel.addr, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	old.SetDeadline(time.Now().Add(10 * time.Second))
+	old.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 2, 'o', 'k'})
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(old, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
+		t.Fatalf("CONNACK: got %x, %v", ack, err)
+	}
+
+	next := f.ca.Server("next")
+	os.WriteFile(f.server.CertFile, next.CertPEM, 0o600)
+	os.WriteFile(f.server.KeyFile, next.KeyPEM, 0o600)
+	f.keel.cmd.Process.Signal(syscall.SIGHUP)
+	f.keel.waitLog(t, `msg="TLS reloaded" listener=tls`)
+	if got, want := served(), next.X509.SerialNumber.String(); got != want {
+		t.Fatalf("after SIGHUP keel serves serial %s, want the new %s", got, want)
+	}
+
+	os.WriteFile(f.server.KeyFile, []byte("broken"), 0o600)
+	f.keel.cmd.Process.Signal(syscall.SIGHUP)
+	f.keel.waitLog(t, `msg="TLS reload failed: keeping the previous certificates" listener=tls err="keyfile `+f.server.KeyFile)
+	if got, want := served(), next.X509.SerialNumber.String(); got != want {
+		t.Fatalf("after a broken reload keel serves serial %s, want still %s", got, want)
+	}
+	// The old connection still works: PINGREQ, PINGRESP.
+	old.Write([]byte{0xc0, 0})
+	if _, err := io.ReadFull(old, ack[:2]); err != nil || ack[0] != 0xd0 {
+		t.Fatalf("PINGRESP on the connection made before the reloads: got %x, %v", ack[:2], err)
+	}
+	f.keel.stop(t)
+}
