@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"net"
 	"net/url"
 	"sync"
@@ -76,12 +77,17 @@ func (h *harness) lastUser() string {
 }
 
 // eventually waits until cond holds, polling; it fails the test after wait.
-func eventually(t *testing.T, what string, cond func() bool) {
+// describe, if given, says what was seen instead.
+func eventually(t *testing.T, what string, cond func() bool, describe ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(wait)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: still not so after %v", what, wait)
+			msg := ""
+			for _, d := range describe {
+				msg += ": " + d()
+			}
+			t.Fatalf("%s: still not so after %v%s", what, wait, msg)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -90,7 +96,11 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // refused waits until the listener has counted n refusals for reason.
 func (h *harness) refused(t *testing.T, reason string, n uint64) {
 	t.Helper()
-	eventually(t, "refused "+reason, func() bool { return h.srv.Stats().Refused[reason] == n })
+	var got uint64
+	eventually(t, fmt.Sprintf("refused for %s", reason), func() bool {
+		got = h.srv.Stats().Refused[reason]
+		return got == n
+	}, func() string { return fmt.Sprintf("got %d, want %d (%+v)", got, n, h.srv.Stats()) })
 }
 
 // paho3 connects Eclipse Paho 3.1.1 with conn as its transport (dial
@@ -137,7 +147,11 @@ func roundTrip3(t *testing.T, c mqtt.Client, topic string, got chan string) {
 func paho5Connect(t *testing.T, nc net.Conn, id string) (*paho.Client, *paho.Connack, error) {
 	t.Helper()
 	got := make(chan string, 1)
-	c := paho.NewClient(paho.ClientConfig{Conn: nc, PacketTimeout: wait,
+	// paho.golang writes a packet in several Writes, from more than one
+	// goroutine (its pinger's); over TLS or WebSocket, where a Write is
+	// not one writev, they interleave unless the conn is a sync.Locker,
+	// which its WriteTo holds for the whole packet.
+	c := paho.NewClient(paho.ClientConfig{Conn: &lockedConn{Conn: nc}, PacketTimeout: wait,
 		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			got <- string(pr.Packet.Payload)
 			return true, nil
@@ -171,4 +185,10 @@ func tlsDial(addr string, cfg *tls.Config) func() (net.Conn, error) {
 		d := &net.Dialer{Timeout: wait}
 		return tls.DialWithDialer(d, "tcp", addr, cfg)
 	}
+}
+
+// lockedConn makes paho.golang write each packet whole (see paho5Connect).
+type lockedConn struct {
+	net.Conn
+	sync.Mutex
 }

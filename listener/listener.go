@@ -7,7 +7,8 @@
 // Each accepted socket goes through the listener's stages in its own
 // goroutine: the TLS handshake (Server.TLS; the files' current generation
 // is read at each handshake, so ReloadTLS rotates certificates without
-// touching open connections), then the handler. One deadline,
+// touching open connections), the WebSocket upgrade (Server.WebSocket: an
+// http.Server of the listener's own serves it), then the handler. One deadline,
 // HandshakeTimeout from the accept, covers the stages: a timer closes the
 // socket if they are not over by then, and Info.Deadline passes what is
 // left to the handler, which reads the MQTT CONNECT by then. A connection
@@ -109,6 +110,10 @@ type Server struct {
 	// 0: DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 
+	// WebSocket, if set, serves MQTT over WebSocket (with TLS: wss).
+	WebSocket *WebSocket
+
+	ws       *wsServer                  // with WebSocket: the HTTP side
 	tlsCur   atomic.Pointer[tls.Config] // the files' current generation (ReloadTLS)
 	tlsOuter *tls.Config                // hands each handshake tlsCur (GetConfigForClient)
 	stats    counters
@@ -154,6 +159,9 @@ func (s *Server) Serve(ln net.Listener) error {
 		s.tlsOuter = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 			return s.tlsCur.Load(), nil
 		}}
+	}
+	if s.WebSocket != nil {
+		s.startWebSocket(s.handshakeTimeout())
 	}
 	s.mu.Lock()
 	s.ln = ln
@@ -205,10 +213,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // hands it to the handler. A timer closes the socket when the handshake
 // outlives HandshakeTimeout, whatever stage it is in.
 func (s *Server) serveConn(nc net.Conn) {
-	timeout := s.HandshakeTimeout
-	if timeout <= 0 {
-		timeout = DefaultHandshakeTimeout
-	}
+	timeout := s.handshakeTimeout()
 	info := Info{Listener: s.Name, Remote: nc.RemoteAddr(), Deadline: time.Now().Add(timeout)}
 	var expired atomic.Bool
 	timer := time.AfterFunc(timeout, func() { expired.Store(true); nc.Close() })
@@ -243,20 +248,44 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 		}
 		c = tc
-	} else if tc, ok := nc.(*net.TCPConn); ok {
+	} else if tc, ok := nc.(*net.TCPConn); ok && s.WebSocket == nil {
 		// Plain TCP, accepted here: direct writes are safe.
 		if raw, err := tc.SyscallConn(); err == nil {
 			info.Direct = raw
 		}
 	}
+	if s.ws != nil {
+		// The HTTP server upgrades it and serves it (upgrade); this
+		// goroutine owns the socket until then.
+		wc := &wsConn{Conn: c, info: info, timer: timer, done: make(chan struct{})}
+		if s.ws.conns.hand(wc) {
+			<-wc.done
+		}
+		if !wc.served.Load() && !wc.refused.Load() && (expired.Load() || !time.Now().Before(info.Deadline)) {
+			s.stats.refuse(refuseTimeout)
+		}
+		return
+	}
 	if !timer.Stop() {
 		s.stats.refuse(refuseTimeout)
 		return
 	}
+	s.serveClient(c, info)
+}
+
+// serveClient hands a connection whose handshake is over to the handler.
+func (s *Server) serveClient(c net.Conn, info Info) {
 	s.stats.accepted.Add(1)
 	s.stats.open.Add(1)
 	defer s.stats.open.Add(-1)
 	s.Handler.ServeConn(c, info)
+}
+
+func (s *Server) handshakeTimeout() time.Duration {
+	if s.HandshakeTimeout <= 0 {
+		return DefaultHandshakeTimeout
+	}
+	return s.HandshakeTimeout
 }
 
 func isTemporary(err error) bool {
@@ -273,6 +302,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.ln.Close()
 	}
 	s.mu.Unlock()
+	if s.ws != nil {
+		// No more upgrades; the connections upgraded are the handlers'.
+		s.ws.conns.Close()
+		defer func() { s.ws.http.Close(); <-s.ws.done }()
+	}
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {

@@ -507,9 +507,6 @@ func (l *listenerConfig) validate() error {
 	if l.Proxy != "off" && len(l.ProxyTrusted) == 0 {
 		return fmt.Errorf("%s: PROXY headers are taken only from proxy_trusted peers: set proxy_trusted = CIDR,...", l.where("proxy_protocol"))
 	}
-	if l.Protocol == "websockets" {
-		return fmt.Errorf("%s: WebSocket listeners are not served yet", l.where("protocol"))
-	}
 	if l.Proxy != "off" {
 		return fmt.Errorf("%s: the PROXY protocol is not served yet", l.where("proxy_protocol"))
 	}

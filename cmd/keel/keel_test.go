@@ -186,3 +186,15 @@ func (p *keelProc) waitLog(t *testing.T, s string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+var listenerRE = regexp.MustCompile(`msg="mqtt listener" addr=(\S+) listener=(\S+)`)
+
+// listenerAddrs are the addresses keel logged for its listeners, by name.
+func (p *keelProc) listenerAddrs(t *testing.T) map[string]string {
+	t.Helper()
+	addrs := map[string]string{}
+	for _, m := range listenerRE.FindAllStringSubmatch(p.stderr(), -1) {
+		addrs[m[2]] = m[1]
+	}
+	return addrs
+}

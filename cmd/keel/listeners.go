@@ -50,6 +50,9 @@ func newServer(l *listenerConfig, h listener.Handler, logger *slog.Logger) *list
 		files := l.TLS
 		srv.TLS = &files
 	}
+	if l.Protocol == "websockets" {
+		srv.WebSocket = &listener.WebSocket{Path: l.Path, Origins: l.Origins}
+	}
 	switch {
 	case l.UseIdentity:
 		srv.Identity = listener.IdentityCN

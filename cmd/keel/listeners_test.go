@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -128,4 +129,48 @@ func TestSighupRotatesCertificate(t *testing.T) {
 		t.Fatalf("PINGRESP on the connection made before the reloads: got %x, %v", ack[:2], err)
 	}
 	f.keel.stop(t)
+}
+
+// needMQTTjs finds node and the MQTT.js that .ci/run installs; as
+// needTools, a missing one skips outside CI and fails in it.
+func needMQTTjs(t *testing.T) {
+	t.Helper()
+	_, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat("testdata/mqttjs/node_modules/mqtt/package.json")
+	}
+	if err != nil {
+		msg := fmt.Sprintf("MQTT.js is missing (apt-get install nodejs npm; npm ci --prefix cmd/keel/testdata/mqttjs): %v", err)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + "; .ci/run installs it")
+		}
+		t.Skip(msg + "; with CI=true this is a failure")
+	}
+}
+
+// MQTT.js in Node over ws:// and wss://, on listeners from a config file.
+func TestMQTTjsOverWebSocket(t *testing.T) {
+	needMQTTjs(t)
+	ca := listenertest.NewCA(t, "ca")
+	srv := ca.Server("server")
+	conf := writeConfig(t, "data = "+filepath.Join(t.TempDir(), "data")+"\n\n[listener ws]\nlisten = 127.0.0.1:0\nprotocol = websockets\n\n"+
+		"[listener wss]\nlisten = 127.0.0.1:0\nprotocol = websockets\npath = /secure\ncertfile = "+srv.CertFile+"\nkeyfile = "+srv.KeyFile+"\n")
+	k := startKeel(t, "serve", "--config", conf)
+	addrs := k.listenerAddrs(t)
+	for _, tc := range []struct{ url, ca string }{
+		{"ws://" + addrs["ws"] + "/mqtt", ""},
+		{"wss://localhost:" + strings.Split(addrs["wss"], ":")[1] + "/secure", ca.File},
+	} {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		args := []string{"testdata/mqttjs/roundtrip.js", tc.url}
+		if tc.ca != "" {
+			args = append(args, tc.ca)
+		}
+		out, err := exec.CommandContext(ctx, "node", args...).CombinedOutput()
+		cancel()
+		if err != nil || string(out) != "js/t hello from MQTT.js\n" {
+			t.Errorf("MQTT.js over %s: %v, output %q; want the message back", tc.url, err, out)
+		}
+	}
+	k.stop(t)
 }
