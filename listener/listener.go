@@ -5,7 +5,7 @@
 // # The handshake
 //
 // Each accepted socket goes through the listener's stages in its own
-// goroutine: the TLS handshake (Server.TLS; the files' current generation
+// goroutine: the PROXY header (Server.Proxy), the TLS handshake (Server.TLS; the files' current generation
 // is read at each handshake, so ReloadTLS rotates certificates without
 // touching open connections), the WebSocket upgrade (Server.WebSocket: an
 // http.Server of the listener's own serves it), then the handler. One deadline,
@@ -36,6 +36,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -112,6 +113,11 @@ type Server struct {
 
 	// WebSocket, if set, serves MQTT over WebSocket (with TLS: wss).
 	WebSocket *WebSocket
+	// Proxy, if not ProxyOff, reads a PROXY protocol header from the
+	// ProxyTrusted peers (required from them, refused from anyone else);
+	// its client address is Info.Remote.
+	Proxy        Proxy
+	ProxyTrusted []netip.Prefix
 
 	ws       *wsServer                  // with WebSocket: the HTTP side
 	tlsCur   atomic.Pointer[tls.Config] // the files' current generation (ReloadTLS)
@@ -223,6 +229,19 @@ func (s *Server) serveConn(nc net.Conn) {
 		tc.SetNoDelay(true)
 	}
 	c := nc
+	if s.Proxy != ProxyOff {
+		pc, why, err := s.readProxy(c, &info)
+		if err != nil {
+			if expired.Load() {
+				why = refuseTimeout
+			}
+			s.stats.refuse(why)
+			log.Debug("PROXY header refused", "err", err)
+			return
+		}
+		c = pc
+		log = log.With("client_addr", info.Remote.String())
+	}
 	if s.TLS != nil {
 		tc := tls.Server(c, s.tlsOuter)
 		if err := tc.Handshake(); err != nil {
@@ -248,7 +267,7 @@ func (s *Server) serveConn(nc net.Conn) {
 			}
 		}
 		c = tc
-	} else if tc, ok := nc.(*net.TCPConn); ok && s.WebSocket == nil {
+	} else if tc, ok := c.(*net.TCPConn); ok && s.WebSocket == nil {
 		// Plain TCP, accepted here: direct writes are safe.
 		if raw, err := tc.SyscallConn(); err == nil {
 			info.Direct = raw

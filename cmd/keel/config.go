@@ -189,12 +189,11 @@ var listenerKeys = []key[listenerConfig]{
 		return nil
 	}, func(l *listenerConfig) string { return strings.Join(l.Origins, ",") }},
 	{"proxy_protocol", func(l *listenerConfig, v string) error {
-		switch v {
-		case "off", "v1", "v2", "any":
-			l.Proxy = v
-			return nil
+		if _, err := listener.ParseProxy(v); err != nil {
+			return err
 		}
-		return fmt.Errorf("want off, v1, v2 or any, got %q", v)
+		l.Proxy = v
+		return nil
 	}, func(l *listenerConfig) string { return l.Proxy }},
 	{"proxy_trusted", func(l *listenerConfig, v string) error {
 		l.ProxyTrusted = nil
@@ -506,9 +505,6 @@ func (l *listenerConfig) validate() error {
 	}
 	if l.Proxy != "off" && len(l.ProxyTrusted) == 0 {
 		return fmt.Errorf("%s: PROXY headers are taken only from proxy_trusted peers: set proxy_trusted = CIDR,...", l.where("proxy_protocol"))
-	}
-	if l.Proxy != "off" {
-		return fmt.Errorf("%s: the PROXY protocol is not served yet", l.where("proxy_protocol"))
 	}
 	if l.TLS.CertFile != "" {
 		if _, err := listener.LoadTLS(l.TLS); err != nil {

@@ -50,6 +50,8 @@ func newServer(l *listenerConfig, h listener.Handler, logger *slog.Logger) *list
 		files := l.TLS
 		srv.TLS = &files
 	}
+	srv.Proxy, _ = listener.ParseProxy(l.Proxy) // checked by the config
+	srv.ProxyTrusted = l.ProxyTrusted
 	if l.Protocol == "websockets" {
 		srv.WebSocket = &listener.WebSocket{Path: l.Path, Origins: l.Origins}
 	}
