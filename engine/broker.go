@@ -460,6 +460,10 @@ type ConnInfo struct {
 	// client without one is refused (0x86 / return code 4).
 	Identity           string
 	IdentityIsUsername bool
+	// OverLimit: the listener's or the global connection limit is
+	// reached; the CONNECT is read (to know the version) and refused with
+	// 0x97 (5.0) / return code 3 (3.1.1).
+	OverLimit bool
 	// Deadline, if set, is when the CONNECT must have been read (the
 	// listener's handshake deadline); it shortens ConnectTimeout.
 	Deadline time.Time

@@ -448,6 +448,10 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		c.send(outItem{pkt: &packet.Connack{ReasonCode: code}}, outItem{close: true})
 		return false
 	}
+	if c.info.OverLimit {
+		// Over max_connections: 5.0 Quota exceeded, 3.1.1 Server unavailable.
+		return refuse(packet.CodeQuotaExceeded, packet.RetServerUnavailable)
+	}
 	if cp.ClientID == "" {
 		if c.version != packet.V5 && !cp.CleanStart {
 			// [MQTT-3.1.3-8] empty id with clean session 0: return code 2.

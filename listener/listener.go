@@ -60,6 +60,10 @@ type Info struct {
 	// refuses the client when Identity is empty.
 	Identity           string
 	IdentityIsUsername bool
+	// OverLimit says the listener's or the global connection limit is
+	// reached: the handler refuses the client (MQTT: CONNACK 0x97, or
+	// return code 3) once it knows how to say so, and closes.
+	OverLimit bool
 	// Deadline is when the handshake must be over: the listener spent
 	// part of it on the PROXY header, TLS and the WebSocket upgrade, and
 	// the handler reads the MQTT CONNECT by then. Zero: no deadline.
@@ -118,6 +122,11 @@ type Server struct {
 	// its client address is Info.Remote.
 	Proxy        Proxy
 	ProxyTrusted []netip.Prefix
+	// MaxConnections limits the clients this listener serves at once (0:
+	// none); Global, if set, is a limit shared with other listeners. A
+	// client over either is handed over with Info.OverLimit.
+	MaxConnections int
+	Global         *Limit
 
 	ws       *wsServer                  // with WebSocket: the HTTP side
 	tlsCur   atomic.Pointer[tls.Config] // the files' current generation (ReloadTLS)
@@ -292,13 +301,53 @@ func (s *Server) serveConn(nc net.Conn) {
 	s.serveClient(c, info)
 }
 
-// serveClient hands a connection whose handshake is over to the handler.
+// serveClient hands a connection whose handshake is over to the handler,
+// within the limits: one over them is handed over marked OverLimit, and
+// counted as refused rather than open.
 func (s *Server) serveClient(c net.Conn, info Info) {
+	if !s.acquire() {
+		s.stats.refuse(refuseMaxConnections)
+		info.OverLimit = true
+		s.Handler.ServeConn(c, info)
+		return
+	}
+	defer s.release()
 	s.stats.accepted.Add(1)
-	s.stats.open.Add(1)
-	defer s.stats.open.Add(-1)
 	s.Handler.ServeConn(c, info)
 }
+
+// acquire takes a place for a client under both limits.
+func (s *Server) acquire() bool {
+	if n := s.stats.open.Add(1); s.MaxConnections > 0 && n > int64(s.MaxConnections) {
+		s.stats.open.Add(-1)
+		return false
+	}
+	if g := s.Global; g != nil && g.Max > 0 {
+		if g.n.Add(1) > g.Max {
+			g.n.Add(-1)
+			s.stats.open.Add(-1)
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Server) release() {
+	s.stats.open.Add(-1)
+	if g := s.Global; g != nil && g.Max > 0 {
+		g.n.Add(-1)
+	}
+}
+
+// Limit is a connection limit shared by listeners (keel's top-level
+// max_connections).
+type Limit struct {
+	Max int64 // 0: none
+	n   atomic.Int64
+}
+
+// Open is how many clients hold a place under the limit.
+func (l *Limit) Open() int64 { return l.n.Load() }
 
 func (s *Server) handshakeTimeout() time.Duration {
 	if s.HandshakeTimeout <= 0 {

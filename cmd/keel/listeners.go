@@ -20,6 +20,7 @@ type mqttListener struct {
 // loads its TLS files; on error the ones bound are closed.
 func startListeners(cfg config, b *engine.Broker, logger *slog.Logger) ([]mqttListener, error) {
 	h := listener.HandlerFunc(func(nc net.Conn, info listener.Info) { b.ServeConn(nc, engine.ConnInfo(info)) })
+	global := &listener.Limit{Max: int64(cfg.MaxConnections)}
 	var out []mqttListener
 	fail := func(err error) ([]mqttListener, error) {
 		for _, m := range out {
@@ -29,6 +30,7 @@ func startListeners(cfg config, b *engine.Broker, logger *slog.Logger) ([]mqttLi
 	}
 	for _, l := range cfg.listeners() {
 		srv := newServer(l, h, logger)
+		srv.Global = global
 		if err := srv.ReloadTLS(); err != nil {
 			return fail(fmt.Errorf("mqtt listener %s: %w", l.Name, err))
 		}
@@ -45,7 +47,8 @@ func startListeners(cfg config, b *engine.Broker, logger *slog.Logger) ([]mqttLi
 
 // newServer makes the listener.Server for l.
 func newServer(l *listenerConfig, h listener.Handler, logger *slog.Logger) *listener.Server {
-	srv := &listener.Server{Name: l.Name, Handler: h, Logger: logger, HandshakeTimeout: l.HandshakeTimeout}
+	srv := &listener.Server{Name: l.Name, Handler: h, Logger: logger, HandshakeTimeout: l.HandshakeTimeout,
+		MaxConnections: l.MaxConnections}
 	if l.TLS.CertFile != "" {
 		files := l.TLS
 		srv.TLS = &files
