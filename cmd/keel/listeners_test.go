@@ -6,6 +6,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -171,6 +173,89 @@ func TestMQTTjsOverWebSocket(t *testing.T) {
 		if err != nil || string(out) != "js/t hello from MQTT.js\n" {
 			t.Errorf("MQTT.js over %s: %v, output %q; want the message back", tc.url, err, out)
 		}
+	}
+	k.stop(t)
+}
+
+// Each listener's counters are on /metrics with its name: a plain TCP
+// client on the TLS port is a handshake failure, a good client is
+// accepted and open.
+func TestListenerMetrics(t *testing.T) {
+	ca := listenertest.NewCA(t, "ca")
+	srv := ca.Server("server")
+	conf := writeConfig(t, "data = "+filepath.Join(t.TempDir(), "data")+"\nmetrics = 127.0.0.1:0\n\n[listener tls]\nlisten = 127.0.0.1:0\n"+
+		"certfile = "+srv.CertFile+"\nkeyfile = "+srv.KeyFile+"\n\n[listener plain]\nlisten = 127.0.0.1:0\nmax_connections = 1\n")
+	k := startKeel(t, "serve", "--config", conf)
+	addrs := k.listenerAddrs(t)
+	plain, err := net.Dial("tcp", addrs["tls"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, 'x'})
+	plain.SetReadDeadline(time.Now().Add(10 * time.Second))
+	io.ReadAll(plain)
+	plain.Close()
+	good, err := tls.Dial("tcp", addrs["tls"], &tls.Config{RootCAs: ca.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer good.Close()
+	good.SetDeadline(time.Now().Add(10 * time.Second))
+	good.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 2, 'o', 'k'})
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(good, ack); err != nil || ack[3] != 0 {
+		t.Fatalf("CONNACK: %x, %v", ack, err)
+	}
+	// The plain listener's one place taken, a second client refused.
+	first, err := net.Dial("tcp", addrs["plain"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Close()
+	for i, c := range []net.Conn{first, nil} {
+		if c == nil {
+			if c, err = net.Dial("tcp", addrs["plain"]); err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, byte('a' + i)})
+		if _, err := io.ReadFull(c, ack); err != nil || ack[3] != []byte{0, 3}[i] {
+			t.Fatalf("plain client %d: CONNACK %x, %v; want return code %d", i, ack, err, []byte{0, 3}[i])
+		}
+	}
+	want := []string{
+		`keel_listener_tls_handshake_failures_total{listener="tls"} 1`,
+		`keel_listener_connections_accepted_total{listener="tls"} 1`,
+		`keel_listener_connections_open{listener="tls"} 1`,
+		`keel_listener_connections_refused_total{listener="plain",reason="max_connections"} 1`,
+		`keel_listener_connections_refused_total{listener="tls",reason="handshake_timeout"} 0`,
+		`keel_listener_tls_reload_failures_total{listener="plain"} 0`,
+	}
+	var body string
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get("http://" + k.metrics + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body = string(b)
+		missing := ""
+		for _, w := range want {
+			if !strings.Contains(body, w+"\n") {
+				missing = w
+			}
+		}
+		if missing == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics lacks %q:\n%s", missing, body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	k.stop(t)
 }

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/listener"
 	"github.com/keelmq/keel/wal"
 )
 
@@ -184,7 +185,11 @@ func serve(cfg config, stderr io.Writer) error {
 	}
 	var admin *adminServer
 	if metricsLn != nil {
-		admin = startAdmin(metricsLn, cfg.Pprof, b, logger)
+		var srvs []*listener.Server
+		for _, s := range servers {
+			srvs = append(srvs, s.srv)
+		}
+		admin = startAdmin(metricsLn, cfg.Pprof, b, srvs, logger)
 		logger.Info("metrics listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
 	logger.Info("keel listening", "addr", servers[0].addr, "data", cfg.Data, "version", buildVersion(),
