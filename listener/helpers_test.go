@@ -5,8 +5,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -191,4 +193,37 @@ func tlsDial(addr string, cfg *tls.Config) func() (net.Conn, error) {
 type lockedConn struct {
 	net.Conn
 	sync.Mutex
+}
+
+// slowLoris dials addr and sends b a byte every 50 ms until the server
+// closes the connection; it fails the test if the server does not.
+func slowLoris(t *testing.T, addr string, b []byte) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closed := make(chan error, 1)
+	go func() {
+		_, err := io.ReadAll(c)
+		closed <- err
+	}()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; ; i++ {
+		select {
+		case err := <-closed:
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Fatalf("read: %v, want the server to close", err)
+			}
+			return
+		case <-tick.C:
+			if i < len(b) {
+				c.Write(b[i : i+1])
+			}
+		case <-time.After(wait):
+			t.Fatal("the slow client is still connected")
+		}
+	}
 }

@@ -185,35 +185,9 @@ func TestSlowLorisIsCutByTheDeadline(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := start(t, &listener.Server{TLS: tc.files, HandshakeTimeout: 300 * time.Millisecond})
-			c, err := net.Dial("tcp", h.addr)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			closed := make(chan error, 1)
-			go func() {
-				_, err := io.ReadAll(c)
-				closed <- err
-			}()
-			tick := time.NewTicker(50 * time.Millisecond)
-			defer tick.Stop()
-			for i := 0; ; i++ {
-				select {
-				case err := <-closed:
-					if errors.Is(err, os.ErrDeadlineExceeded) {
-						t.Fatalf("read: %v, want the server to close", err)
-					}
-					if tc.files != nil {
-						h.refused(t, "handshake_timeout", 1)
-					}
-					return
-				case <-tick.C:
-					if i < len(tc.bytes) {
-						c.Write(tc.bytes[i : i+1])
-					}
-				case <-time.After(wait):
-					t.Fatal("the slow client is still connected")
-				}
+			slowLoris(t, h.addr, tc.bytes)
+			if tc.files != nil {
+				h.refused(t, "handshake_timeout", 1)
 			}
 		})
 	}

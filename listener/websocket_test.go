@@ -3,11 +3,8 @@ package listener_test
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"testing"
 	"time"
 
@@ -146,30 +143,6 @@ func TestWebSocketBadInput(t *testing.T) {
 	}
 
 	// A slow-loris upgrade, a byte at a time, is cut by the deadline.
-	c, err := net.Dial("tcp", h.addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	closed := make(chan error, 1)
-	go func() { _, err := io.ReadAll(c); closed <- err }()
-	req := []byte("GET /mqtt HTTP/1.1\r\nHost: keel\r\n")
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for i := 0; ; i++ {
-		select {
-		case err := <-closed:
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Fatal(err)
-			}
-			h.refused(t, "handshake_timeout", 1)
-			return
-		case <-tick.C:
-			if i < len(req) {
-				c.Write(req[i : i+1])
-			}
-		case <-time.After(wait):
-			t.Fatal("the slow upgrade is still connected")
-		}
-	}
+	slowLoris(t, h.addr, []byte("GET /mqtt HTTP/1.1\r\nHost: keel\r\n"))
+	h.refused(t, "handshake_timeout", 1)
 }

@@ -103,12 +103,10 @@ func TestSighupRotatesCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer old.Close()
-	old.SetDeadline(time.Now().Add(10 * time.Second))
-	old.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 2, 'o', 'k'})
-	ack := make([]byte, 4)
-	if _, err := io.ReadFull(old, ack); err != nil || ack[0] != 0x20 || ack[3] != 0 {
-		t.Fatalf("CONNACK: got %x, %v", ack, err)
+	if rc := connect311(t, old, "ok"); rc != 0 {
+		t.Fatalf("CONNACK: return code %d", rc)
 	}
+	ack := make([]byte, 2)
 
 	next := f.ca.Server("next")
 	os.WriteFile(f.server.CertFile, next.CertPEM, 0o600)
@@ -200,11 +198,8 @@ func TestListenerMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer good.Close()
-	good.SetDeadline(time.Now().Add(10 * time.Second))
-	good.Write([]byte{0x10, 14, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 2, 'o', 'k'})
-	ack := make([]byte, 4)
-	if _, err := io.ReadFull(good, ack); err != nil || ack[3] != 0 {
-		t.Fatalf("CONNACK: %x, %v", ack, err)
+	if rc := connect311(t, good, "ok"); rc != 0 {
+		t.Fatalf("CONNACK: return code %d", rc)
 	}
 	// The plain listener's one place taken, a second client refused.
 	first, err := net.Dial("tcp", addrs["plain"])
@@ -219,10 +214,8 @@ func TestListenerMetrics(t *testing.T) {
 			}
 			defer c.Close()
 		}
-		c.SetDeadline(time.Now().Add(10 * time.Second))
-		c.Write([]byte{0x10, 13, 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, 1, byte('a' + i)})
-		if _, err := io.ReadFull(c, ack); err != nil || ack[3] != []byte{0, 3}[i] {
-			t.Fatalf("plain client %d: CONNACK %x, %v; want return code %d", i, ack, err, []byte{0, 3}[i])
+		if rc, want := connect311(t, c, string(rune('a'+i))), []byte{0, 3}[i]; rc != want {
+			t.Fatalf("plain client %d: return code %d, want %d", i, rc, want)
 		}
 	}
 	want := []string{
@@ -258,4 +251,18 @@ func TestListenerMetrics(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	k.stop(t)
+}
+
+// connect311 sends a 3.1.1 CONNECT with client id id on c and returns the
+// CONNACK's return code.
+func connect311(t *testing.T, c net.Conn, id string) byte {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	p := append([]byte{0x10, byte(12 + len(id)), 0, 4, 'M', 'Q', 'T', 'T', 4, 2, 0, 30, 0, byte(len(id))}, id...)
+	c.Write(p)
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(c, ack); err != nil || ack[0] != 0x20 {
+		t.Fatalf("CONNACK: got %x, %v", ack, err)
+	}
+	return ack[3]
 }
