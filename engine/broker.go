@@ -465,6 +465,19 @@ type ConnInfo struct {
 	// grants only for plain TCP: acks may be written to it directly when
 	// nothing else is writing (conn.sendNow). Nil: always the writeLoop.
 	Direct syscall.RawConn
+	// Identity is the client certificate's identity (CN or RFC 2253
+	// subject) when the listener makes it the username
+	// (IdentityIsUsername): it replaces the CONNECT's username, and a
+	// client without one is refused (0x86 / return code 4).
+	Identity           string
+	IdentityIsUsername bool
+	// OverLimit: the listener's or the global connection limit is
+	// reached; the CONNECT is read (to know the version) and refused with
+	// 0x97 (5.0) / return code 3 (3.1.1).
+	OverLimit bool
+	// Deadline, if set, is when the CONNECT must have been read (the
+	// listener's handshake deadline); it shortens ConnectTimeout.
+	Deadline time.Time
 }
 
 // ServeConn runs one client connection to its end. It is the listener's

@@ -373,7 +373,11 @@ func (c *conn) serve() {
 	}()
 
 	br := bufio.NewReaderSize(c.nc, 16<<10)
-	c.nc.SetReadDeadline(time.Now().Add(c.b.opts.ConnectTimeout))
+	dl := time.Now().Add(c.b.opts.ConnectTimeout)
+	if d := c.info.Deadline; !d.IsZero() && d.Before(dl) {
+		dl = d
+	}
+	c.nc.SetReadDeadline(dl)
 	p, err := packet.Read(br, 0, c.b.opts.MaxPacketSize)
 	if err != nil {
 		c.refuseConnect(p, err)
@@ -449,6 +453,10 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		c.send(outItem{pkt: &packet.Connack{ReasonCode: code}}, outItem{close: true})
 		return false
 	}
+	if c.info.OverLimit {
+		// Over max_connections: 5.0 Quota exceeded, 3.1.1 Server unavailable.
+		return refuse(packet.CodeQuotaExceeded, packet.RetServerUnavailable)
+	}
 	if cp.ClientID == "" {
 		if c.version != packet.V5 && !cp.CleanStart {
 			// [MQTT-3.1.3-8] empty id with clean session 0: return code 2.
@@ -471,6 +479,14 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 	if c.version == packet.V5 && cp.Props.Has(packet.PropAuthMethod) {
 		// Enhanced authentication is not offered [MQTT-4.12.0-1].
 		return refuse(packet.CodeBadAuthenticationMethod, packet.RetNotAuthorized)
+	}
+	if c.info.IdentityIsUsername {
+		// The listener's certificate identity is the username
+		// (use_identity_as_username / use_subject_as_username).
+		if c.info.Identity == "" {
+			return refuse(packet.CodeBadUsernameOrPassword, packet.RetBadUsernameOrPassword)
+		}
+		cp.Username, cp.UsernameFlag = c.info.Identity, true
 	}
 	c.keepAlive = cp.KeepAlive
 	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || c.keepAlive > max) && c.version == packet.V5 {

@@ -2,54 +2,98 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/listener"
 )
 
 // config is keel's configuration: flags and an optional config file of
-// "key = value" lines ('#' starts a comment). Defaults and validation live
-// here, in one place: defaultConfig, configKeys and validate.
+// "key = value" lines ('#' starts a comment) in which "[listener NAME]"
+// starts a section of listener keys. Defaults and validation live here, in
+// one place: defaultConfig, defaultListener, configKeys, listenerKeys and
+// validate.
 type config struct {
-	Listen            string
 	Data              string
 	Metrics           string
 	Pprof             bool
 	LogLevel          slog.Level
 	CompressThreshold int
+	MaxConnections    int // all listeners together; 0: no limit
 	Engine            engine.Options
 
-	// origin says where each key was set ("config FILE:LINE" or
+	// Default is the listener the top-level listener keys (and the
+	// --listen flag) configure. It runs unless the file names listeners of
+	// its own and the top level sets none of its keys.
+	Default listenerConfig
+	Named   []*listenerConfig // [listener NAME] sections, in file order
+
+	// origin says where each top-level key was set ("config FILE:LINE" or
 	// "flag --NAME"), for errors found after parsing.
 	origin map[string]string
 }
 
-func defaultConfig() config {
-	return config{Listen: "127.0.0.1:1883", Data: "./keel-data", LogLevel: slog.LevelInfo}
+// listenerConfig is one listener: the default one or a [listener NAME]
+// section.
+type listenerConfig struct {
+	Name             string
+	Listen           string
+	Protocol         string // mqtt or websockets
+	TLS              listener.TLSFiles
+	UseIdentity      bool // use_identity_as_username: the certificate's CN
+	UseSubject       bool // use_subject_as_username: its RFC 2253 subject
+	Path             string
+	Origins          []string
+	Proxy            string // off, v1, v2 or any
+	ProxyTrusted     []netip.Prefix
+	MaxConnections   int
+	AllowAnonymous   bool
+	HandshakeTimeout time.Duration
+
+	section string            // "config FILE:LINE" of its [listener NAME] line; "" for the default
+	origin  map[string]string // as config.origin, for this listener's keys
 }
 
-// configKeys are the keys a config file may set, in the order the README's
-// table and keel.conf.example list them (a test holds all three equal).
-var configKeys = []struct {
+func defaultConfig() config {
+	return config{Data: "./keel-data", LogLevel: slog.LevelInfo, Default: defaultListener("default")}
+}
+
+func defaultListener(name string) listenerConfig {
+	return listenerConfig{Name: name, Listen: "127.0.0.1:1883", Protocol: "mqtt", Path: "/mqtt",
+		Proxy: "off", HandshakeTimeout: 10 * time.Second}
+}
+
+// key is one config key: set parses a value, get prints the effective one.
+type key[T any] struct {
 	name string
-	set  func(c *config, val string) error
-}{
-	{"listen", func(c *config, v string) error { c.Listen = v; return nil }},
-	{"data", func(c *config, v string) error { c.Data = v; return nil }},
-	{"metrics", func(c *config, v string) error { c.Metrics = v; return nil }},
-	{"pprof", func(c *config, v string) error { return parseBool(v, &c.Pprof) }},
+	set  func(c *T, val string) error
+	get  func(c *T) string
+}
+
+// configKeys are the top-level keys, in the order the README's table and
+// keel.conf.example list them (a test holds all three equal).
+var configKeys = []key[config]{
+	{"data", func(c *config, v string) error { c.Data = v; return nil }, func(c *config) string { return c.Data }},
+	{"metrics", func(c *config, v string) error { c.Metrics = v; return nil }, func(c *config) string { return c.Metrics }},
+	{"pprof", func(c *config, v string) error { return parseBool(v, &c.Pprof) }, func(c *config) string { return fmtBool(c.Pprof) }},
 	{"log_level", func(c *config, v string) error {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			return fmt.Errorf("want debug, info, warn or error, got %q", v)
 		}
 		return nil
-	}},
+	}, func(c *config) string { return strings.ToLower(c.LogLevel.String()) }},
+	{"max_connections", func(c *config, v string) error { return parseCount(v, &c.MaxConnections) },
+		func(c *config) string { return strconv.Itoa(c.MaxConnections) }},
 	{"max_packet_size", func(c *config, v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || n < 16 || n > 268435455 {
@@ -57,16 +101,24 @@ var configKeys = []struct {
 		}
 		c.Engine.MaxPacketSize = uint32(n)
 		return nil
+	}, func(c *config) string {
+		return strconv.FormatUint(uint64(orU32(c.Engine.MaxPacketSize, 268435455)), 10)
 	}},
-	{"max_keepalive", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxKeepAlive) }},
-	{"receive_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.ReceiveMaximum) }},
-	{"max_inflight", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxInflight) }},
-	{"topic_alias_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.TopicAliasMaximum) }},
-	{"queue_qos0", func(c *config, v string) error { return parseBool(v, &c.Engine.QueueQoS0) }},
-	{"sync_completions", func(c *config, v string) error { return parseBool(v, &c.Engine.SyncCompletions) }},
+	{"max_keepalive", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxKeepAlive) },
+		func(c *config) string { return strconv.Itoa(int(c.Engine.MaxKeepAlive)) }},
+	{"receive_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.ReceiveMaximum) },
+		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.ReceiveMaximum, 65535))) }},
+	{"max_inflight", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxInflight) },
+		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.MaxInflight, 1024))) }},
+	{"topic_alias_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.TopicAliasMaximum) },
+		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.TopicAliasMaximum, 100))) }},
+	{"queue_qos0", func(c *config, v string) error { return parseBool(v, &c.Engine.QueueQoS0) },
+		func(c *config) string { return fmtBool(c.Engine.QueueQoS0) }},
+	{"sync_completions", func(c *config, v string) error { return parseBool(v, &c.Engine.SyncCompletions) },
+		func(c *config) string { return fmtBool(c.Engine.SyncCompletions) }},
 	{"completion_hold", func(c *config, v string) error {
 		return parseDuration(v, "10ms (negative: no hold)", &c.Engine.CompletionHold)
-	}},
+	}, func(c *config) string { return orDur(c.Engine.CompletionHold, 10*time.Millisecond).String() }},
 	{"compress_threshold", func(c *config, v string) error {
 		n, err := strconv.Atoi(v)
 		if err != nil {
@@ -74,11 +126,158 @@ var configKeys = []struct {
 		}
 		c.CompressThreshold = n
 		return nil
-	}},
+	}, func(c *config) string { return strconv.Itoa(orInt(c.CompressThreshold, 1024)) }},
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
-	}},
+	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
 }
+
+// listenerKeys are the keys of a [listener NAME] section; at the top level
+// they configure the default listener (max_connections there is the
+// global limit). The README's listener table and keel.conf.example list
+// them in this order.
+var listenerKeys = []key[listenerConfig]{
+	{"listen", func(l *listenerConfig, v string) error { l.Listen = v; return nil }, func(l *listenerConfig) string { return l.Listen }},
+	{"protocol", func(l *listenerConfig, v string) error {
+		if v != "mqtt" && v != "websockets" {
+			return fmt.Errorf("want mqtt or websockets, got %q", v)
+		}
+		l.Protocol = v
+		return nil
+	}, func(l *listenerConfig) string { return l.Protocol }},
+	{"certfile", func(l *listenerConfig, v string) error { l.TLS.CertFile = v; return nil }, func(l *listenerConfig) string { return l.TLS.CertFile }},
+	{"keyfile", func(l *listenerConfig, v string) error { l.TLS.KeyFile = v; return nil }, func(l *listenerConfig) string { return l.TLS.KeyFile }},
+	{"cafile", func(l *listenerConfig, v string) error { l.TLS.CAFile = v; return nil }, func(l *listenerConfig) string { return l.TLS.CAFile }},
+	{"capath", func(l *listenerConfig, v string) error { l.TLS.CAPath = v; return nil }, func(l *listenerConfig) string { return l.TLS.CAPath }},
+	{"crlfile", func(l *listenerConfig, v string) error { l.TLS.CRLFile = v; return nil }, func(l *listenerConfig) string { return l.TLS.CRLFile }},
+	{"require_certificate", func(l *listenerConfig, v string) error { return parseBool(v, &l.TLS.RequireCertificate) },
+		func(l *listenerConfig) string { return fmtBool(l.TLS.RequireCertificate) }},
+	{"use_identity_as_username", func(l *listenerConfig, v string) error { return parseBool(v, &l.UseIdentity) },
+		func(l *listenerConfig) string { return fmtBool(l.UseIdentity) }},
+	{"use_subject_as_username", func(l *listenerConfig, v string) error { return parseBool(v, &l.UseSubject) },
+		func(l *listenerConfig) string { return fmtBool(l.UseSubject) }},
+	{"tls_version", func(l *listenerConfig, v string) error {
+		ver, err := listener.ParseTLSVersion(v)
+		l.TLS.MinVersion = ver
+		return err
+	}, func(l *listenerConfig) string {
+		if l.TLS.MinVersion == tls.VersionTLS13 {
+			return "tlsv1.3"
+		}
+		return "tlsv1.2"
+	}},
+	{"ciphers", func(l *listenerConfig, v string) error {
+		cs, err := listener.ParseCiphers(v)
+		l.TLS.CipherSuites = cs
+		return err
+	}, func(l *listenerConfig) string {
+		var names []string
+		for _, id := range l.TLS.CipherSuites {
+			names = append(names, tls.CipherSuiteName(id))
+		}
+		return strings.Join(names, ":")
+	}},
+	{"path", func(l *listenerConfig, v string) error {
+		if !strings.HasPrefix(v, "/") {
+			return fmt.Errorf("want a URL path starting with /, got %q", v)
+		}
+		l.Path = v
+		return nil
+	}, func(l *listenerConfig) string { return l.Path }},
+	{"websockets_origin", func(l *listenerConfig, v string) error {
+		l.Origins = splitList(v)
+		return nil
+	}, func(l *listenerConfig) string { return strings.Join(l.Origins, ",") }},
+	{"proxy_protocol", func(l *listenerConfig, v string) error {
+		if _, err := listener.ParseProxy(v); err != nil {
+			return err
+		}
+		l.Proxy = v
+		return nil
+	}, func(l *listenerConfig) string { return l.Proxy }},
+	{"proxy_trusted", func(l *listenerConfig, v string) error {
+		l.ProxyTrusted = nil
+		for _, s := range splitList(v) {
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				a, aerr := netip.ParseAddr(s)
+				if aerr != nil {
+					return fmt.Errorf("want CIDR prefixes or addresses separated by commas, got %q", s)
+				}
+				p = netip.PrefixFrom(a, a.BitLen())
+			}
+			l.ProxyTrusted = append(l.ProxyTrusted, p.Masked())
+		}
+		return nil
+	}, func(l *listenerConfig) string {
+		var s []string
+		for _, p := range l.ProxyTrusted {
+			s = append(s, p.String())
+		}
+		return strings.Join(s, ",")
+	}},
+	{"max_connections", func(l *listenerConfig, v string) error { return parseCount(v, &l.MaxConnections) },
+		func(l *listenerConfig) string { return strconv.Itoa(l.MaxConnections) }},
+	{"allow_anonymous", func(l *listenerConfig, v string) error { return parseBool(v, &l.AllowAnonymous) },
+		func(l *listenerConfig) string { return fmtBool(l.AllowAnonymous) }},
+	{"handshake_timeout", func(l *listenerConfig, v string) error {
+		if err := parseDuration(v, "10s", &l.HandshakeTimeout); err != nil {
+			return err
+		}
+		if l.HandshakeTimeout <= 0 {
+			return fmt.Errorf("want a positive duration, got %q", v)
+		}
+		return nil
+	}, func(l *listenerConfig) string { return l.HandshakeTimeout.String() }},
+}
+
+// unsupportedKeys are mosquitto.conf options keel knows and cannot honour.
+var unsupportedKeys = map[string]string{
+	"psk_hint":       "TLS-PSK is not supported (Go's crypto/tls has no pre-shared keys)",
+	"psk_file":       "TLS-PSK is not supported (Go's crypto/tls has no pre-shared keys)",
+	"ciphers_tls1.3": "Go's crypto/tls does not let the TLS 1.3 cipher suites be chosen",
+	"dhparamfile":    "Go's crypto/tls has no finite-field Diffie-Hellman: its key exchanges are ECDHE",
+}
+
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func orU32(v, d uint32) uint32 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func orU16(v, d uint16) uint16 {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func orInt(v, d int) int {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func orDur(v, d time.Duration) time.Duration {
+	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func fmtBool(b bool) string { return strconv.FormatBool(b) }
 
 func parseU16(val string, dst *uint16) error {
 	v, err := strconv.ParseUint(val, 10, 16)
@@ -86,6 +285,15 @@ func parseU16(val string, dst *uint16) error {
 		return fmt.Errorf("want a number 0..65535, got %q", val)
 	}
 	*dst = uint16(v)
+	return nil
+}
+
+func parseCount(val string, dst *int) error {
+	v, err := strconv.ParseUint(val, 10, 31)
+	if err != nil {
+		return fmt.Errorf("want a number of connections (0: no limit), got %q", val)
+	}
+	*dst = int(v)
 	return nil
 }
 
@@ -107,6 +315,8 @@ func parseBool(val string, dst *bool) error {
 	return nil
 }
 
+var sectionRE = regexp.MustCompile(`^\[listener ([A-Za-z0-9_.-]+)\]$`)
+
 // load reads a config file; an error names the file, the line and the key.
 func (c *config) load(path string) error {
 	f, err := os.Open(path)
@@ -114,6 +324,7 @@ func (c *config) load(path string) error {
 		return fmt.Errorf("config: %w", err)
 	}
 	defer f.Close()
+	var sec *listenerConfig // the section being read; nil: the top level
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
@@ -123,13 +334,38 @@ func (c *config) load(path string) error {
 		if line == "" {
 			continue
 		}
+		at := fmt.Sprintf("config %s:%d", path, n)
+		if strings.HasPrefix(line, "[") {
+			m := sectionRE.FindStringSubmatch(line)
+			if m == nil {
+				return fmt.Errorf("%s: want a section [listener NAME] (NAME of letters, digits, '_', '.', '-'), got %q", at, line)
+			}
+			if m[1] == c.Default.Name {
+				return fmt.Errorf("%s: listener name %q is the top-level listener's; choose another", at, m[1])
+			}
+			for _, l := range c.Named {
+				if l.Name == m[1] {
+					return fmt.Errorf("%s: listener %q is already defined at %s", at, m[1], strings.TrimPrefix(l.section, "config "))
+				}
+			}
+			l := defaultListener(m[1])
+			l.section = at
+			sec = &l
+			c.Named = append(c.Named, sec)
+			continue
+		}
 		key, val, ok := strings.Cut(line, "=")
 		if !ok {
-			return fmt.Errorf("config %s:%d: want key = value, got %q", path, n, line)
+			return fmt.Errorf("%s: want key = value, got %q", at, line)
 		}
 		key, val = strings.TrimSpace(key), strings.TrimSpace(val)
-		if err := c.set(key, val, fmt.Sprintf("config %s:%d", path, n)); err != nil {
-			return fmt.Errorf("config %s:%d: key %q: %w", path, n, key, err)
+		if sec == nil {
+			err = c.set(key, val, at)
+		} else {
+			err = sec.set(key, val, at)
+		}
+		if err != nil {
+			return fmt.Errorf("%s: key %q: %w", at, key, err)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -138,29 +374,68 @@ func (c *config) load(path string) error {
 	return nil
 }
 
-// set sets key to val; origin says where, for later errors.
-func (c *config) set(key, val, origin string) error {
-	for _, k := range configKeys {
-		if k.name == key {
-			if err := k.set(c, val); err != nil {
-				return err
-			}
-			if c.origin == nil {
-				c.origin = map[string]string{}
-			}
-			c.origin[key] = origin
-			return nil
+// set sets a top-level key to val; origin says where, for later errors.
+func (c *config) set(name, val, origin string) error {
+	if found, err := setKey(configKeys, c, name, val); found {
+		if err == nil {
+			c.origin = setOrigin(c.origin, name, origin)
 		}
+		return err
 	}
-	return fmt.Errorf("unknown key")
+	return c.Default.set(name, val, origin)
 }
 
-// validate checks what no single key can: the configuration as a whole.
-// An error names where the key was set.
-func (c *config) validate() error {
-	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
-		return fmt.Errorf("%s: want HOST:PORT, got %q", c.where("listen"), c.Listen)
+// set sets a listener key to val.
+func (l *listenerConfig) set(name, val, origin string) error {
+	found, err := setKey(listenerKeys, l, name, val)
+	if found {
+		if err == nil {
+			l.origin = setOrigin(l.origin, name, origin)
+		}
+		return err
 	}
+	if why, ok := unsupportedKeys[name]; ok {
+		return errors.New(why)
+	}
+	if l.section != "" {
+		if found, _ := setKey(configKeys, &config{}, name, "x"); found {
+			return fmt.Errorf("is a top-level key, not a listener's: move it above the first [listener] section")
+		}
+	}
+	return errors.New("unknown key")
+}
+
+func setKey[T any](keys []key[T], c *T, name, val string) (found bool, err error) {
+	for _, k := range keys {
+		if k.name == name {
+			return true, k.set(c, val)
+		}
+	}
+	return false, nil
+}
+
+func setOrigin(m map[string]string, key, origin string) map[string]string {
+	if m == nil {
+		m = map[string]string{}
+	}
+	m[key] = origin
+	return m
+}
+
+// listeners are the listeners keel runs: the default one unless the file
+// names its own and sets none of the default's keys, then the named ones.
+func (c *config) listeners() []*listenerConfig {
+	var out []*listenerConfig
+	if len(c.Named) == 0 || len(c.Default.origin) > 0 {
+		out = append(out, &c.Default)
+	}
+	return append(out, c.Named...)
+}
+
+// validate checks what no single key can: the configuration as a whole,
+// each listener's TLS files included (read, and the key held to its
+// certificate). An error names where the key was set.
+func (c *config) validate() error {
 	if c.Metrics != "" {
 		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
 			return fmt.Errorf("%s: want HOST:PORT, got %q", c.where("metrics"), c.Metrics)
@@ -172,18 +447,135 @@ func (c *config) validate() error {
 	if c.Pprof && c.Metrics == "" {
 		return fmt.Errorf("%s: /debug/pprof/ is served on the metrics address: set metrics too", c.where("pprof"))
 	}
+	for _, l := range c.listeners() {
+		if err := l.validate(); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// validate checks one listener. It never lets a TLS key be ignored: a
+// listener that names any TLS material has certfile and keyfile, or it is
+// refused, rather than served as plain TCP.
+func (l *listenerConfig) validate() error {
+	host, _, err := net.SplitHostPort(l.Listen)
+	if err != nil {
+		return fmt.Errorf("%s: want HOST:PORT, got %q", l.where("listen"), l.Listen)
+	}
+	if !isLoopback(host) && !l.AllowAnonymous {
+		return fmt.Errorf("%s: %s is reachable from other hosts and keel has no authentication yet: set allow_anonymous = true on this listener to serve it anonymously", l.where("listen"), l.Listen)
+	}
+	if l.TLS.CertFile == "" || l.TLS.KeyFile == "" {
+		// A TLS key that asks for anything, without the server's
+		// certificate and key, is refused.
+		asks := []struct {
+			key string
+			set bool
+		}{
+			{"certfile", l.TLS.CertFile != ""}, {"keyfile", l.TLS.KeyFile != ""},
+			{"cafile", l.TLS.CAFile != ""}, {"capath", l.TLS.CAPath != ""}, {"crlfile", l.TLS.CRLFile != ""},
+			{"require_certificate", l.TLS.RequireCertificate},
+			{"use_identity_as_username", l.UseIdentity}, {"use_subject_as_username", l.UseSubject},
+			{"tls_version", l.TLS.MinVersion > tls.VersionTLS12}, {"ciphers", l.TLS.CipherSuites != nil},
+		}
+		for _, a := range asks {
+			if a.set {
+				return fmt.Errorf("%s: TLS needs both certfile and keyfile on this listener (keel never falls back to plain TCP)", l.where(a.key))
+			}
+		}
+	}
+	if l.UseIdentity && l.UseSubject {
+		return fmt.Errorf("%s: use_identity_as_username and use_subject_as_username exclude each other", l.where("use_subject_as_username"))
+	}
+	for _, k := range []string{"use_identity_as_username", "use_subject_as_username"} {
+		if on := (k == "use_identity_as_username" && l.UseIdentity) || (k == "use_subject_as_username" && l.UseSubject); on && !l.TLS.RequireCertificate {
+			return fmt.Errorf("%s: needs require_certificate = true (the username comes from the client's certificate)", l.where(k))
+		}
+	}
+	if l.Protocol != "websockets" {
+		for _, k := range []string{"path", "websockets_origin"} {
+			if _, set := l.origin[k]; set {
+				return fmt.Errorf("%s: is a WebSocket key: set protocol = websockets on this listener", l.where(k))
+			}
+		}
+	}
+	if l.Proxy == "off" && len(l.ProxyTrusted) > 0 {
+		return fmt.Errorf("%s: set proxy_protocol (v1, v2 or any) too", l.where("proxy_trusted"))
+	}
+	if l.Proxy != "off" && len(l.ProxyTrusted) == 0 {
+		return fmt.Errorf("%s: PROXY headers are taken only from proxy_trusted peers: set proxy_trusted = CIDR,...", l.where("proxy_protocol"))
+	}
+	if l.TLS.CertFile != "" {
+		if _, err := listener.LoadTLS(l.TLS); err != nil {
+			var fe *listener.FileError
+			if errors.As(err, &fe) {
+				return fmt.Errorf("%s: %v", l.where(fe.Key), fe)
+			}
+			return fmt.Errorf("%s: %v", l.where("certfile"), err)
+		}
+	}
+	return nil
+}
+
+// isLoopback says whether host reaches only this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.IsLoopback()
 }
 
 // where names the origin of key for an error: `config FILE:LINE: key "k"`,
 // `flag --k`, or `key "k"` for a default.
-func (c *config) where(key string) string {
-	o, ok := c.origin[key]
+func (c *config) where(key string) string { return where(c.origin, key, "") }
+
+func (l *listenerConfig) where(key string) string {
+	in := ""
+	if l.section != "" {
+		in = fmt.Sprintf(" of [listener %s] (%s)", l.Name, strings.TrimPrefix(l.section, "config "))
+	}
+	return where(l.origin, key, in)
+}
+
+func where(origin map[string]string, key, in string) string {
+	o, ok := origin[key]
 	switch {
 	case !ok:
-		return fmt.Sprintf("key %q", key)
+		return fmt.Sprintf("key %q%s", key, in)
 	case strings.HasPrefix(o, "flag "):
 		return o
 	}
 	return fmt.Sprintf("%s: key %q", o, key)
+}
+
+// effective prints the configuration keel would run, defaults included:
+// the top-level keys, then each listener as a section.
+func (c *config) effective() string {
+	var b strings.Builder
+	line := func(name, val string) {
+		if val == "" {
+			fmt.Fprintf(&b, "# %s: none\n", name)
+		} else {
+			fmt.Fprintf(&b, "%s = %s\n", name, val)
+		}
+	}
+	for _, k := range configKeys {
+		line(k.name, k.get(c))
+	}
+	for _, l := range c.listeners() {
+		if l.section == "" {
+			fmt.Fprintf(&b, "\n# [listener %s]: the top-level listener keys\n", l.Name)
+		} else {
+			fmt.Fprintf(&b, "\n[listener %s]\n", l.Name)
+		}
+		for _, k := range listenerKeys {
+			if l.section == "" && k.name == "max_connections" {
+				continue // at the top level, the key is the global one
+			}
+			line(k.name, k.get(l))
+		}
+	}
+	return b.String()
 }

@@ -7,8 +7,10 @@ import (
 
 const configUsage = `Usage: keel config check FILE
 
-Reads FILE as keel serve --config would and prints "FILE: ok", or the first
-error with its file, line and key (exit status 1).
+Reads FILE as keel serve --config would, TLS certificates and keys
+included, and prints "FILE: ok" and the configuration keel would run with
+(defaults included), or the first error with its file, line and key (exit
+status 1).
 `
 
 // configCmd runs `keel config ...`.
@@ -31,6 +33,6 @@ func configCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "keel:", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "%s: ok\n", path)
+	fmt.Fprintf(stdout, "%s: ok\n\n%s", path, cfg.effective())
 	return 0
 }

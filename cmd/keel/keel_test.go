@@ -174,3 +174,27 @@ func runKeel(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	}
 	return code, o.String(), e.String()
 }
+
+// waitLog waits until keel's log has a line containing s.
+func (p *keelProc) waitLog(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(p.stderr(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("keel's log has no %q after 10s:\n%s", s, p.stderr())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+var listenerRE = regexp.MustCompile(`msg="mqtt listener" addr=(\S+) listener=(\S+)`)
+
+// listenerAddrs are the addresses keel logged for its listeners, by name.
+func (p *keelProc) listenerAddrs(t *testing.T) map[string]string {
+	t.Helper()
+	addrs := map[string]string{}
+	for _, m := range listenerRE.FindAllStringSubmatch(p.stderr(), -1) {
+		addrs[m[2]] = m[1]
+	}
+	return addrs
+}

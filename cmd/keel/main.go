@@ -86,7 +86,8 @@ func serveFlags(cfg config) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("keel serve", flag.ContinueOnError)
 	fs.Usage = func() {} // serveCmd prints the usage where it belongs
 	configPath := fs.String("config", "", "config `FILE` (key = value lines; flags override it)")
-	fs.String("listen", cfg.Listen, "MQTT listen `HOST:PORT` (0.0.0.0:1883 for every interface)")
+	fs.String("listen", cfg.Default.Listen, "MQTT listen `HOST:PORT` (0.0.0.0:1883 for every interface, with --allow-anonymous)")
+	fs.Bool("allow-anonymous", false, "serve anonymous clients on a --listen address other hosts can reach")
 	fs.String("data", cfg.Data, "data directory `DIR` (created if missing; must be empty or Keel's)")
 	fs.String("metrics", "", "serve Prometheus /metrics on `HOST:PORT` (e.g. 127.0.0.1:9183)")
 	fs.Bool("pprof", false, "also serve /debug/pprof/ on the metrics address")
@@ -152,10 +153,10 @@ func serve(cfg config, stderr io.Writer) error {
 
 	t0 := time.Now()
 	// Caught from the start: a signal during replay is handled (a clean
-	// stop) once serving, and none arrives between the "listening" line
+	// stop; SIGHUP: a reload of the listeners' certificates) once serving, and none arrives between the "listening" line
 	// and the handler.
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	// The metrics address is bound first, so an address that cannot be
 	// served (one the operator asked for) fails the start at once, before
@@ -179,47 +180,62 @@ func serve(cfg config, stderr io.Writer) error {
 		l.Close()
 		return err
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	servers, err := startListeners(cfg, b, logger)
 	if err != nil {
 		b.Close()
 		l.Close()
-		return fmt.Errorf("mqtt listener %s: %w", cfg.Listen, err)
+		return err
 	}
 	var admin *adminServer
 	if metricsLn != nil {
-		admin = startAdmin(metricsLn, cfg.Pprof, b, logger)
+		var srvs []*listener.Server
+		for _, s := range servers {
+			srvs = append(srvs, s.srv)
+		}
+		admin = startAdmin(metricsLn, cfg.Pprof, b, srvs, logger)
 		logger.Info("metrics listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
-	logger.Info("keel listening", "addr", ln.Addr().String(), "data", cfg.Data, "version", buildVersion(),
+	logger.Info("keel listening", "addr", servers[0].addr, "data", cfg.Data, "version", buildVersion(),
 		"startup", time.Since(t0).Round(time.Millisecond))
-
-	srv := &listener.Server{Name: "default", Logger: logger,
-		Handler: listener.HandlerFunc(func(nc net.Conn, info listener.Info) { b.ServeConn(nc, engine.ConnInfo(info)) })}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	errc := make(chan error, len(servers))
+	for _, s := range servers {
+		go func() { errc <- s.srv.Serve(s.ln) }()
+	}
 
 	var failure error
-	select {
-	case s := <-sig:
-		logger.Info("shutting down", "signal", s.String())
-	case err := <-errc:
-		logger.Error("listener failed", "err", err)
-		failure = err
-	case <-b.Failed():
-		// The store failed (I/O error, disk full): nothing more can be
-		// acknowledged. Stop cleanly; the next start replays the last
-		// synced state.
-		failure = fmt.Errorf("store failed: %w", b.Err())
-		logger.Error("shutting down: store failed", "err", b.Err())
+serving:
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				reloadTLS(servers, logger)
+				continue
+			}
+			logger.Info("shutting down", "signal", s.String())
+		case err := <-errc:
+			logger.Error("listener failed", "err", err)
+			failure = err
+		case <-b.Failed():
+			// The store failed (I/O error, disk full): nothing more can be
+			// acknowledged. Stop cleanly; the next start replays the last
+			// synced state.
+			failure = fmt.Errorf("store failed: %w", b.Err())
+			logger.Error("shutting down: store failed", "err", b.Err())
+		}
+		break serving
 	}
 	// Stop accepting, disconnect clients, let in-flight commits finish,
 	// close Pebble.
-	ln.Close()
+	for _, s := range servers {
+		s.ln.Close()
+	}
 	b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		logger.Warn("shutdown", "err", err)
+	for _, s := range servers {
+		if err := s.srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			logger.Warn("shutdown", "listener", s.srv.Name, "err", err)
+		}
 	}
 	if admin != nil {
 		admin.shutdown(ctx, logger)

@@ -13,14 +13,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/listener"
 	"github.com/keelmq/keel/wal"
 )
 
-// metricsHandler serves the broker's plain counters on a registry of its
-// own (no global registration).
-func metricsHandler(b *engine.Broker) http.Handler {
+// metricsHandler serves the broker's and the listeners' plain counters on
+// a registry of its own (no global registration).
+func metricsHandler(b *engine.Broker, listeners []*listener.Server) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(brokerCollector{b})
+	reg.MustRegister(listenerCollector(listeners))
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
@@ -105,9 +107,9 @@ func constHistogram(desc *prometheus.Desc, h wal.Histogram) prometheus.Metric {
 // adminMux serves /metrics, and /debug/pprof/ only if withPprof: profiles
 // and traces show what a broker is doing to anyone who can reach the
 // address, so they are opt-in.
-func adminMux(b *engine.Broker, withPprof bool) *http.ServeMux {
+func adminMux(b *engine.Broker, listeners []*listener.Server, withPprof bool) *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(b))
+	mux.Handle("/metrics", metricsHandler(b, listeners))
 	if withPprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
@@ -128,11 +130,11 @@ type adminServer struct {
 // startAdmin serves adminMux on ln. serve binds ln before anything else,
 // so that an address the operator asked for and keel cannot bind is a
 // startup error, like the MQTT port.
-func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, logger *slog.Logger) *adminServer {
+func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, listeners []*listener.Server, logger *slog.Logger) *adminServer {
 	a := &adminServer{
 		addr: ln.Addr().String(),
 		srv: &http.Server{
-			Handler:           adminMux(b, withPprof),
+			Handler:           adminMux(b, listeners, withPprof),
 			ReadHeaderTimeout: 10 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 		},
@@ -154,4 +156,41 @@ func (a *adminServer) shutdown(ctx context.Context, logger *slog.Logger) {
 		a.srv.Close()
 	}
 	<-a.done
+}
+
+var (
+	descListenerOpen = prometheus.NewDesc("keel_listener_connections_open",
+		"Clients a listener is serving.", []string{"listener"}, nil)
+	descListenerAccepted = prometheus.NewDesc("keel_listener_connections_accepted_total",
+		"Connections a listener handed to the broker as clients.", []string{"listener"}, nil)
+	descListenerRefused = prometheus.NewDesc("keel_listener_connections_refused_total",
+		"Connections a listener refused, by reason (handshake_timeout, proxy_untrusted, proxy_invalid, websocket, max_connections).",
+		[]string{"listener", "reason"}, nil)
+	descListenerTLSFailures = prometheus.NewDesc("keel_listener_tls_handshake_failures_total",
+		"Failed TLS handshakes (plain TCP on a TLS port, a client certificate refused, ...).", []string{"listener"}, nil)
+	descListenerTLSReloadFailures = prometheus.NewDesc("keel_listener_tls_reload_failures_total",
+		"TLS reloads (SIGHUP) that failed and kept the previous certificates.", []string{"listener"}, nil)
+)
+
+// listenerCollector reads each listener's plain counters at scrape time,
+// labelled with its name.
+type listenerCollector []*listener.Server
+
+func (lc listenerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descListenerOpen, descListenerAccepted, descListenerRefused, descListenerTLSFailures, descListenerTLSReloadFailures} {
+		ch <- d
+	}
+}
+
+func (lc listenerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range lc {
+		st := s.Stats()
+		ch <- prometheus.MustNewConstMetric(descListenerOpen, prometheus.GaugeValue, float64(st.Open), s.Name)
+		ch <- prometheus.MustNewConstMetric(descListenerAccepted, prometheus.CounterValue, float64(st.Accepted), s.Name)
+		for _, r := range listener.RefuseReasons() {
+			ch <- prometheus.MustNewConstMetric(descListenerRefused, prometheus.CounterValue, float64(st.Refused[r]), s.Name, r)
+		}
+		ch <- prometheus.MustNewConstMetric(descListenerTLSFailures, prometheus.CounterValue, float64(st.TLSHandshakeFailures), s.Name)
+		ch <- prometheus.MustNewConstMetric(descListenerTLSReloadFailures, prometheus.CounterValue, float64(st.TLSReloadFailures), s.Name)
+	}
 }

@@ -28,7 +28,7 @@ func TestMetricsExposeTheStoreAndBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	srv := httptest.NewServer(metricsHandler(b))
+	srv := httptest.NewServer(metricsHandler(b, nil))
 	defer srv.Close()
 	resp, err := srv.Client().Get(srv.URL)
 	if err != nil {

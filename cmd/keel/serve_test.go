@@ -157,3 +157,20 @@ func TestSysBrokerVersion(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// --listen on every interface needs --allow-anonymous; with it keel serves.
+func TestServeEveryInterfaceNeedsAllowAnonymous(t *testing.T) {
+	data := filepath.Join(t.TempDir(), "data")
+	code, _, stderr := runKeel(t, "serve", "--listen", "0.0.0.0:0", "--data", data)
+	if want := `flag --listen: 0.0.0.0:0 is reachable from other hosts`; code != 1 || !strings.Contains(stderr, want) {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and %q", code, stderr, want)
+	}
+	p := startKeel(t, "serve", "--listen", "0.0.0.0:0", "--allow-anonymous", "--data", data)
+	_, port, _ := net.SplitHostPort(p.addr)
+	c, err := net.Dial("tcp", "127.0.0.1:"+port)
+	if err != nil {
+		t.Fatalf("keel on %s: %v", p.addr, err)
+	}
+	c.Close()
+	p.stop(t)
+}
