@@ -536,12 +536,16 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 		c.b.stats.recvPackets.Add(1)
 		switch p := p.(type) {
 		case *packet.Publish:
+			_, resend := c.qos2Open[p.PacketID] // a QoS 2 flow already received
+			resend = resend && p.QoS == 2
 			if code, msg := c.checkPublish(p); code != 0 {
 				c.protocolError(code, msg)
 				return false, true
 			}
 			ev := event{kind: evPublish, c: c, pkt: p}
-			if !c.allow(p.Topic, auth.Write) {
+			// A resend of a QoS 2 PUBLISH already accepted is answered as
+			// one [MQTT-4.3.3-10], even if the rules changed meanwhile.
+			if !resend && !c.allow(p.Topic, auth.Write) {
 				ev.denied = deniedOne
 				c.deniedPublish(p)
 			}
