@@ -11,23 +11,30 @@ import (
 	"github.com/keelmq/keel/engine/packet"
 )
 
-// connPair is a conn on the server side of a real loopback TCP connection,
-// its writeLoop running, and the client side to read it.
-func connPair(t *testing.T, small bool, writeTimeout time.Duration) (*conn, net.Conn) {
+// tcpPair is the two ends of a real loopback TCP connection.
+func tcpPair(t *testing.T) (server, client net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
+	client, err = net.Dial("tcp", ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := ln.Accept()
+	server, err = ln.Accept()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return server, client
+}
+
+// connPair is a conn on the server side of a real loopback TCP connection,
+// its writeLoop running, and the client side to read it.
+func connPair(t *testing.T, small bool, writeTimeout time.Duration) (*conn, net.Conn) {
+	t.Helper()
+	server, client := tcpPair(t)
 	if small {
 		// Small buffers: the kernel takes only part of a large write.
 		server.(*net.TCPConn).SetWriteBuffer(4096)
@@ -169,20 +176,8 @@ func (m *meter) Write(p []byte) (int, error) {
 // conn's Write: a wrapper sees every byte, even one that, like this meter,
 // still offers the socket's descriptor.
 func TestNoDirectWriteWithoutTheGrant(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	client, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
+	server, client := tcpPair(t)
 	defer client.Close()
-	server, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := &meter{TCPConn: server.(*net.TCPConn)}
 	b := &Broker{log: testLogger(t)}
 	b.opts.fill()
