@@ -11,14 +11,23 @@ import (
 // authOptions is a broker with a password file (alice, bob, root; no
 // anonymous access) and an ACL.
 func authOptions(t *testing.T) Options {
+	opts, _ := authOptionsLines(t)
+	return opts
+}
+
+// authOptionsLines is authOptions with the password file's line of each
+// user.
+func authOptionsLines(t *testing.T) (Options, map[string]string) {
 	t.Helper()
 	var pw strings.Builder
+	lines := map[string]string{}
 	for _, u := range []string{"alice", "bob", "root"} {
-		h, err := auth.Hash("pw-" + u)
+		h, err := auth.HashWeak("pw-" + u) // 210,000 iterations cost seconds under -race
 		if err != nil {
 			t.Fatal(err)
 		}
-		pw.WriteString(u + ":" + h + "\n")
+		lines[u] = u + ":" + h
+		pw.WriteString(lines[u] + "\n")
 	}
 	passwords, err := auth.ParsePasswords("passwords", strings.NewReader(pw.String()))
 	if err != nil {
@@ -38,7 +47,7 @@ topic readwrite #
 	}
 	files := &auth.Files{}
 	files.SetPasswords(passwords)
-	return Options{Authenticator: files, Authorizer: auth.NewLive(acl)}
+	return Options{Authenticator: files, Authorizer: auth.NewLive(acl)}, lines
 }
 
 func withLogin(user, pw string) func(*packet.Connect) {
@@ -182,4 +191,161 @@ func TestNoPublishToSys(t *testing.T) {
 	if a := c.expectAck(packet.PUBACK, 1); a.ReasonCode != packet.CodeNotAuthorized {
 		t.Fatalf("PUBACK %v for a publish to $SYS, want 0x87", a.ReasonCode)
 	}
+}
+
+// A persistent session belongs to the user who created it: another user
+// with its client id is refused (5.0 0x87, 3.1.1 return code 5) whether the
+// session is online or stored, with or without clean start; the session
+// keeps its queue and its connection, and the owner survives a restart.
+func TestSessionBelongsToItsCreator(t *testing.T) {
+	opts := authOptions(t)
+	opts.SessionOwners = true
+	tb := startBroker(t, opts)
+	alice := dialRaw(t, tb.addr, packet.V5)
+	if ca := alice.connect("dev1", false, withLogin("alice", "pw-alice")); ca.ReasonCode != 0 {
+		t.Fatalf("alice: CONNACK %v", ca.ReasonCode)
+	}
+	alice.subscribe(1, "q/#", 1)
+	root := dialRaw(t, tb.addr, packet.V5)
+	root.connect("root", true, withLogin("root", "pw-root"))
+
+	refusedAll := func(when string) {
+		t.Helper()
+		for _, tc := range []struct {
+			v     byte
+			clean bool
+			want  packet.ReasonCode
+		}{
+			{packet.V5, false, packet.CodeNotAuthorized},
+			{packet.V5, true, packet.CodeNotAuthorized},
+			{packet.V311, false, packet.RetNotAuthorized},
+			{packet.V311, true, packet.RetNotAuthorized},
+		} {
+			bob := dialRaw(t, tb.addr, tc.v)
+			if ca := bob.connect("dev1", tc.clean, withLogin("bob", "pw-bob")); ca.ReasonCode != tc.want || ca.SessionPresent {
+				t.Fatalf("%s: bob as dev1 (v%d clean %v): CONNACK %v present %v, want %v", when, tc.v, tc.clean, ca.ReasonCode, ca.SessionPresent, tc.want)
+			}
+			if p := bob.expectClosed(); p != nil {
+				t.Fatalf("%s: got %T after the refusal, want the connection closed", when, p)
+			}
+		}
+	}
+	refusedAll("online")
+	// Alice's connection was not taken over: it still receives.
+	root.pubAcked(1, "q/1", "live")
+	alice.ackPub(alice.expectPub("q/1", "live"))
+	alice.disconnect(tb)
+
+	root.pubAcked(2, "q/2", "queued")
+	refusedAll("offline")
+	tb.restart()
+	refusedAll("after a restart")
+
+	alice = dialRaw(t, tb.addr, packet.V5)
+	if ca := alice.connect("dev1", false, withLogin("alice", "pw-alice")); ca.ReasonCode != 0 || !ca.SessionPresent {
+		t.Fatalf("alice again: CONNACK %v present %v, want her session", ca.ReasonCode, ca.SessionPresent)
+	}
+	alice.expectPub("q/2", "queued")
+}
+
+// A session stored before owners existed (format 1) belongs to the first
+// client that connects to it since.
+func TestUnownedSessionIsClaimed(t *testing.T) {
+	opts := authOptions(t)
+	opts.SessionOwners = true
+	tb := startBroker(t, opts)
+	c := dialRaw(t, tb.addr, packet.V5)
+	c.connect("old", false, withLogin("alice", "pw-alice"))
+	c.disconnect(tb)
+	tb.session("old", func(s *session) { s.Creator = nil })
+	bob := dialRaw(t, tb.addr, packet.V5)
+	if ca := bob.connect("old", false, withLogin("bob", "pw-bob")); ca.ReasonCode != 0 || !ca.SessionPresent {
+		t.Fatalf("bob on an unowned session: CONNACK %v present %v, want it", ca.ReasonCode, ca.SessionPresent)
+	}
+	bob.disconnect(tb)
+	alice := dialRaw(t, tb.addr, packet.V5)
+	if ca := alice.connect("old", false, withLogin("alice", "pw-alice")); ca.ReasonCode != packet.CodeNotAuthorized {
+		t.Fatalf("alice after bob claimed it: CONNACK %v, want 0x87", ca.ReasonCode)
+	}
+}
+
+// Without SessionOwners, the client id is the session, whoever logs in.
+func TestSessionOwnersOff(t *testing.T) {
+	tb := startBroker(t, authOptions(t))
+	c := dialRaw(t, tb.addr, packet.V5)
+	c.connect("shared-id", false, withLogin("alice", "pw-alice"))
+	c.disconnect(tb)
+	bob := dialRaw(t, tb.addr, packet.V5)
+	if ca := bob.connect("shared-id", false, withLogin("bob", "pw-bob")); ca.ReasonCode != 0 || !ca.SessionPresent {
+		t.Fatalf("CONNACK %v present %v, want the session", ca.ReasonCode, ca.SessionPresent)
+	}
+}
+
+// Recheck after a reload disconnects the clients whose password entry
+// changed or went (5.0 with DISCONNECT 0x87), and keeps the others.
+func TestRecheckAfterReload(t *testing.T) {
+	opts, lines := authOptionsLines(t)
+	tb := startBroker(t, opts)
+	alice := dialRaw(t, tb.addr, packet.V5)
+	alice.connect("alice", true, withLogin("alice", "pw-alice"))
+	bob := dialRaw(t, tb.addr, packet.V311)
+	bob.connect("bob", true, withLogin("bob", "pw-bob"))
+	root := dialRaw(t, tb.addr, packet.V311)
+	root.connect("root", true, withLogin("root", "pw-root"))
+
+	// The new file: alice has a new password, root is gone, bob's line is
+	// the same as before.
+	var pw strings.Builder
+	h, err := auth.HashWeak("new-alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw.WriteString("alice:" + h + "\n")
+	old := opts.Authenticator.(*auth.Files)
+	if n := tb.b.Recheck(); n != 0 {
+		t.Fatalf("Recheck with the same file disconnected %d", n)
+	}
+	pw.WriteString(lines["bob"] + "\n")
+	p, err := auth.ParsePasswords("passwords2", strings.NewReader(pw.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.SetPasswords(p)
+	if n := tb.b.Recheck(); n != 2 {
+		t.Fatalf("Recheck disconnected %d, want 2 (alice, root)", n)
+	}
+	alice.expectDisconnect(packet.CodeNotAuthorized)
+	root.expectEOF()
+	bob.ping()
+	a2 := dialRaw(t, tb.addr, packet.V5)
+	if ca := a2.connect("alice", true, withLogin("alice", "new-alice")); ca.ReasonCode != 0 {
+		t.Fatalf("alice with her new password: CONNACK %v", ca.ReasonCode)
+	}
+}
+
+// A will is checked again when it is published: a right revoked since the
+// CONNECT holds for it.
+func TestWillCheckedWhenPublished(t *testing.T) {
+	opts := authOptions(t)
+	tb := startBroker(t, opts)
+	root := dialRaw(t, tb.addr, packet.V5)
+	root.connect("root", true, withLogin("root", "pw-root"))
+	root.subscribe(1, "a/#", 0)
+	alice := dialRaw(t, tb.addr, packet.V5)
+	alice.connect("alice", true, func(cp *packet.Connect) {
+		withLogin("alice", "pw-alice")(cp)
+		cp.WillFlag, cp.WillTopic, cp.WillPayload = true, "a/will", []byte("gone")
+	})
+	acl, err := auth.ParseACL("acl2", strings.NewReader("user root\ntopic readwrite #\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Authorizer.Swap(acl)
+	before := tb.b.stats.reasons.dropped[dropNotAuthorized].Load()
+	alice.nc.Close() // no DISCONNECT: the will is due
+	waitFor(t, "the will to be refused", func() bool {
+		return tb.b.stats.reasons.dropped[dropNotAuthorized].Load() > before
+	})
+	root.publish(0, "a/marker", 0, "after")
+	root.expectPub("a/marker", "after") // and no will before it
 }

@@ -142,6 +142,14 @@ type Options struct {
 	// per-connection cache. nil: auth.AllowAll (no client publishes to
 	// $SYS).
 	Authorizer *auth.Live
+	// SessionOwners holds a session to the identity that created it: a
+	// CONNECT with its client id from another username (or anonymous for
+	// a user's session, or the reverse) is refused with CONNACK 0x87 (3.1.1:
+	// return code 5), and the session keeps its queue and its connection.
+	// cmd/keel sets it when clients authenticate (a password file or
+	// certificate identities). A session stored by format 1 has no owner:
+	// its next client becomes it.
+	SessionOwners bool
 }
 
 func (o *Options) fill() {

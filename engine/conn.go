@@ -402,7 +402,12 @@ func (c *conn) serve() {
 	case <-c.b.quit: // the core stopped before it took the CONNECT
 	}
 	if !accepted {
-		c.kill()
+		c.mu.Lock()
+		answered := c.mu.closed // the core refused with a CONNACK and a close
+		c.mu.Unlock()
+		if !answered {
+			c.kill()
+		}
 		return
 	}
 	c.b.connLog.log(c.log, "client connected", "listener", c.info.Listener, "protocol", c.version,

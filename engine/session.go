@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"time"
 
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/packet"
 	"github.com/keelmq/keel/sessions"
 	"github.com/keelmq/keel/wal"
@@ -27,6 +28,19 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	}
 	c.clientID = id
 	c.log = c.log.With("client", id)
+
+	if s := core.sessions.Sessions[id]; s != nil && b.opts.SessionOwners && !ownedBy(s, c) {
+		// The session, online or stored, belongs to another user: it is
+		// neither taken over nor discarded, and keeps its queue.
+		b.stats.reasons.refuse(refuseNotAuthorized)
+		c.setEndReason("session belongs to another user")
+		c.log.Warn("connect refused: the session belongs to another user",
+			"username", c.id.Username, "anonymous", c.id.Anonymous,
+			"owner", s.Creator.Username, "owner_anonymous", s.Creator.Anonymous)
+		c.refuseConnack(packet.CodeNotAuthorized)
+		reply <- false
+		return
+	}
 
 	if old := core.online[id]; old != nil {
 		// [MQTT-3.1.4-3] a second connection with the same id takes the
@@ -63,6 +77,11 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	s.Protocol = c.version
 	s.Expiry = expiry
 	s.Will = willOf(cp, now)
+	if s.Creator == nil {
+		// A new session, or one from a format-1 record: its first client
+		// since is its owner.
+		s.Creator = &wal.Owner{Anonymous: c.id.Anonymous, Username: c.id.Username}
+	}
 	s.DisconnectedAt = time.Time{}
 	core.sessions.Attach(s, c, expiry > 0)
 	s.Resend = nil
@@ -209,6 +228,16 @@ func (b *Broker) publishWill(s *session, now time.Time) {
 	w := s.Will
 	s.Will = nil
 	m := w.Message
+	if live := b.opts.Authorizer; live != nil && s.Creator != nil {
+		// Checked again as it is published: a right revoked since the
+		// CONNECT (a reload) holds for the will too.
+		id := auth.Identity{Username: s.Creator.Username, Anonymous: s.Creator.Anonymous}
+		if !live.Allow(id, s.ClientID, m.Topic, auth.Write) {
+			b.stats.reasons.drop(dropNotAuthorized)
+			b.log.Info("will not published: not authorized", "client", s.ClientID, "topic", m.Topic)
+			return
+		}
+	}
 	if m.ExpireAt != 0 {
 		m.ExpireAt = now.UnixMilli() + m.ExpireAt // stored as the interval until now
 	}
@@ -383,4 +412,11 @@ func (b *Broker) trieRemove(s *session, filter string) {
 
 // active reports whether c is the live connection of its session: packets
 // of a connection that was taken over are ignored.
+// ownedBy says whether c's client may use s: s's creator is the same
+// identity, or s has none (a format-1 record).
+func ownedBy(s *session, c *conn) bool {
+	o := s.Creator
+	return o == nil || (o.Anonymous == c.id.Anonymous && o.Username == c.id.Username)
+}
+
 func active(c *conn) bool { return c.connected && c.sess != nil && c.sess.Owner == target(c) }

@@ -36,7 +36,7 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 			if err != nil {
 				return fmt.Errorf("sessions: session %q: %w", client, err)
 			}
-			s.Protocol, s.Expiry, s.Will = rec.Protocol, rec.ExpirySeconds, rec.Will
+			s.Protocol, s.Expiry, s.Will, s.Creator = rec.Protocol, rec.ExpirySeconds, rec.Will, rec.Owner
 			if rec.DisconnectedAt != 0 {
 				s.DisconnectedAt = time.UnixMilli(rec.DisconnectedAt)
 			}

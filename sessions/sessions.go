@@ -80,6 +80,10 @@ type Session[O any] struct {
 	Protocol   byte
 	Expiry     uint32 // seconds after disconnect; NeverExpire
 	Will       *wal.Will
+	// Creator is the identity of the client that created the session,
+	// which the engine holds other clients to (Options.SessionOwners);
+	// nil for a session restored from a format-1 record.
+	Creator *wal.Owner
 
 	// Subscriptions by filter (the filter as subscribed, $share included).
 	Subs map[string]Subscription
@@ -168,7 +172,7 @@ func (s *Session[O]) InflightInOrder() []*Flight {
 
 // record is the session's own record for the store.
 func (s *Session[O]) record() *wal.Session {
-	r := &wal.Session{Protocol: s.Protocol, ExpirySeconds: s.Expiry, Will: s.Will}
+	r := &wal.Session{Protocol: s.Protocol, ExpirySeconds: s.Expiry, Will: s.Will, Owner: s.Creator}
 	if !s.DisconnectedAt.IsZero() {
 		r.DisconnectedAt = s.DisconnectedAt.UnixMilli()
 	}

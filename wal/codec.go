@@ -34,8 +34,10 @@ const (
 
 // Session flags (part of the on-disk format).
 const (
-	sessionWill  = 1 << 0
-	sessionKnown = 1<<1 - 1
+	sessionWill      = 1 << 0
+	sessionOwner     = 1 << 1 // format 2: the owner's username follows
+	sessionAnonymous = 1 << 2 // format 2: the owner is anonymous (with sessionOwner)
+	sessionKnown     = 1<<3 - 1
 )
 
 // Subscription flags (part of the on-disk format).
@@ -156,12 +158,21 @@ func AppendSession(dst []byte, s *Session, compressThreshold int) []byte {
 	if s.Will != nil {
 		flags |= sessionWill
 	}
+	if s.Owner != nil {
+		flags |= sessionOwner
+		if s.Owner.Anonymous {
+			flags |= sessionAnonymous
+		}
+	}
 	dst = append(dst, recordV1, flags, s.Protocol)
 	dst = binary.AppendUvarint(dst, uint64(s.ExpirySeconds))
 	dst = binary.AppendVarint(dst, s.DisconnectedAt)
 	if s.Will != nil {
 		dst = binary.AppendUvarint(dst, uint64(s.Will.DelaySeconds))
 		dst = appendMsg(dst, &s.Will.Message, compressThreshold)
+	}
+	if s.Owner != nil {
+		dst = appendString(dst, s.Owner.Username)
 	}
 	return dst
 }
@@ -180,6 +191,11 @@ func DecodeSession(b []byte) (Session, error) {
 		s.Will = new(Will)
 		s.Will.DelaySeconds = uint32(d.uvarint(1<<32 - 1))
 		d.msg(&s.Will.Message)
+	}
+	if flags&sessionOwner != 0 {
+		s.Owner = &Owner{Anonymous: flags&sessionAnonymous != 0, Username: d.string()}
+	} else if flags&sessionAnonymous != 0 {
+		d.fail("anonymous flag without an owner")
 	}
 	return s, d.finish("session")
 }

@@ -102,6 +102,10 @@ func TestEntrySessionSubscriptionRoundTrip(t *testing.T) {
 		{Protocol: 4, ExpirySeconds: 0xFFFFFFFF},
 		{Protocol: 5, ExpirySeconds: 3600, DisconnectedAt: 1_700_000_000_000,
 			Will: &Will{Message: fullMessage(compressible(3000)), DelaySeconds: 30}},
+		{Protocol: 5, Owner: &Owner{Username: "alice"}},
+		{Protocol: 4, Owner: &Owner{Anonymous: true}},
+		{Protocol: 5, Owner: &Owner{Username: ""}, // MQTT allows an empty username
+			Will: &Will{Message: fullMessage(nil), DelaySeconds: 1}},
 	}
 	for _, s := range sessions {
 		got, err := DecodeSession(AppendSession(nil, &s, 1024))

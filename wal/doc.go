@@ -94,12 +94,17 @@
 //
 // Session (AppendSession):
 //
-//	+------+-------+----------+---------------+----------------+-------------------------+
-//	| 0x01 | flags | protocol | expirySeconds | disconnectedAt | [willDelay uvarint, msg] |
-//	| 1 B  | 1 B   | 1 B      | uvarint       | varint (ms)    |                         |
-//	+------+-------+----------+---------------+----------------+-------------------------+
+//	+------+-------+----------+---------------+----------------+-------------------------+---------+
+//	| 0x01 | flags | protocol | expirySeconds | disconnectedAt | [willDelay uvarint, msg] | [owner] |
+//	| 1 B  | 1 B   | 1 B      | uvarint       | varint (ms)    |                         | string  |
+//	+------+-------+----------+---------------+----------------+-------------------------+---------+
 //
-//	flags: 0x01 will present
+//	flags: 0x01 will present   0x02 owner present (format 2)
+//	       0x04 the owner is anonymous (with 0x02; its string is empty)
+//
+// The owner is the username of the client that created the session
+// (format 2); a record without one (format 1) belongs to whoever connects
+// first.
 //
 // Subscription (AppendSubscription):
 //
@@ -213,7 +218,11 @@
 // pinned (not FormatNewest) so that a Pebble upgrade never silently
 // rewrites the directory, and loads every sstable's properties so that a
 // truncated or garbled table fails Open rather than a later read. An empty
-// store gets the format key (synced). A format version above FormatVersion fails with an
+// store gets the format key (synced). A store of format 1 is upgraded to
+// 2 by rewriting that key (synced): format 2 only adds the session owner,
+// which format 1's records lack and read as none, so no record is
+// rewritten; from then on a format-1 keel refuses the directory with
+// "upgrade keel" instead of failing on an owner it cannot read. A format version above FormatVersion fails with an
 // error wrapping ErrNewerFormat; a store with data but no format key, and a
 // store Pebble finds corrupt (a damaged MANIFEST or sstable), fail with an
 // error naming the directory and what to do. A torn tail of the newest WAL

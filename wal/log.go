@@ -8,7 +8,9 @@ import (
 )
 
 // FormatVersion is the version of the on-disk format written by this build.
-const FormatVersion uint32 = 1
+// 2 adds the session owner to the Session record (doc.go); format 1 is
+// upgraded in place at Open.
+const FormatVersion uint32 = 2
 
 // Options configure Open. The zero value is valid except for Dir.
 type Options struct {

@@ -204,3 +204,43 @@ func TestOpenNotKeel(t *testing.T) {
 		t.Fatalf("Open = %v, want a 'no format version' error", err)
 	}
 }
+
+// A format-1 directory opens and is upgraded to 2 by its format key
+// alone: its session records (no owner) read as before, without one.
+func TestFormat1Upgrade(t *testing.T) {
+	fs := vfs.NewMem()
+	l := openTest(t, testOptions(fs))
+	format1 := []byte{recordV1, 0, 4, 0x80, 0x01, 0x00} // flags 0, protocol 4, expiry 128, disconnectedAt 0
+	var txn Txn
+	txn.Set(FormatKey, binary.BigEndian.AppendUint32(nil, 1))
+	txn.Set(SessionKey("old"), format1)
+	if err := l.Commit(context.Background(), &txn); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = openTest(t, testOptions(fs))
+	defer l.Close()
+	v, err := l.Get(FormatKey)
+	if err != nil || binary.BigEndian.Uint32(v) != 2 {
+		t.Fatalf("format key after the upgrade = %x, %v; want 2", v, err)
+	}
+	raw, err := l.Get(SessionKey("old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := DecodeSession(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Protocol != 4 || s.ExpirySeconds != 128 || s.Owner != nil {
+		t.Fatalf("format-1 session read as %+v, want protocol 4, expiry 128, no owner", s)
+	}
+	// A format-2 record with an owner is what format 1 could not read:
+	// that is why the version moved.
+	withOwner := AppendSession(nil, &Session{Protocol: 5, Owner: &Owner{Username: "alice"}}, 0)
+	if withOwner[1]&^(sessionWill) == 0 {
+		t.Fatalf("an owned session's flags %#x use no bit format 1 lacks", withOwner[1])
+	}
+}

@@ -226,6 +226,17 @@ func (l *Log) checkFormat() error {
 			"this keel reads up to %d: upgrade keel", ErrNewerFormat, l.dir, got, FormatVersion)
 	case got == 0:
 		return fmt.Errorf("wal: open: data directory %s has invalid format version 0", l.dir)
+	case got < FormatVersion:
+		// Format 1 reads as format 2 (doc.go): only the key changes.
+		var buf [4]byte
+		binary.BigEndian.PutUint32(buf[:], FormatVersion)
+		if err := l.db.Set(FormatKey, buf[:], pebble.Sync); err != nil {
+			return l.wrapErr("open: upgrade format version", err)
+		}
+		if err := l.Err(); err != nil {
+			return fmt.Errorf("wal: open %s: upgrade format version: %w", l.dir, err)
+		}
+		l.logger.Info("data directory upgraded", "dir", l.dir, "from_format", got, "to_format", FormatVersion)
 	}
 	return nil
 }

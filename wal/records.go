@@ -73,6 +73,14 @@ type Session struct {
 	ExpirySeconds  uint32 // 3.1.1 clean session 0: 0xFFFFFFFF (never)
 	Will           *Will  // nil when none
 	DisconnectedAt int64  // Unix ms of the last disconnect; 0 while connected
+	Owner          *Owner // who created it; nil in a record of format 1
+}
+
+// Owner is the client a persistent session belongs to: the identity that
+// created it (format 2).
+type Owner struct {
+	Anonymous bool
+	Username  string
 }
 
 // Subscription is one subscription of a persistent session, under

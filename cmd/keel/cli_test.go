@@ -64,7 +64,7 @@ func TestVersion(t *testing.T) {
 		if code != 0 {
 			t.Errorf("keel %s: exit %d", arg, code)
 		}
-		for _, want := range []string{"keel " + buildVersion() + "\n", "commit:", "go:          go1.", "data format: 1\n"} {
+		for _, want := range []string{"keel " + buildVersion() + "\n", "commit:", "go:          go1.", fmt.Sprintf("data format: %d\n", wal.FormatVersion)} {
 			if !strings.Contains(out, want) {
 				t.Errorf("keel %s: output lacks %q:\n%s", arg, want, out)
 			}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/listener"
 )
 
@@ -30,6 +31,8 @@ type config struct {
 	LogLevel          slog.Level
 	CompressThreshold int
 	MaxConnections    int // all listeners together; 0: no limit
+	PasswordFile      string
+	ACLFile           string
 	Engine            engine.Options
 
 	// Default is the listener the top-level listener keys (and the
@@ -94,6 +97,8 @@ var configKeys = []key[config]{
 	}, func(c *config) string { return strings.ToLower(c.LogLevel.String()) }},
 	{"max_connections", func(c *config, v string) error { return parseCount(v, &c.MaxConnections) },
 		func(c *config) string { return strconv.Itoa(c.MaxConnections) }},
+	{"password_file", func(c *config, v string) error { c.PasswordFile = v; return nil }, func(c *config) string { return c.PasswordFile }},
+	{"acl_file", func(c *config, v string) error { c.ACLFile = v; return nil }, func(c *config) string { return c.ACLFile }},
 	{"max_packet_size", func(c *config, v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || n < 16 || n > 268435455 {
@@ -448,23 +453,57 @@ func (c *config) validate() error {
 		return fmt.Errorf("%s: /debug/pprof/ is served on the metrics address: set metrics too", c.where("pprof"))
 	}
 	for _, l := range c.listeners() {
-		if err := l.validate(); err != nil {
+		if err := l.validate(c); err != nil {
 			return err
+		}
+	}
+	if c.PasswordFile != "" {
+		if _, err := auth.LoadPasswords(c.PasswordFile); err != nil {
+			return fmt.Errorf("%s: %v", c.where("password_file"), err)
+		}
+	}
+	if c.ACLFile != "" {
+		if _, err := auth.LoadACL(c.ACLFile); err != nil {
+			return fmt.Errorf("%s: %v", c.where("acl_file"), err)
 		}
 	}
 	return nil
 }
 
+// anonymous is whether l lets in clients without a username: its own
+// allow_anonymous if set, else the top level's (as Mosquitto's global
+// setting), else true only on a loopback listener with no authentication
+// configured (no password_file, no certificate identity): Mosquitto 2's
+// defaults, and nothing other hosts reach is open unless the operator
+// says so.
+func (c *config) anonymous(l *listenerConfig) bool {
+	if _, set := l.origin["allow_anonymous"]; set {
+		return l.AllowAnonymous
+	}
+	if _, set := c.Default.origin["allow_anonymous"]; set {
+		return c.Default.AllowAnonymous
+	}
+	host, _, _ := net.SplitHostPort(l.Listen)
+	return isLoopback(host) && c.PasswordFile == "" && !l.UseIdentity && !l.UseSubject
+}
+
+// authenticated is whether l's clients must prove who they are: a
+// password file, a client certificate required by TLS, or the
+// certificate as the username.
+func (c *config) authenticated(l *listenerConfig) bool {
+	return c.PasswordFile != "" || l.TLS.RequireCertificate || l.UseIdentity || l.UseSubject
+}
+
 // validate checks one listener. It never lets a TLS key be ignored: a
 // listener that names any TLS material has certfile and keyfile, or it is
 // refused, rather than served as plain TCP.
-func (l *listenerConfig) validate() error {
+func (l *listenerConfig) validate(c *config) error {
 	host, _, err := net.SplitHostPort(l.Listen)
 	if err != nil {
 		return fmt.Errorf("%s: want HOST:PORT, got %q", l.where("listen"), l.Listen)
 	}
-	if !isLoopback(host) && !l.AllowAnonymous {
-		return fmt.Errorf("%s: %s is reachable from other hosts and keel has no authentication yet: set allow_anonymous = true on this listener to serve it anonymously", l.where("listen"), l.Listen)
+	if !isLoopback(host) && !c.authenticated(l) && !c.anonymous(l) {
+		return fmt.Errorf("%s: %s is reachable from other hosts and no authentication is configured for it: set password_file (or client certificates: require_certificate), or allow_anonymous = true to serve it anonymously", l.where("listen"), l.Listen)
 	}
 	if l.TLS.CertFile == "" || l.TLS.KeyFile == "" {
 		// A TLS key that asks for anything, without the server's

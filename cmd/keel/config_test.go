@@ -1,6 +1,7 @@
 package main
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -242,7 +243,7 @@ func TestNonLoopbackNeedsAllowAnonymous(t *testing.T) {
 	for _, tc := range []struct {
 		text, want string
 	}{
-		{"listen = 0.0.0.0:1883\n", `:1: key "listen": 0.0.0.0:1883 is reachable from other hosts and keel has no authentication yet: set allow_anonymous = true`},
+		{"listen = 0.0.0.0:1883\n", `:1: key "listen": 0.0.0.0:1883 is reachable from other hosts and no authentication is configured for it: set password_file (or client certificates: require_certificate), or allow_anonymous = true`},
 		{"[listener a]\nlisten = :1883\n", `:2: key "listen": :1883 is reachable from other hosts`},
 		{"[listener a]\nlisten = [::]:1883\nallow_anonymous = false\n", `:2: key "listen": [::]:1883 is reachable`},
 		{"[listener a]\nlisten = 192.0.2.1:1883\n", `:2: key "listen": 192.0.2.1:1883 is reachable`},
@@ -264,6 +265,54 @@ func TestNonLoopbackNeedsAllowAnonymous(t *testing.T) {
 		p := writeConfig(t, text)
 		if code, _, errOut := runIn("config", "check", p); code != 0 {
 			t.Errorf("config check of %q: exit %d, stderr %q; want ok", text, code, errOut)
+		}
+	}
+}
+
+// allow_anonymous: a listener's own value, else the top level's (every
+// listener's default, as mosquitto.conf's global one), else true only on
+// loopback without a password file or certificate usernames.
+func TestAllowAnonymousDefaults(t *testing.T) {
+	pw := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(pw, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		text string
+		want map[string]bool // listener name -> lets anonymous clients in
+	}{
+		{"", map[string]bool{"default": true}},
+		{"password_file = " + pw + "\n", map[string]bool{"default": false}},
+		{"allow_anonymous = true\npassword_file = " + pw + "\n", map[string]bool{"default": true}},
+		{"[listener a]\npassword_file = " + pw + "\n", nil}, // one password file for all listeners: a top-level key
+		{"[listener a]\nlisten = 127.0.0.1:1\n[listener b]\nlisten = 0.0.0.0:2\nallow_anonymous = true\n",
+			map[string]bool{"a": true, "b": true}},
+		{"password_file = " + pw + "\n[listener a]\nlisten = 127.0.0.1:1\n[listener b]\nlisten = 0.0.0.0:2\n",
+			map[string]bool{"a": false, "b": false}},
+		{"allow_anonymous = false\n[listener a]\nlisten = 127.0.0.1:1\n[listener b]\nlisten = 0.0.0.0:2\nallow_anonymous = true\n",
+			map[string]bool{"default": false, "a": false, "b": true}},
+	} {
+		cfg := defaultConfig()
+		err := cfg.load(writeConfig(t, tc.text))
+		if err == nil {
+			err = cfg.validate()
+		}
+		if tc.want == nil {
+			if err == nil {
+				t.Errorf("%q: loaded; want an error", tc.text)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%q: %v", tc.text, err)
+			continue
+		}
+		got := map[string]bool{}
+		for _, l := range cfg.listeners() {
+			got[l.Name] = cfg.anonymous(l)
+		}
+		if !maps.Equal(got, tc.want) {
+			t.Errorf("%q: anonymous by listener %v, want %v", tc.text, got, tc.want)
 		}
 	}
 }

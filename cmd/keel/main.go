@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/listener"
 	"github.com/keelmq/keel/wal"
 )
@@ -87,7 +88,9 @@ func serveFlags(cfg config) (*flag.FlagSet, *string) {
 	fs.Usage = func() {} // serveCmd prints the usage where it belongs
 	configPath := fs.String("config", "", "config `FILE` (key = value lines; flags override it)")
 	fs.String("listen", cfg.Default.Listen, "MQTT listen `HOST:PORT` (0.0.0.0:1883 for every interface, with --allow-anonymous)")
-	fs.Bool("allow-anonymous", false, "serve anonymous clients on a --listen address other hosts can reach")
+	fs.Bool("allow-anonymous", false, "let clients without a username in (the default only on a loopback --listen without --password-file)")
+	fs.String("password-file", "", "Mosquitto-format password `FILE` (keel passwd makes one): clients must log in")
+	fs.String("acl-file", "", "Mosquitto-format ACL `FILE`: what each user may publish and read")
 	fs.String("data", cfg.Data, "data directory `DIR` (created if missing; must be empty or Keel's)")
 	fs.String("metrics", "", "serve Prometheus /metrics on `HOST:PORT` (e.g. 127.0.0.1:9183)")
 	fs.Bool("pprof", false, "also serve /debug/pprof/ on the metrics address")
@@ -121,25 +124,16 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 		serveUsage(stderr)
 		return 2
 	}
-	if *configPath != "" {
-		if err := cfg.load(*configPath); err != nil {
-			fmt.Fprintln(stderr, "keel:", err)
-			return 1
-		}
-	}
-	var err error
+	var set [][2]string // the flags given, applied over the file at every (re)load
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name != "config" && err == nil {
-			if e := cfg.set(strings.ReplaceAll(f.Name, "-", "_"), f.Value.String(), "flag --"+f.Name); e != nil {
-				err = fmt.Errorf("flag --%s: %w", f.Name, e)
-			}
+		if f.Name != "config" {
+			set = append(set, [2]string{f.Name, f.Value.String()})
 		}
 	})
+	load := func() (config, error) { return loadConfig(*configPath, set) }
+	cfg, err := load()
 	if err == nil {
-		err = cfg.validate()
-	}
-	if err == nil {
-		err = serve(cfg, stderr)
+		err = serve(cfg, load, stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "keel:", err)
@@ -148,7 +142,26 @@ func serveCmd(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func serve(cfg config, stderr io.Writer) error {
+// loadConfig is the configuration from the file at path (none if "")
+// with the flags in set over it, validated.
+func loadConfig(path string, set [][2]string) (config, error) {
+	cfg := defaultConfig()
+	if path != "" {
+		if err := cfg.load(path); err != nil {
+			return cfg, err
+		}
+	}
+	for _, f := range set {
+		if err := cfg.set(strings.ReplaceAll(f[0], "-", "_"), f[1], "flag --"+f[0]); err != nil {
+			return cfg, fmt.Errorf("flag --%s: %w", f[0], err)
+		}
+	}
+	return cfg, cfg.validate()
+}
+
+// serve runs the broker on cfg until a signal or a failure; reload
+// rereads the configuration for SIGHUP.
+func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 
 	t0 := time.Now()
@@ -173,8 +186,21 @@ func serve(cfg config, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	limiter := auth.NewLimiter(auth.LimiterOptions{})
+	authn := &brokerAuth{limiter: limiter}
+	st, err := loadAuth(&cfg, limiter, logger)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	authn.cur.Store(st)
+	acl := auth.NewLive(st.acl)
+	logAuth(logger, "authentication", &cfg, st)
 	cfg.Engine.Logger = logger
 	cfg.Engine.Version = buildVersion()
+	cfg.Engine.Authenticator = authn
+	cfg.Engine.Authorizer = acl
+	cfg.Engine.SessionOwners = sessionOwners(&cfg)
 	b, err := engine.New(cfg.Engine, l)
 	if err != nil {
 		l.Close()
@@ -208,7 +234,7 @@ serving:
 		select {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
-				reloadTLS(servers, logger)
+				reloadAll(reload, &cfg, authn, acl, b, servers, logger)
 				continue
 			}
 			logger.Info("shutting down", "signal", s.String())

@@ -109,6 +109,7 @@ type ACL struct {
 	anon     *ruleSet            // the topic lines before any "user"
 	users    map[string]*ruleSet // each user's topic lines
 	patterns []pattern
+	rules    int // topic and pattern lines
 	// Warnings are lines that load but likely do not mean what their
 	// author meant (a pattern without %c or %u), with file and line.
 	Warnings []string
@@ -259,6 +260,7 @@ func ParseACL(name string, r io.Reader) (*ACL, error) {
 				}
 				return bad("topic filter %q: %v", filter, err)
 			}
+			a.rules++
 			if keyword == "pattern" {
 				p := newPattern(filter, access)
 				if len(p.subs) == 0 {
@@ -285,6 +287,9 @@ func ParseACL(name string, r io.Reader) (*ACL, error) {
 	}
 	return a, nil
 }
+
+// Len is the number of topic and pattern lines.
+func (a *ACL) Len() int { return a.rules }
 
 // nextWord splits s as strtok(s, " ") does: leading spaces skipped, the
 // word up to the next space, and the rest after that one space.

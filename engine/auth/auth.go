@@ -30,6 +30,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -50,6 +51,11 @@ type Request struct {
 	// TLS is the handshake's state, nil on a plain connection; a client
 	// certificate is TLS.VerifiedChains[0][0] when one was verified.
 	TLS *tls.ConnectionState
+	// CertIdentity says that Username is the verified client
+	// certificate's identity, which the listener made the username
+	// (use_identity_as_username, use_subject_as_username): no password is
+	// checked for it.
+	CertIdentity bool
 }
 
 // CertCommonName is the common name of the client certificate the TLS
@@ -70,6 +76,26 @@ type Identity struct {
 	// Anonymous is a client without a username: the ACL's lines before
 	// any "user" apply to it.
 	Anonymous bool
+	// Credential is what the Authenticator granted the identity on, for
+	// its Recheck after a reload (Files: the user's password entry, never
+	// the password). It is not part of who the client is: two identities
+	// are the same client when Username and Anonymous are equal. It is
+	// not logged.
+	Credential string
+}
+
+// Same reports whether id and o are the same client (Credential aside).
+func (id Identity) Same(o Identity) bool {
+	return id.Username == o.Username && id.Anonymous == o.Anonymous
+}
+
+// Rechecker is an Authenticator that can say, after a reload of what it
+// decides on, whether an identity it granted still holds. It runs on the
+// engine's core for every connected client, so it must not block or
+// verify a hash: Files compares the entry the password was verified
+// against instead, since it keeps no password.
+type Rechecker interface {
+	Recheck(id Identity, listener string) bool
 }
 
 // Authenticator decides a CONNECT. It returns CodeSuccess and the
@@ -126,22 +152,25 @@ func (f *Files) SetPasswords(p *Passwords) { f.passwords.Store(p) }
 // 0x87; a username: its password verified against the password file
 // (unknown user and wrong password are both 0x86, in the same time).
 func (f *Files) Authenticate(ctx context.Context, req Request) (Identity, packet.ReasonCode) {
+	if req.CertIdentity {
+		return Identity{Username: req.Username, Credential: credCert}, packet.CodeSuccess
+	}
 	if f.UseIdentityAsUsername {
 		cn := req.CertCommonName()
 		if cn == "" {
 			return Identity{}, packet.CodeNotAuthorized
 		}
-		return Identity{Username: cn}, packet.CodeSuccess
+		return Identity{Username: cn, Credential: credCert}, packet.CodeSuccess
 	}
 	if !req.HasUsername {
 		if f.AllowAnonymous {
-			return Identity{Anonymous: true}, packet.CodeSuccess
+			return Identity{Anonymous: true, Credential: credAnonymous}, packet.CodeSuccess
 		}
 		return Identity{}, packet.CodeNotAuthorized
 	}
 	p := f.passwords.Load()
 	if p == nil {
-		return Identity{Username: req.Username}, packet.CodeSuccess
+		return Identity{Username: req.Username, Credential: credNoFile}, packet.CodeSuccess
 	}
 	var done func(ok bool)
 	if f.Limiter != nil {
@@ -160,7 +189,42 @@ func (f *Files) Authenticate(ctx context.Context, req Request) (Identity, packet
 	if !ok {
 		return Identity{}, packet.CodeBadUsernameOrPassword
 	}
-	return Identity{Username: req.Username}, packet.CodeSuccess
+	entry, _ := p.entry(req.Username)
+	return Identity{Username: req.Username, Credential: credPassword + entry}, packet.CodeSuccess
+}
+
+// Files' Credentials: how an identity was granted.
+const (
+	credCert      = "cert"      // a verified client certificate
+	credAnonymous = "anonymous" // allow_anonymous
+	credNoFile    = "username"  // a username, with no password file to check it
+	credPassword  = "password:" // followed by the user's entry in the password file
+)
+
+// Recheck is the reload's verdict on a client f (or the Files it
+// replaced) let in: a certificate identity holds; an anonymous client
+// holds while f allows anonymous clients; a password holds while the
+// user's entry in f's password file is the one it was verified against
+// (a user removed or given a new password is out; the client reconnects
+// with its new password). A username let in without a password file is
+// out once there is one, since its password was never checked.
+func (f *Files) Recheck(id Identity, _ string) bool {
+	switch cred := id.Credential; {
+	case cred == credCert:
+		return true
+	case cred == credAnonymous:
+		return f.AllowAnonymous
+	case cred == credNoFile:
+		return f.passwords.Load() == nil
+	case strings.HasPrefix(cred, credPassword):
+		p := f.passwords.Load()
+		if p == nil {
+			return true
+		}
+		entry, ok := p.entry(id.Username)
+		return ok && credPassword+entry == cred
+	}
+	return false
 }
 
 // dollarAllowed is Mosquitto's acl__check_dollar, which holds with or

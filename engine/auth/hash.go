@@ -250,6 +250,13 @@ func Hash(password string) (string, error) {
 	return hashPBKDF2(password, HashIterations)
 }
 
+// HashWeak hashes password as Mosquitto 2.0 does: $7$ with 101
+// iterations. It is for tests, which verify thousands of passwords; a
+// file of such hashes loads with a warning.
+func HashWeak(password string) (string, error) {
+	return hashPBKDF2(password, 101)
+}
+
 func hashPBKDF2(password string, iterations int) (string, error) {
 	salt := make([]byte, HashSaltLen)
 	if _, err := rand.Read(salt); err != nil {

@@ -51,6 +51,10 @@ func (e *LineError) Error() string {
 // concurrent use; a reload makes a new one.
 type Passwords struct {
 	users map[string]hasher
+	// hashes are the users' entries as written, so that a reload can tell
+	// whose password changed without keeping any password (Identity's
+	// Credential).
+	hashes map[string]string
 	// dummy is verified for an unknown user, so that the answer takes as
 	// long as for a known user with a wrong password.
 	dummy hasher
@@ -73,7 +77,7 @@ func LoadPasswords(path string) (*Passwords, error) {
 // ParsePasswords reads a password file from r; name is the file's name in
 // errors and warnings. An error for a refused line is a *LineError.
 func ParsePasswords(name string, r io.Reader) (*Passwords, error) {
-	p := &Passwords{users: make(map[string]hasher)}
+	p := &Passwords{users: make(map[string]hasher), hashes: make(map[string]string)}
 	firstLine := make(map[string]int)
 	err := eachLine(r, func(n int, line string) error {
 		user, hash, err := splitPasswordLine(line)
@@ -95,6 +99,7 @@ func ParsePasswords(name string, r io.Reader) (*Passwords, error) {
 		}
 		firstLine[user] = n
 		p.users[user] = h
+		p.hashes[user] = hash
 		if p.dummy == nil {
 			p.dummy = dummyLike(h)
 		}
@@ -223,6 +228,13 @@ func (p *Passwords) Verify(user string, password []byte) bool {
 	}
 	ok := h.verify(password)
 	return ok && known
+}
+
+// entry is user's hash as written in the file, and whether the file has
+// the user.
+func (p *Passwords) entry(user string) (string, bool) {
+	h, ok := p.hashes[user]
+	return h, ok
 }
 
 // Len is the number of users.
