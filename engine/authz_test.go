@@ -349,3 +349,45 @@ func TestWillCheckedWhenPublished(t *testing.T) {
 	root.publish(0, "a/marker", 0, "after")
 	root.expectPub("a/marker", "after") // and no will before it
 }
+
+// Bad credentials in the CONNECT itself: a username and a password of
+// 65,535 bytes (the most MQTT carries) are a wrong login, nothing worse;
+// a username that is not UTF-8 is a malformed packet [MQTT-1.5.4-1]
+// (5.0: CONNACK 0x81; 3.1.1: closed without one), and neither reaches the
+// password file.
+func TestBadCredentials(t *testing.T) {
+	tb := startBroker(t, authOptions(t))
+	huge := strings.Repeat("u", 65535)
+	for _, v := range []byte{packet.V5, packet.V311} {
+		c := dialRaw(t, tb.addr, v)
+		ca := c.connect("huge", true, func(cp *packet.Connect) {
+			withLogin(huge, strings.Repeat("p", 65535))(cp)
+		})
+		want := packet.CodeBadUsernameOrPassword
+		if v != packet.V5 {
+			want = packet.RetBadUsernameOrPassword
+		}
+		if ca.ReasonCode != want {
+			t.Errorf("v%d huge login: CONNACK %v, want %v", v, ca.ReasonCode, want)
+		}
+		c.expectClosed()
+	}
+	for _, v := range []byte{packet.V5, packet.V311} {
+		c := dialRaw(t, tb.addr, v)
+		cp := &packet.Connect{ProtocolName: "MQTT", ProtocolLevel: v, CleanStart: true, KeepAlive: 30, ClientID: "bad-utf8",
+			UsernameFlag: true, Username: "al\xffice", PasswordFlag: true, Password: []byte("pw-alice")}
+		raw, err := cp.Append(nil, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.sendRaw(raw)
+		p := c.expectClosed()
+		if v == packet.V5 {
+			if ca, ok := p.(*packet.Connack); !ok || ca.ReasonCode != packet.CodeMalformedPacket {
+				t.Errorf("5.0 username not UTF-8: got %T %+v, want CONNACK 0x81 and a close", p, p)
+			}
+		} else if p != nil {
+			t.Errorf("3.1.1 username not UTF-8: got %T %+v, want the connection closed", p, p)
+		}
+	}
+}

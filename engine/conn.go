@@ -410,7 +410,7 @@ func (c *conn) serve() {
 		}
 		return
 	}
-	c.b.connLog.log(c.log, "client connected", "listener", c.info.Listener, "protocol", c.version,
+	c.b.connLog.log(c.log, "client connected", "listener", c.info.Listener, "username", c.id.Username, "protocol", c.version,
 		"clean_start", cp.CleanStart, "session_present", c.present, "keep_alive", c.keepAlive)
 	graceful, willOnDisconnect := c.readLoop(br)
 	c.b.post(event{kind: evClosed, c: c, graceful: graceful, will: willOnDisconnect})

@@ -306,3 +306,33 @@ func TestAuthReload(t *testing.T) {
 	}
 	f.keel.stop(t)
 }
+
+// A password or ACL file keel cannot use refuses the start (and config
+// check), naming the config line that points at it, the file and its
+// line.
+func TestBadAuthFilesRefused(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "passwd")
+	acl := filepath.Join(dir, "acl")
+	os.WriteFile(pw, []byte("# users\nalice:$7$101$7QNhhLBLR78qdwgQ$a0RZe8YQ1xbwOubvQD6fLaPQcy1t+YhpLRFHr7W27RT4JqNC/C6pm8u8if/t2FQy6fmGxsPFUFsikHEQgpeSZQ==\nbob\n"), 0o600)
+	os.WriteFile(acl, []byte("user alice\ntopic read a/#\nallow everything\n"), 0o600)
+	for _, tc := range []struct{ conf, want string }{
+		{"password_file = " + pw + "\n", `:1: key "password_file": ` + pw + `:3: `},
+		{"\nacl_file = " + acl + "\n", `:2: key "acl_file": ` + acl + `:3: unknown keyword "allow"`},
+		{"password_file = " + filepath.Join(dir, "missing") + "\n", `:1: key "password_file": auth: password file: open ` + filepath.Join(dir, "missing")},
+	} {
+		conf := writeConfig(t, "data = "+filepath.Join(dir, "data")+"\n"+tc.conf)
+		// The data line comes first: the key's line is one more.
+		want := conf + strings.Replace(tc.want, ":1: ", ":2: ", 1)
+		if strings.HasPrefix(tc.want, ":2: ") {
+			want = conf + strings.Replace(tc.want, ":2: ", ":3: ", 1)
+		}
+		code, _, errOut := runKeel(t, "config", "check", conf)
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("config check: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+		}
+		if code, _, errOut := runKeel(t, "serve", "--config", conf); code != 1 || !strings.Contains(errOut, want) {
+			t.Errorf("serve: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+		}
+	}
+}
