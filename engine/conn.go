@@ -64,6 +64,13 @@ type conn struct {
 	endReason atomic.Pointer[string] // why it ends (setEndReason)
 	id        auth.Identity          // who the client is; set by the reader before CONNECT is posted
 	acl       *auth.Cache            // its ACL decisions; nil without an Authorizer
+	// Enhanced authentication (authz.go): the CONNECT's method and the
+	// server's last data for the CONNACK; a re-authentication in
+	// progress (reader only).
+	authMethod  string
+	authData    []byte
+	reauth      auth.Exchange
+	reauthSteps int
 	present   bool                   // CONNACK's session present; set by the core before it replies
 }
 
@@ -389,7 +396,7 @@ func (c *conn) serve() {
 		c.kill()
 		return
 	}
-	if !c.handshake(cp) || !c.authenticate(cp) {
+	if !c.handshake(cp) || !c.authenticate(cp, br) {
 		return
 	}
 	ev := event{kind: evConnect, c: c, pkt: cp}
@@ -480,10 +487,6 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 			// [MQTT-3.2.2-12] a will above our Maximum QoS: 0x9B.
 			return refuse(packet.CodeQoSNotSupported, packet.RetNotAuthorized)
 		}
-	}
-	if c.version == packet.V5 && cp.Props.Has(packet.PropAuthMethod) {
-		// Enhanced authentication is not offered [MQTT-4.12.0-1].
-		return refuse(packet.CodeBadAuthenticationMethod, packet.RetNotAuthorized)
 	}
 	if c.info.IdentityIsUsername {
 		// The listener's certificate identity is the username
@@ -592,8 +595,9 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			c.kill()
 			return true, p.ReasonCode == packet.CodeDisconnectWithWill
 		case *packet.Auth:
-			c.protocolError(packet.CodeProtocolError, "AUTH without an authentication method")
-			return false, true
+			if !c.reauthenticate(p) {
+				return false, true
+			}
 		default:
 			// [MQTT-3.1.0-2] a second CONNECT, or a server-to-client packet.
 			c.protocolError(packet.CodeProtocolError, "unexpected "+p.Type().String())
