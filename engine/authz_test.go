@@ -1,8 +1,13 @@
 package engine
 
 import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/packet"
@@ -555,4 +560,40 @@ func scramOptions(t *testing.T) Options {
 	}
 	opts.Authenticator.(*auth.Files).SetPasswords(p)
 	return opts
+}
+
+// A flood of wrong passwords from one address: after its first failure
+// the address is in its backoff and refused without a verification
+// (0x9F), while a client from another address logs in as usual.
+func TestWrongPasswordFloodBacksOff(t *testing.T) {
+	opts := authOptions(t)
+	files := opts.Authenticator.(*auth.Files)
+	files.Limiter = auth.NewLimiter(auth.LimiterOptions{Backoff: time.Minute, MaxBackoff: time.Hour})
+	tb := startBroker(t, opts)
+	from := func(local string) *rawClient {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+		nc, err := d.Dial("tcp", tb.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := &rawClient{t: t, nc: nc, br: bufio.NewReader(nc), version: packet.V5}
+		t.Cleanup(func() { nc.Close() })
+		return rc
+	}
+	counts := map[packet.ReasonCode]int{}
+	for i := 0; i < 50; i++ {
+		c := from("127.0.0.2")
+		counts[c.connect(fmt.Sprintf("flood-%d", i), true, withLogin("alice", "guess"+strconv.Itoa(i))).ReasonCode]++
+	}
+	if counts[packet.CodeBadUsernameOrPassword] != 1 || counts[packet.CodeConnectionRateExceeded] != 49 {
+		t.Fatalf("50 wrong logins from one address: %v; want one 0x86, then 0x9F for the rest", counts)
+	}
+	ok := from("127.0.0.1")
+	if ca := ok.connect("alice", true, withLogin("alice", "pw-alice")); ca.ReasonCode != 0 {
+		t.Fatalf("alice from another address: CONNACK %v, want success", ca.ReasonCode)
+	}
+	// The flooding address is still refused, even with the right password.
+	if ca := from("127.0.0.2").connect("alice2", true, withLogin("alice", "pw-alice")); ca.ReasonCode != packet.CodeConnectionRateExceeded {
+		t.Fatalf("the right password from the address in backoff: CONNACK %v, want 0x9F", ca.ReasonCode)
+	}
 }

@@ -220,6 +220,20 @@ func TestAuthEndToEnd(t *testing.T) {
 	if p := bob.next(t); p.Topic != "$SYS/broker/version" {
 		t.Fatalf("bob got %s, want $SYS/broker/version", p.Topic)
 	}
+	// A retained message: for bob (who may read meters/#), not for carol.
+	if r, err := alice.Publish(ctx, &paho.Publish{Topic: "meters/alice/total", QoS: 1, Retain: true, Payload: []byte("1234")}); err != nil || r.ReasonCode != 0 {
+		t.Fatalf("retained publish: %+v %v", r, err)
+	}
+	if _, err := bob.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "meters/alice/total", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	p := bob.next(t)
+	for strings.HasPrefix(p.Topic, "$SYS/") { // republished every sys_interval
+		p = bob.next(t)
+	}
+	if p.Topic != "meters/alice/total" || !p.Retain || string(p.Payload) != "1234" {
+		t.Fatalf("bob got %s %q retain=%v, want the retained meters/alice/total", p.Topic, p.Payload, p.Retain)
+	}
 	carol, _, err := dialAuth5(t, f.keel.addr, login("carol-5", "carol", "carol-pw"))
 	if err != nil {
 		t.Fatal(err)
