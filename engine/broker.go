@@ -89,6 +89,7 @@ import (
 	"github.com/keelmq/keel/engine/topics"
 	"github.com/keelmq/keel/retain"
 	"github.com/keelmq/keel/sessions"
+	"github.com/keelmq/keel/sessions/dedup"
 	"github.com/keelmq/keel/wal"
 )
 
@@ -150,6 +151,18 @@ type Options struct {
 	// certificate identities). A session stored by format 1 has no owner:
 	// its next client becomes it.
 	SessionOwners bool
+
+	// The dedup window (sessions/dedup): a 5.0 QoS 1/2 PUBLISH carrying
+	// the user property DedupProperty (default "msg-id") whose value its
+	// publisher's scope already routed within DedupWindow (default 10
+	// minutes; negative: off) is acknowledged and not routed again. The
+	// scope is the client id, or the username with DedupByUsername; at
+	// most DedupMaxIDs ids are kept per scope (default 100,000; the oldest
+	// goes first).
+	DedupProperty   string
+	DedupWindow     time.Duration
+	DedupMaxIDs     int
+	DedupByUsername bool
 }
 
 func (o *Options) fill() {
@@ -192,6 +205,15 @@ func (o *Options) fill() {
 	if o.CompletionHold == 0 {
 		o.CompletionHold = 10 * time.Millisecond
 	}
+	if o.DedupProperty == "" {
+		o.DedupProperty = "msg-id"
+	}
+	if o.DedupWindow == 0 {
+		o.DedupWindow = 10 * time.Minute
+	}
+	if o.DedupMaxIDs == 0 {
+		o.DedupMaxIDs = 100_000
+	}
 }
 
 // Stats are the broker's plain counters; cmd registers them with
@@ -219,11 +241,17 @@ type Stats struct {
 	// Every reason is present, zero or not.
 	Dropped map[string]uint64
 	Refused map[string]uint64
+
+	// DedupHits counts publishes acknowledged and not routed because the
+	// dedup window had their message id; DedupIDs is the ids it holds.
+	DedupHits uint64
+	DedupIDs  int64
 }
 
 type stats struct {
 	received, sent, recvPackets, commitFailures atomic.Uint64
-	connected                                   atomic.Int64
+	dedupHits                                   atomic.Uint64
+	connected, dedupIDs                         atomic.Int64
 	reasons                                     reasonCounters
 	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
 }
@@ -276,6 +304,7 @@ type Broker struct {
 // core is the state owned by the core goroutine.
 type core struct {
 	sessions *sessions.Store[target]
+	dedup    *dedup.Window // nil: off
 	retained *retain.Store
 	subs     *topics.Trie[subKey, subValue]
 	online   map[string]*conn // client id -> its live connection
@@ -394,6 +423,12 @@ func (b *Broker) load() error {
 	c.repull = make(map[*session]struct{})
 	c.scratch = make(map[*session]*routeTarget)
 	c.txn = &wal.Txn{}
+	if b.opts.DedupWindow > 0 {
+		if c.dedup, err = dedup.Load(b.store, c.txn, b.opts.DedupWindow, b.opts.DedupMaxIDs, now); err != nil {
+			return fmt.Errorf("engine: restore the dedup window: %w", err)
+		}
+		b.stats.dedupIDs.Store(int64(c.dedup.Len()))
+	}
 	c.lazyTimer = b.opts.Clock.NewTimer()
 	c.timerT = b.opts.Clock.NewTimer()
 	st.CollectGarbage(c.txn)
@@ -847,6 +882,8 @@ func (b *Broker) Stats() Stats {
 		CommitFailures:   b.stats.commitFailures.Load(),
 		Dropped:          dropped,
 		Refused:          refused,
+		DedupHits:        b.stats.dedupHits.Load(),
+		DedupIDs:         b.stats.dedupIDs.Load(),
 	}
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()

@@ -132,6 +132,36 @@ var configKeys = []key[config]{
 		c.CompressThreshold = n
 		return nil
 	}, func(c *config) string { return strconv.Itoa(orInt(c.CompressThreshold, 1024)) }},
+	{"dedup_window", func(c *config, v string) error {
+		return parseDuration(v, "10m (negative: off)", &c.Engine.DedupWindow)
+	}, func(c *config) string { return orDur(c.Engine.DedupWindow, 10*time.Minute).String() }},
+	{"dedup_property", func(c *config, v string) error {
+		if v == "" {
+			return errors.New("want a user property name")
+		}
+		c.Engine.DedupProperty = v
+		return nil
+	}, func(c *config) string { return orStr(c.Engine.DedupProperty, "msg-id") }},
+	{"dedup_max_ids", func(c *config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil || n == 0 {
+			return fmt.Errorf("want a number of ids per publisher, at least 1, got %q", v)
+		}
+		c.Engine.DedupMaxIDs = int(n)
+		return nil
+	}, func(c *config) string { return strconv.Itoa(orInt(c.Engine.DedupMaxIDs, 100_000)) }},
+	{"dedup_scope", func(c *config, v string) error {
+		if v != "client" && v != "username" {
+			return fmt.Errorf("want client or username, got %q", v)
+		}
+		c.Engine.DedupByUsername = v == "username"
+		return nil
+	}, func(c *config) string {
+		if c.Engine.DedupByUsername {
+			return "username"
+		}
+		return "client"
+	}},
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
@@ -270,6 +300,13 @@ func orU16(v, d uint16) uint16 {
 
 func orInt(v, d int) int {
 	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func orStr(v, d string) string {
+	if v == "" {
 		return d
 	}
 	return v

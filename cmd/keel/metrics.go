@@ -54,6 +54,8 @@ var (
 		metric("keel_messages_sent_total", "PUBLISH packets sent.", counter, func(s *engine.Stats) float64 { return float64(s.MessagesSent) }),
 		metric("keel_store_syncs_total", "Synced commits to the write-ahead log (fsyncs).", counter, func(s *engine.Stats) float64 { return float64(s.StoreSyncs) }),
 		metric("keel_store_txns_total", "Batches of broker state committed; divided by syncs, the group commit's batching.", counter, func(s *engine.Stats) float64 { return float64(s.StoreTxns) }),
+		metric("keel_dedup_hits_total", "QoS 1/2 publishes acknowledged and not routed again: the dedup window had their message id.", counter, func(s *engine.Stats) float64 { return float64(s.DedupHits) }),
+		metric("keel_dedup_ids", "Message ids the dedup window holds.", gauge, func(s *engine.Stats) float64 { return float64(s.DedupIDs) }),
 		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
 	}
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
