@@ -71,7 +71,7 @@ type conn struct {
 	authData    []byte
 	reauth      auth.Exchange
 	reauthSteps int
-	present   bool                   // CONNACK's session present; set by the core before it replies
+	present     bool // CONNACK's session present; set by the core before it replies
 }
 
 // outItem is one thing for the writer to send.
