@@ -176,8 +176,8 @@ func TestCheckpointUnderWrites(t *testing.T) {
 	}
 
 	var (
-		mu    sync.Mutex
-		acked = 9 // highest key acknowledged
+		mu      sync.Mutex
+		acked   = 9 // highest key acknowledged
 		stop    = make(chan struct{})
 		done    = make(chan struct{})
 		reached = make(chan struct{}) // closed once 200 is acknowledged
