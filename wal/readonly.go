@@ -39,6 +39,7 @@ var ErrNoStore = errors.New("wal: no Keel store")
 type ReadOnly struct {
 	db     *pebble.DB
 	lock   *pebble.Lock
+	fs     vfs.FS
 	dir    string
 	format uint32
 
@@ -77,7 +78,7 @@ func OpenReadOnly(opts Options) (*ReadOnly, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &ReadOnly{lock: lock, dir: opts.Dir}
+	r := &ReadOnly{lock: lock, fs: fs, dir: opts.Dir}
 	if err := r.open(fs, logger); err != nil {
 		_ = lock.Close()
 		return nil, err
@@ -220,29 +221,36 @@ func (r *ReadOnly) Stats() Stats {
 	return Stats{DiskSize: r.db.Metrics().DiskSpaceUsage()}
 }
 
-// Metrics summarizes Pebble's view of the store.
+// Metrics summarizes Pebble's view of the store. A read-only Pebble does
+// not track its WAL, so the WAL's files are counted from the directory,
+// and DiskSize is the size of every file in it.
 func (r *ReadOnly) Metrics() (StoreMetrics, error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
 		return StoreMetrics{}, ErrClosed
 	}
-	return storeMetrics(r.db), nil
-}
-
-// Checkpoint writes a copy of the store to dest, which must not exist
-// (Pebble's DB.Checkpoint: sstables hard-linked where the filesystem
-// allows, the WAL, MANIFEST and OPTIONS copied).
-func (r *ReadOnly) Checkpoint(dest string) error {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
-		return ErrClosed
+	m := storeMetrics(r.db)
+	names, err := r.fs.List(r.dir)
+	if err != nil {
+		return StoreMetrics{}, fmt.Errorf("wal: metrics %s: %w", r.dir, err)
 	}
-	if err := r.db.Checkpoint(dest); err != nil {
-		return fmt.Errorf("wal: checkpoint %s to %s: %w", r.dir, dest, err)
+	m.DiskSize, m.WALFiles, m.WALSize = 0, 0, 0
+	for _, n := range names {
+		st, err := r.fs.Stat(r.fs.PathJoin(r.dir, n))
+		if err != nil {
+			return StoreMetrics{}, fmt.Errorf("wal: metrics %s: %w", r.dir, err)
+		}
+		if st.IsDir() {
+			continue
+		}
+		m.DiskSize += uint64(st.Size())
+		if isPebbleLeftover(n) && strings.HasSuffix(n, ".log") {
+			m.WALFiles++
+			m.WALSize += uint64(st.Size())
+		}
 	}
-	return nil
+	return m, nil
 }
 
 // Close closes Pebble and releases the directory's lock.

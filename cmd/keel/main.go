@@ -40,6 +40,9 @@ Usage:
   keel config check FILE     check a config file and say what is wrong in it
   keel passwd FILE USER      add or change a user in a Mosquitto-format password file (-b, -c, -D, -U: see keel passwd -h)
   keel version               print the version, commit, Go and Pebble versions, data format
+  keel inspect DATA [VIEW]   look inside a stopped broker's data directory (--admin: a running one)
+  keel backup DATA DEST      copy a data directory consistently (--admin: while the broker serves)
+  keel restore BACKUP DATA   check a backup and make it a new data directory
   keel help                  print this help
 
 Run 'keel serve --help' for the flags of serve.
@@ -66,6 +69,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return passwdCmd(rest, os.Stdin, stdout, stderr)
 	case "serve":
 		return serveCmd(rest, stdout, stderr)
+	case "inspect", "backup", "restore":
+		return opsCmd(cmd, rest, stdout, stderr) // ops.go
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			return serveCmd(args, stdout, stderr) // keel --listen ... is keel serve --listen ...
