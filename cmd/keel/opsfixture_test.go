@@ -119,11 +119,22 @@ func waitDisconnectStored(t *testing.T, st wal.Reader, id string) {
 //     that compress, QoS 1, message expiry 3600 s, by keel's own client).
 type opsFixture struct {
 	dir string
+	b   *enginetest.Broker // stopped, unless from startOpsFixture
 }
 
 const fixtureMessages = 5
 
+// makeOpsFixture leaves the fixture's data directory with the broker
+// stopped.
 func makeOpsFixture(t *testing.T) *opsFixture {
+	t.Helper()
+	f := startOpsFixture(t)
+	f.b.Stop()
+	return f
+}
+
+// startOpsFixture makes the fixture and leaves its broker running.
+func startOpsFixture(t *testing.T) *opsFixture {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "data")
 	b := enginetest.Start(t, enginetest.Options{FS: vfs.Default, Dir: dir})
@@ -201,6 +212,5 @@ func makeOpsFixture(t *testing.T) *opsFixture {
 	for _, id := range []string{"sub311", "pub5"} {
 		waitDisconnectStored(t, b.Store, id)
 	}
-	b.Stop()
-	return &opsFixture{dir: dir}
+	return &opsFixture{dir: dir, b: b}
 }
