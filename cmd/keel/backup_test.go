@@ -64,7 +64,7 @@ func TestBackupRestoreOffline(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "format 1, 3 sessions, 2 subscriptions, 10 queue entries (5 in flight), 2 retained") {
 		t.Fatalf("keel backup: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
-	if after := digest(t, f.dir); !maps(before, after) {
+	if after := digest(t, f.dir); !sameFiles(before, after) {
 		t.Errorf("keel backup changed the data directory:\nbefore %v\nafter  %v", before, after)
 	}
 	if code, _, errOut := runIn("backup", f.dir, dest); code != 1 || !strings.Contains(errOut, "exists") {

@@ -242,12 +242,12 @@ func TestInspectStoppedBroker(t *testing.T) {
 	})
 
 	after := digest(t, f.dir)
-	if !maps(before, after) {
+	if !sameFiles(before, after) {
 		t.Errorf("keel inspect changed the data directory:\nbefore %v\nafter  %v", before, after)
 	}
 }
 
-func maps(a, b map[string]string) bool {
+func sameFiles(a, b map[string]string) bool {
 	if len(a) != len(b) {
 		return false
 	}
