@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -15,6 +16,7 @@ import (
 	"github.com/keelmq/keel/engine/client"
 	"github.com/keelmq/keel/engine/enginetest"
 	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/wal"
 )
 
 // sameSessions compares two inspections' sessions and stats, the header
@@ -61,7 +63,7 @@ func TestBackupRestoreOffline(t *testing.T) {
 	before := digest(t, f.dir)
 	dest := filepath.Join(t.TempDir(), "backup")
 	code, out, errOut := runIn("backup", f.dir, dest)
-	if code != 0 || !strings.Contains(out, "format 1, 3 sessions, 2 subscriptions, 10 queue entries (5 in flight), 2 retained") {
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("format %d, 3 sessions, 2 subscriptions, 10 queue entries (5 in flight), 2 retained", wal.FormatVersion)) {
 		t.Fatalf("keel backup: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	if after := digest(t, f.dir); !sameFiles(before, after) {

@@ -227,7 +227,7 @@ func TestInspectStoppedBroker(t *testing.T) {
 
 	t.Run("text", func(t *testing.T) {
 		for view, wants := range map[string][]string{
-			"stats":    {"format version     1", "sessions           3 (subscriptions 2, wills 1)", "queue entries      10 (queued 5, in flight 5)", "retained           2 topics"},
+			"stats":    {fmt.Sprintf("format version     %d", wal.FormatVersion), "sessions           3 (subscriptions 2, wills 1)", "queue entries      10 (queued 5, in flight 5)", "retained           2 topics"},
 			"sessions": {"CLIENT", "sub311  3.1.1", "never", "sub5    5.0    connected", "will/sub5"},
 			"queues":   {"sub311  5        5       0", "sub5    5        0       5"},
 			"retained": {"r/one  1    5 B", "r/two  1    2.0 KiB"},
