@@ -26,6 +26,7 @@ import (
 // validate.
 type config struct {
 	Data              string
+	Admin             string // the admin listener (admin.go); Metrics is its old name
 	Metrics           string
 	Pprof             bool
 	LogLevel          slog.Level
@@ -87,6 +88,7 @@ type key[T any] struct {
 // keel.conf.example list them (a test holds all three equal).
 var configKeys = []key[config]{
 	{"data", func(c *config, v string) error { c.Data = v; return nil }, func(c *config) string { return c.Data }},
+	{"admin", func(c *config, v string) error { c.Admin = v; return nil }, func(c *config) string { return c.Admin }},
 	{"metrics", func(c *config, v string) error { c.Metrics = v; return nil }, func(c *config) string { return c.Metrics }},
 	{"pprof", func(c *config, v string) error { return parseBool(v, &c.Pprof) }, func(c *config) string { return fmtBool(c.Pprof) }},
 	{"log_level", func(c *config, v string) error {
@@ -478,16 +480,14 @@ func (c *config) listeners() []*listenerConfig {
 // each listener's TLS files included (read, and the key held to its
 // certificate). An error names where the key was set.
 func (c *config) validate() error {
-	if c.Metrics != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
-			return fmt.Errorf("%s: want HOST:PORT, got %q", c.where("metrics"), c.Metrics)
-		}
+	if err := c.validateAdmin(); err != nil { // admin.go
+		return err
 	}
 	if c.Data == "" {
 		return fmt.Errorf("%s: want a directory, got nothing", c.where("data"))
 	}
-	if c.Pprof && c.Metrics == "" {
-		return fmt.Errorf("%s: /debug/pprof/ is served on the metrics address: set metrics too", c.where("pprof"))
+	if c.Pprof && c.adminAddr() == "" {
+		return fmt.Errorf("%s: /debug/pprof/ is served on the admin address: set admin too", c.where("pprof"))
 	}
 	for _, l := range c.listeners() {
 		if err := l.validate(c); err != nil {

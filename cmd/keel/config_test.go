@@ -142,7 +142,9 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"listen = 127.0.0.1:1\n\nmax_inflight = -1\n", `:3: key "max_inflight": want a number 0..65535`},
 		{"listen = 1883\n", `:1: key "listen": want HOST:PORT, got "1883"`},
-		{"# metrics off\npprof = true\n", `:2: key "pprof": /debug/pprof/ is served on the metrics address: set metrics too`},
+		{"# metrics off\npprof = true\n", `:2: key "pprof": /debug/pprof/ is served on the admin address: set admin too`},
+		{"admin = 127.0.0.1:1\nmetrics = 127.0.0.1:2\n", `:2: key "metrics": metrics is the old name of admin`},
+		{"admin = nope\n", `:1: key "admin": want HOST:PORT, got "nope"`},
 	} {
 		p := writeConfig(t, tc.text)
 		code, out, errOut := runIn("config", "check", p)

@@ -1,13 +1,7 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/pprof"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -104,60 +98,6 @@ func constHistogram(desc *prometheus.Desc, h wal.Histogram) prometheus.Metric {
 	}
 	n += h.Counts[len(h.Bounds)]
 	return prometheus.MustNewConstHistogram(desc, n, h.Sum.Seconds(), buckets)
-}
-
-// adminMux serves /metrics, and /debug/pprof/ only if withPprof: profiles
-// and traces show what a broker is doing to anyone who can reach the
-// address, so they are opt-in.
-func adminMux(b *engine.Broker, listeners []*listener.Server, withPprof bool) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(b, listeners))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
-}
-
-// adminServer is the metrics listener; serve owns it and shuts it down.
-type adminServer struct {
-	addr string
-	srv  *http.Server
-	done chan struct{} // closed when Serve has returned
-}
-
-// startAdmin serves adminMux on ln. serve binds ln before anything else,
-// so that an address the operator asked for and keel cannot bind is a
-// startup error, like the MQTT port.
-func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, listeners []*listener.Server, logger *slog.Logger) *adminServer {
-	a := &adminServer{
-		addr: ln.Addr().String(),
-		srv: &http.Server{
-			Handler:           adminMux(b, listeners, withPprof),
-			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-		},
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(a.done)
-		if err := a.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("metrics listener failed", "addr", a.addr, "err", err)
-		}
-	}()
-	return a
-}
-
-// shutdown stops the metrics listener and waits for its Serve to return.
-func (a *adminServer) shutdown(ctx context.Context, logger *slog.Logger) {
-	if err := a.srv.Shutdown(ctx); err != nil {
-		logger.Warn("metrics shutdown", "err", err)
-		a.srv.Close()
-	}
-	<-a.done
 }
 
 var (
