@@ -75,6 +75,11 @@ type sessionInfo struct {
 	Persistent    bool   `json:"persistent"` // always true: only persistent sessions are stored
 	ExpirySeconds uint32 `json:"expiry_seconds"`
 	NeverExpires  bool   `json:"never_expires"`
+	// Owner is the username of the client that created the session
+	// (OwnerAnonymous: a client without one); absent for a session
+	// stored by format 1, which its next client claims.
+	Owner          *string `json:"owner,omitempty"`
+	OwnerAnonymous bool    `json:"owner_anonymous,omitempty"`
 	// Connected: the store records no disconnect. On a stopped broker, the
 	// client was connected when keel stopped (a crash, or a stop that had
 	// no time to record it); its expiry clock starts at the next start.
@@ -242,6 +247,9 @@ func sessionView(s *sessions.Session[struct{}], q *queueScan, bodies map[uint64]
 		Subscriptions: []subInfo{},
 		Inflight:      []flight{},
 		InboundQoS2:   []uint16{},
+	}
+	if o := s.Creator; o != nil {
+		info.Owner, info.OwnerAnonymous = &o.Username, o.Anonymous
 	}
 	if !info.Connected {
 		t := s.DisconnectedAt.UTC()
