@@ -102,9 +102,13 @@ type Options struct {
 	MaxKeepAlive      uint16 // seconds; 0: no limit. 5.0 clients above it get Server Keep Alive
 	ReceiveMaximum    uint16 // inbound QoS 1/2 window per 5.0 client; 0: 65535
 	MaxInflight       uint16 // outbound QoS 1/2 window per client; 0: 1024
-	TopicAliasMaximum uint16 // 0: 100
+	TopicAliasMaximum uint16 // aliases a 5.0 client may send us; 0: 100
 	MaximumQoS        byte   // 0 means 2 (the zero value keeps the default)
 	QueueQoS0         bool   // queue QoS 0 messages for offline persistent sessions
+
+	// NoServerTopicAliases stops keel assigning topic aliases to the
+	// PUBLISHes it sends 5.0 clients that allow them (alias.go).
+	NoServerTopicAliases bool
 
 	// SyncCompletions makes the deletion of a completed outbound flow
 	// (PUBACK or PUBCOMP from a subscriber) wait for a sync of its own.

@@ -117,6 +117,14 @@ var configKeys = []key[config]{
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.MaxInflight, 1024))) }},
 	{"topic_alias_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.TopicAliasMaximum) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.TopicAliasMaximum, 100))) }},
+	{"server_topic_aliases", func(c *config, v string) error {
+		var on bool
+		if err := parseBool(v, &on); err != nil {
+			return err
+		}
+		c.Engine.NoServerTopicAliases = !on
+		return nil
+	}, func(c *config) string { return fmtBool(!c.Engine.NoServerTopicAliases) }},
 	{"queue_qos0", func(c *config, v string) error { return parseBool(v, &c.Engine.QueueQoS0) },
 		func(c *config) string { return fmtBool(c.Engine.QueueQoS0) }},
 	{"sync_completions", func(c *config, v string) error { return parseBool(v, &c.Engine.SyncCompletions) },
