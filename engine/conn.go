@@ -503,8 +503,17 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		cp.Username, cp.UsernameFlag = c.info.Identity, true
 	}
 	c.keepAlive = cp.KeepAlive
-	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || c.keepAlive > max) && c.version == packet.V5 {
-		c.keepAlive = max
+	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || int(c.keepAlive) > max) {
+		switch {
+		case c.version == packet.V5:
+			c.keepAlive = uint16(max) // sent as Server Keep Alive [MQTT-3.2.2-21]
+		case c.keepAlive > 0:
+			// 3.1.1 has no way to tell the client another keep alive:
+			// above the limit it is refused, return code 2, as Mosquitto
+			// does. 0 (none) is taken as asked (see Options.MaxKeepAlive).
+			c.b.stats.reasons.refuse(refuseKeepAlive)
+			return refuse(packet.CodeUnspecifiedError, packet.RetIdentifierRejected)
+		}
 	}
 	c.clientRecvMax = 65535
 	if c.version == packet.V5 {
