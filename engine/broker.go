@@ -100,12 +100,24 @@ type Options struct {
 	Version string // the build's version; $SYS/broker/version is "keel <Version>"
 
 	MaxPacketSize     uint32 // bytes; 0: MQTT's maximum
-	MaxKeepAlive      uint16 // seconds; 0: no limit. 5.0 clients above it get Server Keep Alive
 	ReceiveMaximum    uint16 // inbound QoS 1/2 window per 5.0 client; 0: 65535
 	MaxInflight       uint16 // outbound QoS 1/2 window per client; 0: 1024
-	TopicAliasMaximum uint16 // 0: 100
+	TopicAliasMaximum uint16 // aliases a 5.0 client may send us; 0: 100
 	MaximumQoS        byte   // 0 means 2 (the zero value keeps the default)
 	QueueQoS0         bool   // queue QoS 0 messages for offline persistent sessions
+
+	// MaxKeepAlive is the longest keep alive a client may use, in seconds
+	// (0, or above 65535: 65535, Mosquitto's default; negative: no limit).
+	// A 5.0 client asking for more, or for 0 (none), is given it as Server
+	// Keep Alive [MQTT-3.2.2-21]. A 3.1.1 or 3.1 client asking for more is
+	// refused (return code 2, counted keep_alive), as Mosquitto does: those
+	// versions cannot be told another value. One asking for 0 is taken as
+	// it asks: refusing it, as Mosquitto does, turns away simple clients
+	// that never ping, and the protocol lets them ask.
+	MaxKeepAlive int
+	// NoServerTopicAliases stops keel assigning topic aliases to the
+	// PUBLISHes it sends 5.0 clients that allow them (alias.go).
+	NoServerTopicAliases bool
 
 	// SyncCompletions makes the deletion of a completed outbound flow
 	// (PUBACK or PUBCOMP from a subscriber) wait for a sync of its own.
@@ -178,6 +190,9 @@ func (o *Options) fill() {
 	if o.MaxInflight == 0 {
 		o.MaxInflight = 1024
 	}
+	if o.MaxKeepAlive == 0 || o.MaxKeepAlive > 65535 {
+		o.MaxKeepAlive = 65535
+	}
 	if o.TopicAliasMaximum == 0 {
 		o.TopicAliasMaximum = 100
 	}
@@ -237,7 +252,8 @@ type Stats struct {
 
 	// Dropped counts messages not delivered to a session, by reason
 	// (too_large, queue_full, expired, offline_qos0); Refused counts
-	// packets refused instead of acknowledged, by reason (store_failed).
+	// packets refused instead of acknowledged, by reason (store_failed,
+	// not_authorized, keep_alive).
 	// Every reason is present, zero or not.
 	Dropped map[string]uint64
 	Refused map[string]uint64

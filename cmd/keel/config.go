@@ -111,14 +111,37 @@ var configKeys = []key[config]{
 	}, func(c *config) string {
 		return strconv.FormatUint(uint64(orU32(c.Engine.MaxPacketSize, 268435455)), 10)
 	}},
-	{"max_keepalive", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxKeepAlive) },
-		func(c *config) string { return strconv.Itoa(int(c.Engine.MaxKeepAlive)) }},
+	{"max_keepalive", func(c *config, v string) error {
+		// 0 is mosquitto.conf's "no limit"; the engine's is negative.
+		var n uint16
+		if err := parseU16(v, &n); err != nil {
+			return err
+		}
+		c.Engine.MaxKeepAlive = int(n)
+		if n == 0 {
+			c.Engine.MaxKeepAlive = -1
+		}
+		return nil
+	}, func(c *config) string {
+		if c.Engine.MaxKeepAlive < 0 {
+			return "0"
+		}
+		return strconv.Itoa(orInt(c.Engine.MaxKeepAlive, 65535))
+	}},
 	{"receive_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.ReceiveMaximum) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.ReceiveMaximum, 65535))) }},
 	{"max_inflight", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxInflight) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.MaxInflight, 1024))) }},
 	{"topic_alias_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.TopicAliasMaximum) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.TopicAliasMaximum, 100))) }},
+	{"server_topic_aliases", func(c *config, v string) error {
+		var on bool
+		if err := parseBool(v, &on); err != nil {
+			return err
+		}
+		c.Engine.NoServerTopicAliases = !on
+		return nil
+	}, func(c *config) string { return fmtBool(!c.Engine.NoServerTopicAliases) }},
 	{"queue_qos0", func(c *config, v string) error { return parseBool(v, &c.Engine.QueueQoS0) },
 		func(c *config) string { return fmtBool(c.Engine.QueueQoS0) }},
 	{"sync_completions", func(c *config, v string) error { return parseBool(v, &c.Engine.SyncCompletions) },

@@ -55,7 +55,7 @@ var (
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
 		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic).", []string{"reason"}, nil)
 	refusedDesc = prometheus.NewDesc("keel_refusals_total",
-		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL).", []string{"reason"}, nil)
+		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), keep_alive (a 3.1.1 CONNECT over max_keepalive).", []string{"reason"}, nil)
 	fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
 		"Latency of the write-ahead log's fsyncs (fdatasync); its count is keel_store_syncs_total.", nil, nil)
 )
