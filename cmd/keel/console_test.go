@@ -186,7 +186,7 @@ func TestConsoleInChromium(t *testing.T) {
 	// Two offline persistent sessions with queues (meter-a 7 entries, the
 	// hostile one 3), one online session that has acknowledged everything.
 	connect := func(id, user string, clean bool) mqtt.Client {
-		o := mqtt.NewClientOptions().AddBroker("tcp://"+k.addr).SetClientID(id).SetUsername(user).SetPassword("pw").
+		o := mqtt.NewClientOptions().AddBroker("tcp://" + k.addr).SetClientID(id).SetUsername(user).SetPassword("pw").
 			SetCleanSession(clean).SetProtocolVersion(4).SetAutoReconnect(false)
 		c := mqtt.NewClient(o)
 		if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
