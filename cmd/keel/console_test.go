@@ -16,6 +16,8 @@ import (
 
 	"github.com/chromedp/chromedp"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/keelmq/keel/wal"
 )
 
 // Hostile strings a client chooses: the console must show them as text.
@@ -166,7 +168,6 @@ const sessionRowsJS = `[...document.querySelectorAll("table.sessions tbody tr")]
 // by Paho: the tables show what the API says, hostile client ids, usernames
 // and topics are text, and the CSP stops inline script.
 func TestConsoleInChromium(t *testing.T) {
-	ctx := browser(t)
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
 	for i, u := range []string{"alice", hostileUser} {
@@ -253,6 +254,31 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("/api/sessions: %d sessions, want 3 (meter-a, meter-b, the hostile one): %+v", len(api.Sessions), api.Sessions)
 	}
 
+	// The API fields the console reads beyond keel inspect's.
+	var st statsView
+	_, body := get(t, admin+"/api/stats")
+	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Broker == nil {
+		t.Fatalf("/api/stats: %v: %s", err, body)
+	}
+	if b := st.Broker; b.ClientsConnected != 2 || b.SessionsPersistent != 3 || b.SessionsOffline != 2 || b.QueuedMessages != 10 ||
+		b.QueuedBytes <= 0 || b.Retained != 1 || b.StoreBytes == 0 || len(b.Refused) != 2 || len(b.Dropped) != 5 ||
+		b.Fsync.Count == 0 || b.Fsync.Count != b.StoreSyncs || b.Fsync.P50Seconds <= 0 || b.Fsync.P99Seconds < b.Fsync.P50Seconds {
+		t.Errorf("/api/stats broker %+v: want 2 clients, 3 sessions (2 offline), 10 queued, 1 retained, every reason, an fsync summary", b)
+	}
+	var lv listenersView
+	_, body = get(t, admin+"/api/listeners")
+	if err := json.Unmarshal([]byte(body), &lv); err != nil {
+		t.Fatalf("/api/listeners: %v: %s", err, body)
+	}
+	addrs := k.listenerAddrs(t)
+	if len(lv.Listeners) != 2 || lv.Listeners[0].Name != "tcp" || lv.Listeners[0].Addr != addrs["tcp"] || lv.Listeners[0].Open != 2 ||
+		lv.Listeners[0].Accepted != 4 || lv.Listeners[1].Transport != "ws" || lv.Listeners[1].WebSocketPath != "/mqtt" ||
+		len(lv.Listeners[1].Refused) == 0 {
+		t.Errorf("/api/listeners: %s; want tcp (%s, 2 open, 4 accepted) and ws on /mqtt", body, addrs["tcp"])
+	}
+
+	ctx := browser(t)
+
 	// The sessions table, by client id: every session the API has, with
 	// its owner, queue and link, and the hostile strings as text.
 	step(t, ctx, "open the console", chromedp.Navigate(admin+"/console/#/sessions"))
@@ -331,11 +357,18 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 	screenshot(t, ctx, "console-session.png")
 
+	// A session that is not there says so.
+	step(t, ctx, "open a missing session", chromedp.Evaluate[chromedp.Void](`location.hash = "#/session/nobody%2Fhere"`))
+	waitView(t, ctx, "session")
+	if got := step(t, ctx, "read it", chromedp.Evaluate[string](`document.getElementById("view").textContent`)); got != "nobody/hereNo such session (it may have expired or ended)." {
+		t.Errorf("a missing session's page: %q", got)
+	}
+
 	// The overview shows the broker's own counts, as the API has them.
 	step(t, ctx, "open the overview", chromedp.Evaluate[chromedp.Void](`location.hash = "#/"`))
 	waitView(t, ctx, "overview")
-	var st statsView
-	_, body := get(t, admin+"/api/stats")
+	st = statsView{}
+	_, body = get(t, admin+"/api/stats")
 	if err := json.Unmarshal([]byte(body), &st); err != nil || st.Broker == nil {
 		t.Fatalf("/api/stats: %v: %s", err, body)
 	}
@@ -361,9 +394,6 @@ func TestConsoleInChromium(t *testing.T) {
 	if strings.Contains(fields["text"], "null") || strings.Contains(fields["text"], "undefined") {
 		t.Errorf("the overview shows null or undefined: %s", fields["text"])
 	}
-	if st.Broker.ClientsConnected != 2 || st.Broker.SessionsPersistent != 3 || st.Broker.QueuedMessages != 10 || st.Broker.Retained != 1 {
-		t.Errorf("/api/stats broker %+v: want 2 clients, 3 sessions, 10 queued, 1 retained", st.Broker)
-	}
 	screenshot(t, ctx, "console-overview.png")
 
 	// Retained topics and listeners.
@@ -378,7 +408,6 @@ func TestConsoleInChromium(t *testing.T) {
 	waitView(t, ctx, "listeners")
 	ls := step(t, ctx, "read listeners", chromedp.Evaluate[[]string](
 		`[...document.querySelectorAll("table.listeners tbody tr")].map(tr => [...tr.cells].map(td => td.textContent).join(" "))`))
-	addrs := k.listenerAddrs(t)
 	// tcp: meter-b and the publisher open, four clients accepted.
 	want := []string{"tcp " + addrs["tcp"] + " tcp 2 4 none 0", "ws " + addrs["ws"] + " ws /mqtt 0 0 none 0"}
 	if strings.Join(ls, "\n") != strings.Join(want, "\n") {
@@ -412,4 +441,23 @@ func urlComponent(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// The fsync summary names the bucket bounds that hold the median and the
+// 99th percentile.
+func TestFsyncSummary(t *testing.T) {
+	ms := time.Millisecond
+	h := wal.Histogram{Bounds: []time.Duration{ms, 2 * ms, 5 * ms}, Counts: []uint64{0, 0, 0, 0}}
+	if got := fsyncSummary(h); got != (fsyncInfo{}) {
+		t.Errorf("no syncs: got %+v, want zeros", got)
+	}
+	h.Counts = []uint64{90, 9, 1, 0} // 100 syncs
+	h.Sum = 150 * ms
+	if got, want := fsyncSummary(h), (fsyncInfo{Count: 100, SumSeconds: 0.15, P50Seconds: 0.001, P99Seconds: 0.002}); got != want {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	h.Counts = []uint64{10, 0, 0, 90} // most above the last bound
+	if got := fsyncSummary(h); got.P50Seconds != -1 || got.P99Seconds != -1 {
+		t.Errorf("above the last bound: got %+v, want -1 for both", got)
+	}
 }
