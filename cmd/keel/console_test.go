@@ -394,6 +394,15 @@ func TestConsoleInChromium(t *testing.T) {
 	if strings.Contains(fields["text"], "null") || strings.Contains(fields["text"], "undefined") {
 		t.Errorf("the overview shows null or undefined: %s", fields["text"])
 	}
+
+	// It refreshes by itself: two more messages for meter-a show up, and
+	// with a second reading come the rates.
+	publish("m/x", false)
+	publish("m/x", false)
+	step(t, ctx, "wait for the refresh", chromedp.Poll[bool](`(() => {
+		const f = n => document.querySelector("[data-field=" + n + "]").textContent;
+		return f("queued_messages") === "12" && /\/s$/.test(f("messages_in"));
+	})()`, chromedp.WithPollingInterval(100*time.Millisecond)))
 	screenshot(t, ctx, "console-overview.png")
 
 	// Retained topics and listeners.

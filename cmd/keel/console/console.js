@@ -208,8 +208,9 @@
           card("in flight", num(s.inflight), num(s.queued) + " waiting to be sent", "inflight"),
           card("retained", num(b.retained), bytes(s.retained_bytes) + " of payload", "retained"),
           card("store on disk", bytes(b.store_bytes), "WAL " + bytes(store.wal_bytes) + ", read amp " + num(store.read_amp), "store_bytes"),
-          card("fsync", rates && rates.fsync !== null ? millis(rates.fsync) : "…",
-            "mean since last refresh; p50 ≤ " + millis(f.p50_le_seconds) + ", p99 ≤ " + millis(f.p99_le_seconds), "fsync"),
+          card("fsync", rates && rates.fsync !== null ? millis(rates.fsync) : f.count ? millis(f.sum_seconds / f.count) : "—",
+            (rates && rates.fsync !== null ? "mean since the last refresh" : "mean since start") +
+            "; p50 ≤ " + millis(f.p50_le_seconds) + ", p99 ≤ " + millis(f.p99_le_seconds), "fsync"),
           card("messages in", rate(rates ? rates.in : 0), num(b.messages_received) + " since start", "messages_in"),
           card("messages out", rate(rates ? rates.out : 0), num(b.messages_sent) + " since start", "messages_out"),
           card("syncs", rate(rates ? rates.syncs : 0),
@@ -392,29 +393,42 @@
   };
 
   // --- the loop -----------------------------------------------------
+  //
+  // One refresh at a time. The API reads the store's snapshot on each
+  // call, which costs more on a store with deep queues, so the next
+  // refresh waits at least ten times as long as the last one took (and
+  // REFRESH_MS at the least); none runs while the page is hidden.
 
   const status = document.getElementById("status");
-  let current = null; // {refresh, gen}
-  let gen = 0;
-  let busy = false;
+  let current = null; // the view's refresh
+  let gen = 0;        // bumped by each route change
+  let timer = 0;
+  let every = REFRESH_MS;
 
   async function run(refresh) {
     const mine = gen;
-    if (busy) return;
-    busy = true;
+    const t0 = performance.now();
     try {
       await refresh();
       if (mine !== gen) return;
+      every = Math.max(REFRESH_MS, Math.ceil((performance.now() - t0) * 10 / 1000) * 1000);
       status.className = "";
-      status.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + " · every " + REFRESH_MS / 1000 + " s";
+      status.textContent = "Updated " + new Date().toLocaleTimeString("en-GB") + " · every " + every / 1000 + " s";
       document.body.setAttribute("data-loaded", String(mine));
     } catch (e) {
       if (mine !== gen) return;
       status.className = "error";
       status.textContent = "Cannot read the admin API: " + (e && e.message ? e.message : String(e));
-    } finally {
-      busy = false;
     }
+  }
+
+  // refresh runs the view's refresh now, then again after every.
+  async function refresh() {
+    clearTimeout(timer);
+    const mine = gen;
+    await run(current);
+    if (mine !== gen) return; // the route changed meanwhile: it has its own timer
+    timer = setTimeout(() => { if (document.hidden) return; refresh(); }, every);
   }
 
   function route() {
@@ -428,12 +442,11 @@
       const on = a.getAttribute("data-nav") === (r.name === "session" ? "sessions" : r.name);
       a.classList.toggle("current", on);
     }
-    current = { refresh: views[r.name](root, r) };
-    busy = false;
-    run(current.refresh);
+    current = views[r.name](root, r);
+    refresh();
   }
 
   window.addEventListener("hashchange", route);
-  setInterval(() => { if (current && !document.hidden) run(current.refresh); }, REFRESH_MS);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
   route();
 })();
