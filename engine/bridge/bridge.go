@@ -475,6 +475,7 @@ type relay struct {
 func (r *relay) subacked() {
 	if r.subacks.Add(-1) == 0 {
 		r.b.setState(func(s *State) { s.Connected = true })
+		r.b.log.Info("bridge subscribed")
 	}
 }
 

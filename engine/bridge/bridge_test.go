@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -540,4 +541,20 @@ func TestBridgeLocalStateNew(t *testing.T) {
 	pe := newSource(t, e.Addr(), "edge-pub")
 	pe.publish("up/x", 1, 20)
 	checkSeq(t, up.waitN(20), "up/x", 20)
+}
+
+// try_private over 3.1.1 to a remote that does not take Mosquitto's
+// bridge flag (Keel): refused, and the bridge says what to change.
+func TestBridgeTryPrivateRefusedByKeel(t *testing.T) {
+	central := startRemote(t)
+	cfg := bridgeConfig(t, central.Addr(), packet.V311, "up/# out 2")
+	cfg.TryPrivate = true
+	e := startEdge(t, cfg)
+	waitFor(t, "the refusal", func() bool { return strings.Contains(e.br.State().LastError, "set try_private = false") })
+	if e.br.State().Connected {
+		t.Fatal("connected")
+	}
+	if !strings.Contains(e.br.State().LastError, "return code 1 (unacceptable protocol version)") {
+		t.Fatalf("last error %q: want the CONNACK's return code", e.br.State().LastError)
+	}
 }
