@@ -286,6 +286,9 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 		return false, err
 	}
 	window := window311
+	if b.cfg.window311 > 0 {
+		window = b.cfg.window311
+	}
 	if b.cfg.Version == packet.V5 {
 		window = 65535
 		if rca.Props.Has(packet.PropReceiveMaximum) && rca.Props.ReceiveMaximum > 0 {

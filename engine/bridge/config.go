@@ -166,6 +166,9 @@ type Config struct {
 	// receive_maximum): the remote may have no more QoS 1/2 messages in
 	// flight to the bridge. 0: 65535.
 	LocalReceiveMaximum uint16
+	// window311 overrides window311 (tests: a window larger than what
+	// they leave in flight).
+	window311 int
 	// Dial opens the connection to one address (nil: TCP).
 	Dial   func(ctx context.Context, addr string) (net.Conn, error)
 	Logger *slog.Logger
