@@ -15,6 +15,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/keelmq/keel/engine/client"
+	"github.com/keelmq/keel/engine/enginetest"
 	"github.com/keelmq/keel/engine/packet"
 )
 
@@ -150,10 +151,13 @@ func TestBridgeTwoKeelProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	central := startKeel(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(dir, "central"), "--password-file", pw)
+	// The bridge reaches the central through a proxy that can hold what
+	// the central sends it.
+	front := enginetest.NewFront(t, central.addr)
 	edgeConf := filepath.Join(dir, "edge.conf")
 	conf := fmt.Sprintf("listen = 127.0.0.1:0\ndata = %s\npassword_file = %s\nacl_file = %s\n\n[bridge central]\naddress = %s\n"+
 		"topic = up/# out 2\ntopic = down/# in 2\nremote_clientid = edge-1\nremote_username = bridge\nremote_password = s3cret-bridge\n"+
-		"bridge_protocol_version = mqttv50\nrestart_timeout = 1\n", filepath.Join(dir, "edge"), pw, acl, central.addr)
+		"bridge_protocol_version = mqttv50\nrestart_timeout = 1\n", filepath.Join(dir, "edge"), pw, acl, front.Addr())
 	if err := os.WriteFile(edgeConf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -190,22 +194,28 @@ func TestBridgeTwoKeelProcesses(t *testing.T) {
 	pc := pub(central.addr, "central-pub", client.NewMemorySession())
 	defer pc.Close()
 	const n = 1000
-	for i := 1; i <= n; i++ {
-		if err := pe.Publish(context.Background(), &packet.Publish{QoS: 2, Topic: "up/x", Payload: []byte(strconv.Itoa(i))}); err != nil {
-			t.Fatal(err)
-		}
-		if err := pc.Publish(context.Background(), &packet.Publish{QoS: 2, Topic: "down/y", Payload: []byte(strconv.Itoa(i))}); err != nil {
-			t.Fatal(err)
+	publish := func(from, to int) {
+		for i := from; i <= to; i++ {
+			if err := pe.Publish(context.Background(), &packet.Publish{QoS: 2, Topic: "up/x", Payload: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
+			if err := pc.Publish(context.Background(), &packet.Publish{QoS: 2, Topic: "down/y", Payload: []byte(strconv.Itoa(i))}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	count := func() (int, int) { mu.Lock(); defer mu.Unlock(); return len(up), len(down) }
-	waitUntil(t, "a part of both streams", func() bool { u, d := count(); return u >= n/10 && d >= n/10 })
-	// kill -9 the edge in the middle, and start it again on its data.
+	publish(1, n/2)
+	waitUntil(t, "the first half at both ends", func() bool { u, d := count(); return u >= n/2 && d >= n/2 })
+	// Hold what the central sends the bridge (acks and PUBLISHes), publish
+	// the second half, and kill -9 the edge once it has acknowledged all of
+	// it: the bridge's flows are in flight both ways, its queue on disk.
+	front.Hold()
+	publish(n/2+1, n)
+	waitUntil(t, "the edge's acknowledgements", func() bool { return edgeSess.Len() == 0 })
 	_ = edge.cmd.Process.Kill()
 	<-edge.exited
-	if u, d := count(); u == n && d == n {
-		t.Fatalf("both streams were over before the kill: nothing was tested")
-	}
+	front.Release() // what was held goes to the dead connection
 	edge = startKeel(t, "serve", "--config", edgeConf)
 	// The edge's clients resume their sessions on it.
 	pe.Close()
