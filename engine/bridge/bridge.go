@@ -307,8 +307,20 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 		}
 	}
 	var wg sync.WaitGroup
-	defer wg.Wait() // the local connection's ServeConn
-	local, lca, err := b.dialLocal(&wg, window)
+	defer wg.Wait()   // the local connection's ServeConn
+	var maxOut uint32 // the remote's Maximum Packet Size, less what the prefixes add
+	if b.cfg.Version == packet.V5 && rca.Props.Has(packet.PropMaximumPacketSize) {
+		grow := 0
+		for _, t := range b.cfg.Topics {
+			if t.Dir&Out != 0 {
+				grow = max(grow, len(t.RemotePrefix)-len(t.LocalPrefix))
+			}
+		}
+		maxOut = uint32(max(int(rca.Props.MaximumPacketSize)-grow, 16))
+	}
+	r := &relay{b: b, ended: make(chan error, 2)}
+	r.noRetain = b.cfg.Version == packet.V5 && rca.Props.Has(packet.PropRetainAvailable) && rca.Props.RetainAvailable == 0
+	local, lca, err := b.dialLocal(&wg, window, maxOut)
 	if err != nil {
 		remote.close(nil)
 		return false, err
@@ -321,7 +333,7 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 	b.log.Info("bridge connected", "remote", addr, "client_id", b.cfg.ClientID, "protocol", b.cfg.Version,
 		"remote_session_present", rca.SessionPresent, "local_session_present", lca.SessionPresent, "window", window)
 	b.setState(func(s *State) { s.Address, s.LastError = addr, ""; s.Rounds++ })
-	r := &relay{b: b, local: local, remote: remote, ended: make(chan error, 2)}
+	r.local, r.remote = local, remote
 	defer b.setState(func(s *State) { s.Connected = false })
 	local.start()
 	remote.start()
@@ -427,7 +439,14 @@ func (b *Bridge) dialOne(addr string, raw []byte) (*link, *packet.Connack, error
 		return nil, nil, err
 	}
 	dl, _ := ctx.Deadline()
-	return handshake("remote", nc, b.cfg.Version, raw, dl)
+	// Close during the handshake ends it at once, not at its deadline.
+	watch := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	l, ca, err := handshake("remote", nc, b.cfg.Version, raw, dl)
+	if !watch() && err == nil {
+		l.nc.Close()
+		return nil, nil, errStopped
+	}
+	return l, ca, err
 }
 
 // pipeAddr names the local end of a bridge in the broker's logs.
@@ -438,7 +457,11 @@ func (a pipeAddr) String() string  { return string(a) }
 
 // dialLocal connects the bridge's local session over a pipe that the
 // engine serves as any connection; wg waits for ServeConn.
-func (b *Bridge) dialLocal(wg *sync.WaitGroup, window int) (*link, *packet.Connack, error) {
+// The engine sends no more in flight than window, and no packet larger
+// than maxOut (0: no limit): it discards those for the bridge's session
+// and counts them (too_large) [MQTT-3.1.2-25], as the remote would not
+// take them [MQTT-3.2.2-15].
+func (b *Bridge) dialLocal(wg *sync.WaitGroup, window int, maxOut uint32) (*link, *packet.Connack, error) {
 	cli, srv := net.Pipe()
 	wg.Add(1)
 	go func() { // owner: wg, waited for by round
@@ -450,6 +473,10 @@ func (b *Bridge) dialLocal(wg *sync.WaitGroup, window int) (*link, *packet.Conna
 	cp.Props.Set(packet.PropSessionExpiry)
 	cp.Props.ReceiveMaximum = uint16(min(window, 65535)) // the engine keeps no more in flight than the remote takes
 	cp.Props.Set(packet.PropReceiveMaximum)
+	if maxOut > 0 {
+		cp.Props.MaximumPacketSize = maxOut
+		cp.Props.Set(packet.PropMaximumPacketSize)
+	}
 	raw, err := connectBytes(cp, false)
 	if err != nil {
 		cli.Close()
@@ -471,7 +498,8 @@ type relay struct {
 	// fromRemote only.
 	remoteOnly map[uint16]struct{} // remote QoS 2 flows ended here (dropped)
 
-	subacks atomic.Int32 // SUBACKs still awaited
+	subacks  atomic.Int32 // SUBACKs still awaited
+	noRetain bool         // the remote has Retain Available 0: forward without RETAIN [MQTT-3.3.1-8]
 }
 
 // subacked counts one SUBACK; the last makes the bridge Connected.
@@ -562,6 +590,9 @@ func (r *relay) fromLocal() {
 			}
 			p.Topic = topic
 			forwardProps(&p.Props)
+			if r.noRetain {
+				p.Retain = false
+			}
 			b.forwarded.Add(1)
 			err = r.remote.send(p)
 		case *packet.Ack:

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keelmq/keel/engine"
 	"github.com/keelmq/keel/engine/client"
 	"github.com/keelmq/keel/engine/enginetest"
 	"github.com/keelmq/keel/engine/packet"
@@ -493,5 +494,28 @@ func TestBridgeTryPrivateRefusedByKeel(t *testing.T) {
 	}
 	if !strings.Contains(e.br.State().LastError, "return code 1 (unacceptable protocol version)") {
 		t.Fatalf("last error %q: want the CONNACK's return code", e.br.State().LastError)
+	}
+}
+
+// A message larger than the remote's Maximum Packet Size is not sent to it
+// [MQTT-3.2.2-15]: the edge discards it for the bridge and counts it, and
+// the messages after it still go (the bridge is not stuck on it).
+func TestBridgeRemoteMaximumPacketSize(t *testing.T) {
+	b := enginetest.Start(t, enginetest.Options{Engine: engine.Options{MaxPacketSize: 200}})
+	central := &remote{b: b, f: enginetest.NewFront(t, b.Addr)}
+	e := startEdge(t, bridgeConfig(t, central.Addr(), packet.V5, "up/# out 2 e/ central/edge/"))
+	connected(t, e.br)
+	up := newSink(t, central.Addr(), "up-sink", "central/edge/up/#", packet.V5)
+	pe := newSource(t, e.Addr(), "edge-pub")
+	// 180 bytes of payload fit in 200 with a short topic, not with the
+	// remote's longer prefix.
+	if err := pe.c.Publish(context.Background(), &packet.Publish{QoS: 2, Topic: "e/up/x", Payload: make([]byte, 180)}); err != nil {
+		t.Fatal(err)
+	}
+	pe.publish("e/up/x", 1, 3)
+	got := up.waitN(3)
+	checkSeq(t, got, "central/edge/up/x", 3)
+	if d := e.b.Engine.Stats().Dropped["too_large"]; d != 1 {
+		t.Fatalf("edge dropped %d messages as too large, want 1", d)
 	}
 }
