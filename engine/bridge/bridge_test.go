@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"bufio"
 	"context"
 	"net"
 	"strconv"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/client"
 	"github.com/keelmq/keel/engine/enginetest"
 	"github.com/keelmq/keel/engine/packet"
@@ -517,5 +519,134 @@ func TestBridgeRemoteMaximumPacketSize(t *testing.T) {
 	checkSeq(t, got, "central/edge/up/x", 3)
 	if d := e.b.Engine.Stats().Dropped["too_large"]; d != 1 {
 		t.Fatalf("edge dropped %d messages as too large, want 1", d)
+	}
+}
+
+// fakeRemote is a server that speaks just enough MQTT 5.0 to test the
+// bridge against misbehaviour: it accepts every CONNECT (Session Present
+// as told), grants every SUBSCRIBE, and hands every other packet to got.
+type fakeRemote struct {
+	ln net.Listener
+}
+
+func startFakeRemote(t *testing.T, serve func(l *link)) *fakeRemote {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() { // owner: wg
+		defer wg.Done()
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			l := &link{name: "fake", nc: nc, rd: bufio.NewReader(nc), version: packet.V5,
+				wake: make(chan struct{}, 1), written: make(chan struct{}, 1), dead: make(chan struct{})}
+			if p, err := packet.Read(l.rd, 0, 0); err != nil || p.Type() != packet.CONNECT {
+				nc.Close()
+				continue
+			}
+			l.start()
+			wg.Add(1)
+			go func() { // owner: wg
+				defer wg.Done()
+				defer l.close(nil)
+				serve(l)
+			}()
+		}
+	}()
+	return &fakeRemote{ln: ln}
+}
+
+func (f *fakeRemote) Addr() string { return f.ln.Addr().String() }
+
+// A remote that takes every PUBLISH and acknowledges none: the queue keeps
+// every entry, and the next connection resends them all, with DUP and the
+// same packet ids. A PUBLISH from the remote on a topic outside the in
+// topics is acknowledged there, dropped here, and counted.
+func TestBridgeRemoteNeverAcks(t *testing.T) {
+	const n = 50
+	type pub struct {
+		id  uint16
+		dup bool
+	}
+	conns := make(chan []pub, 4)
+	fake := startFakeRemote(t, func(l *link) {
+		l.send(&packet.Connack{SessionPresent: true})
+		var got []pub
+		for {
+			p, err := l.next()
+			if err != nil {
+				return
+			}
+			switch p := p.(type) {
+			case *packet.Subscribe:
+				l.send(&packet.Suback{PacketID: p.PacketID, Codes: []packet.ReasonCode{2}})
+				// A message outside the bridge's in topics.
+				l.send(&packet.Publish{QoS: 2, PacketID: 7, Topic: "elsewhere/t", Payload: []byte("x")})
+			case *packet.Publish:
+				got = append(got, pub{p.PacketID, p.Dup})
+				if len(got) == n {
+					conns <- got
+					return // drop the connection: the bridge comes back
+				}
+			case *packet.Ack:
+				if p.Kind == packet.PUBREC && p.PacketID == 7 {
+					l.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 7})
+				}
+			}
+		}
+	})
+	e := startEdge(t, bridgeConfig(t, fake.Addr(), packet.V5, "up/# out 2", "down/# in 2"))
+	down := newSink(t, e.Addr(), "down-sink", "elsewhere/#", packet.V5)
+	connected(t, e.br)
+	pe := newSource(t, e.Addr(), "edge-pub")
+	pe.publish("up/x", 1, n)
+	first := <-conns
+	if q := e.b.Engine.Stats().QueuedMessages; q != n {
+		t.Fatalf("edge queue with nothing acknowledged: %d entries, want %d", q, n)
+	}
+	second := <-conns
+	for i := range n {
+		if first[i].dup || !second[i].dup || second[i].id != first[i].id {
+			t.Fatalf("message %d: first sent as %+v, then as %+v; want DUP the second time, the same id", i, first[i], second[i])
+		}
+	}
+	if q := e.b.Engine.Stats().QueuedMessages; q != n {
+		t.Fatalf("edge queue after the resends: %d entries, want %d", q, n)
+	}
+	waitFor(t, "the foreign message counted", func() bool { return e.br.Stats().Dropped >= 1 })
+	if got := down.got(); len(got) > 0 {
+		t.Fatalf("the message outside the in topics was published here: %q", got)
+	}
+}
+
+// A remote that refuses the bridge's credentials: the bridge stays down
+// and its state says why, never with the password.
+func TestBridgeCredentialsRefused(t *testing.T) {
+	h, err := auth.HashWithIterations("right-secret", 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := auth.ParsePasswords("passwd", strings.NewReader("edge:"+h+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := &auth.Files{}
+	files.SetPasswords(pw)
+	for _, v := range []byte{packet.V311, packet.V5} {
+		b := enginetest.Start(t, enginetest.Options{Engine: engine.Options{Authenticator: files}})
+		cfg := bridgeConfig(t, b.Addr, v, "up/# out 2")
+		cfg.Username, cfg.Password = "edge", []byte("wrong-secret")
+		e := startEdge(t, cfg)
+		waitFor(t, "the refusal", func() bool { return strings.Contains(e.br.State().LastError, "refused the connection") })
+		if st := e.br.State(); st.Connected || st.Rounds != 0 || strings.Contains(st.LastError, "wrong-secret") {
+			t.Fatalf("protocol %d: state %+v: want not connected, no round, no password", v, st)
+		}
+		t.Logf("protocol %d: %s", v, e.br.State().LastError)
 	}
 }
