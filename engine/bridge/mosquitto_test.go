@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +23,21 @@ import (
 // lines conf, until the test ends, and returns its address. It waits for
 // Mosquitto's own "running" log line, not for a time.
 func startMosquitto(t *testing.T, conf ...string) string {
+	t.Helper()
+	return newMosquitto(t, conf...).addr
+}
+
+// mosquitto is a Mosquitto process that can be stopped (SIGTERM: it saves
+// its persistence file) and started again on the same port and files.
+type mosquitto struct {
+	t      *testing.T
+	addr   string
+	path   string
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+func newMosquitto(t *testing.T, conf ...string) *mosquitto {
 	t.Helper()
 	if _, err := exec.LookPath("mosquitto"); err != nil {
 		msg := "mosquitto not installed (apt-get install -y mosquitto)"
@@ -51,7 +67,36 @@ func startMosquitto(t *testing.T, conf ...string) string {
 	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("mosquitto", "-c", path)
+	m := &mosquitto{t: t, addr: fmt.Sprintf("127.0.0.1:%d", port), path: path}
+	m.start()
+	t.Cleanup(m.kill)
+	return m
+}
+
+func (m *mosquitto) kill() {
+	if m.cmd != nil {
+		_ = m.cmd.Process.Kill()
+		<-m.exited
+		m.cmd = nil
+	}
+}
+
+// stop ends Mosquitto with SIGTERM, as a clean shutdown.
+func (m *mosquitto) stop() {
+	m.t.Helper()
+	_ = m.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-m.exited:
+	case <-time.After(wait):
+		m.t.Fatal("mosquitto did not stop on SIGTERM")
+	}
+	m.cmd = nil
+}
+
+func (m *mosquitto) start() {
+	t := m.t
+	t.Helper()
+	cmd := exec.Command("mosquitto", "-c", m.path)
 	out, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -60,10 +105,7 @@ func startMosquitto(t *testing.T, conf ...string) string {
 		t.Fatal(err)
 	}
 	exited := make(chan struct{})
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-	})
+	m.cmd, m.exited = cmd, exited
 	running := make(chan struct{})
 	var log strings.Builder
 	go func() { // owner: exited, waited for by the cleanup
@@ -85,7 +127,6 @@ func startMosquitto(t *testing.T, conf ...string) string {
 	case <-time.After(wait):
 		t.Fatalf("mosquitto did not say it was running within %v", wait)
 	}
-	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
 // only is the messages of got on topic.
@@ -150,4 +191,28 @@ func TestBridgeMosquittoBothWays(t *testing.T) {
 			checkSeq(t, down.got(), "down/y", n)
 		})
 	}
+}
+
+// Mosquitto (persistence on) as the remote, stopped while the edge goes on
+// taking messages and started again: the edge's queue held them on disk,
+// and each arrives once, in order, at a persistent subscriber there.
+func TestBridgeMosquittoRestart(t *testing.T) {
+	m := newMosquitto(t, "persistence true", "persistence_location "+t.TempDir()+"/", "autosave_interval 0")
+	// After the base lines' "persistence false": the later line wins (the
+	// subscriber's session, which only persistence keeps, proves it).
+	e := startEdge(t, bridgeConfig(t, m.addr, packet.V311, "up/# out 2"))
+	connected(t, e.br)
+	up := newSink(t, m.addr, "up-sink", "up/#", packet.V311)
+	pe := newSource(t, e.Addr(), "edge-pub")
+	const n = 400
+	pe.publish("up/x", 1, n/2)
+	up.waitN(n / 2)
+	m.stop()
+	pe.publish("up/x", n/2+1, n)
+	pe.settle() // all acknowledged by the edge: in its queue on disk
+	m.start()
+	up.reconnect()
+	checkSeq(t, up.waitN(n), "up/x", n)
+	waitFor(t, "the edge's queue empty", func() bool { return e.b.Engine.Stats().QueuedMessages == 0 })
+	checkSeq(t, up.got(), "up/x", n)
 }
