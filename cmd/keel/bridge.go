@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -15,6 +19,7 @@ import (
 	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/bridge"
 	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/listener"
 )
 
 // bridgeConfig is one [bridge NAME] section: Mosquitto's bridge keys where
@@ -25,6 +30,11 @@ type bridgeConfig struct {
 	section string            // "config FILE:LINE" of its [bridge NAME] line
 	origin  map[string]string // key -> "config FILE:LINE"
 	topicAt []string          // where each topic line is
+
+	// TLS to the remote (bridge_*), read into Config.TLS by validate.
+	caFile, caPath, certFile, keyFile string
+	insecure                          bool
+	tlsVersion                        uint16
 }
 
 var bridgeSectionRE = regexp.MustCompile(`^\[bridge ([A-Za-z0-9_.-]+)\]$`)
@@ -162,6 +172,26 @@ var bridgeKeys = []bridgeKey{
 	}},
 	{"try_private", false, func(b *bridgeConfig, v string) error { return parseBool(v, &b.TryPrivate) },
 		func(b *bridgeConfig) string { return fmtBool(b.TryPrivate) }},
+	{"bridge_cafile", false, func(b *bridgeConfig, v string) error { b.caFile = v; return nil },
+		func(b *bridgeConfig) string { return b.caFile }},
+	{"bridge_capath", false, func(b *bridgeConfig, v string) error { b.caPath = v; return nil },
+		func(b *bridgeConfig) string { return b.caPath }},
+	{"bridge_certfile", false, func(b *bridgeConfig, v string) error { b.certFile = v; return nil },
+		func(b *bridgeConfig) string { return b.certFile }},
+	{"bridge_keyfile", false, func(b *bridgeConfig, v string) error { b.keyFile = v; return nil },
+		func(b *bridgeConfig) string { return b.keyFile }},
+	{"bridge_insecure", false, func(b *bridgeConfig, v string) error { return parseBool(v, &b.insecure) },
+		func(b *bridgeConfig) string { return fmtBool(b.insecure) }},
+	{"bridge_tls_version", false, func(b *bridgeConfig, v string) error {
+		ver, err := listener.ParseTLSVersion(v)
+		b.tlsVersion = ver
+		return err
+	}, func(b *bridgeConfig) string {
+		if b.tlsVersion == tls.VersionTLS13 {
+			return "tlsv1.3"
+		}
+		return "tlsv1.2"
+	}},
 }
 
 // bridgeNotYet are Mosquitto bridge keys keel does not take (yet), with
@@ -169,9 +199,11 @@ var bridgeKeys = []bridgeKey{
 var bridgeNotYet = map[string]string{}
 
 func init() {
-	for _, k := range []string{"bridge_cafile", "bridge_capath", "bridge_certfile", "bridge_keyfile", "bridge_insecure",
-		"bridge_tls_version", "bridge_alpn", "bridge_require_ocsp", "bridge_identity", "bridge_psk"} {
-		bridgeNotYet[k] = "TLS to a bridge's remote is not supported yet: bridge over plain TCP on a trusted network, or leave this bridge out for now"
+	for _, k := range []string{"bridge_alpn", "bridge_require_ocsp"} {
+		bridgeNotYet[k] = "not supported yet for a bridge's TLS"
+	}
+	for _, k := range []string{"bridge_identity", "bridge_psk"} {
+		bridgeNotYet[k] = "TLS-PSK is not supported (Go's crypto/tls has no pre-shared keys)"
 	}
 	for _, k := range []string{"local_clientid", "local_username", "local_password", "local_cleansession",
 		"notifications", "notifications_local_only", "notification_topic", "round_robin", "start_type", "threshold",
@@ -213,10 +245,100 @@ func (b *bridgeConfig) line(line, at string) error {
 	return fmt.Errorf("%s: key %q of [bridge %s]: unknown key", at, key, b.Name)
 }
 
-// validateBridges checks each bridge as a whole (bridge.Config.Validate);
-// an error names where the key at fault was set.
+// loadTLS reads the bridge's TLS files into Config.TLS, as Mosquitto
+// means them: TLS is on with bridge_cafile or bridge_capath (the CAs the
+// remote's certificate is verified against); bridge_certfile and
+// bridge_keyfile are the bridge's own certificate, for a remote that asks
+// for one; bridge_insecure = true skips the check of the remote's host name
+// in its certificate (the chain is still verified). A TLS key without a CA
+// is refused: keel never falls back to plain TCP.
+func (b *bridgeConfig) loadTLS() error {
+	bad := func(key, format string, args ...any) error {
+		at := b.origin[key]
+		return fmt.Errorf("%s: key %q of [bridge %s]: %s", at, key, b.Name, fmt.Sprintf(format, args...))
+	}
+	if b.caFile == "" && b.caPath == "" {
+		for _, k := range []string{"bridge_certfile", "bridge_keyfile", "bridge_insecure", "bridge_tls_version"} {
+			if _, set := b.origin[k]; set {
+				return bad(k, "TLS to the remote needs bridge_cafile or bridge_capath (the CAs its certificate is verified against); keel never falls back to plain TCP")
+			}
+		}
+		return nil
+	}
+	pool := x509.NewCertPool()
+	add := func(key, path string) error {
+		pemBytes, err := os.ReadFile(path)
+		if err != nil {
+			return bad(key, "%v", err)
+		}
+		if !pool.AppendCertsFromPEM(pemBytes) {
+			return bad(key, "%s holds no PEM certificate", path)
+		}
+		return nil
+	}
+	if b.caFile != "" {
+		if err := add("bridge_cafile", b.caFile); err != nil {
+			return err
+		}
+	}
+	if b.caPath != "" {
+		ents, err := os.ReadDir(b.caPath)
+		if err != nil {
+			return bad("bridge_capath", "%v", err)
+		}
+		n := 0
+		for _, e := range ents {
+			if e.Type().IsRegular() {
+				if err := add("bridge_capath", filepath.Join(b.caPath, e.Name())); err == nil {
+					n++
+				}
+			}
+		}
+		if n == 0 {
+			return bad("bridge_capath", "%s holds no PEM certificate", b.caPath)
+		}
+	}
+	tc := &tls.Config{RootCAs: pool, MinVersion: max(b.tlsVersion, tls.VersionTLS12)}
+	if (b.certFile == "") != (b.keyFile == "") {
+		k := "bridge_certfile"
+		if b.certFile == "" {
+			k = "bridge_keyfile"
+		}
+		return bad(k, "the bridge's certificate needs both bridge_certfile and bridge_keyfile")
+	}
+	if b.certFile != "" {
+		cert, err := tls.LoadX509KeyPair(b.certFile, b.keyFile)
+		if err != nil {
+			return bad("bridge_certfile", "%s with %s: %v", b.certFile, b.keyFile, err)
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	if b.insecure {
+		// The chain is verified, the host name is not (bridge_insecure).
+		tc.InsecureSkipVerify = true
+		tc.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the remote sent no certificate")
+			}
+			opts := x509.VerifyOptions{Roots: pool, Intermediates: x509.NewCertPool()}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			_, err := cs.PeerCertificates[0].Verify(opts)
+			return err
+		}
+	}
+	b.TLS = tc
+	return nil
+}
+
+// validateBridges checks each bridge as a whole (bridge.Config.Validate)
+// and reads its TLS files; an error names where the key at fault was set.
 func (c *config) validateBridges() error {
 	for _, b := range c.Bridges {
+		if err := b.loadTLS(); err != nil {
+			return err
+		}
 		cfg := b.Config // Validate fills in defaults: keep the file's values
 		if err := cfg.Validate(); err != nil {
 			var ce *bridge.ConfigError

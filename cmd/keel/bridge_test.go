@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -17,6 +20,7 @@ import (
 	"github.com/keelmq/keel/engine/client"
 	"github.com/keelmq/keel/engine/enginetest"
 	"github.com/keelmq/keel/engine/packet"
+	"github.com/keelmq/keel/listener/listenertest"
 )
 
 // A [bridge NAME] section with Mosquitto's keys loads as written.
@@ -61,6 +65,7 @@ func TestConfigBridgeSection(t *testing.T) {
 // key; a password never appears in an error.
 func TestConfigBridgeErrors(t *testing.T) {
 	const head = "[bridge c]\naddress = 127.0.0.1:1883\n"
+	ca := listenertest.NewCA(t, "ca").Server("server") // a certificate and a key that are not a CA file's pair
 	for _, tc := range []struct {
 		text, want string
 	}{
@@ -75,8 +80,13 @@ func TestConfigBridgeErrors(t *testing.T) {
 		{head + "keepalive_interval = 0\n", `:3: key "keepalive_interval" of [bridge c]: want 1..65535 seconds`},
 		{head + "restart_timeout = 30 5\n", `:3: key "restart_timeout" of [bridge c]: want BASE [CAP]`},
 		{head + "cleansession = perhaps\n", `:3: key "cleansession" of [bridge c]: want true or false`},
-		{head + "bridge_cafile = /etc/ca.pem\n", `:3: key "bridge_cafile" of [bridge c]: TLS to a bridge's remote is not supported yet`},
-		{head + "bridge_insecure = true\n", `:3: key "bridge_insecure" of [bridge c]: TLS to a bridge's remote is not supported yet`},
+		{head + "topic = a/# out 1\nbridge_cafile = /nonexistent/ca.pem\n", `:4: key "bridge_cafile" of [bridge c]: open /nonexistent/ca.pem: no such file or directory`},
+		{head + "topic = a/# out 1\nbridge_cafile = " + ca.CertFile + "\nbridge_certfile = " + ca.CertFile + "\n", `:5: key "bridge_certfile" of [bridge c]: the bridge's certificate needs both bridge_certfile and bridge_keyfile`},
+		{head + "topic = a/# out 1\nbridge_cafile = " + ca.CertFile + "\nbridge_certfile = " + ca.CertFile + "\nbridge_keyfile = " + ca.CertFile + "\n", `:5: key "bridge_certfile" of [bridge c]: ` + ca.CertFile + ` with ` + ca.CertFile},
+		{head + "topic = a/# out 1\nbridge_cafile = " + ca.KeyFile + "\n", `:4: key "bridge_cafile" of [bridge c]: ` + ca.KeyFile + ` holds no PEM certificate`},
+		{head + "topic = a/# out 1\nbridge_insecure = true\n", `:4: key "bridge_insecure" of [bridge c]: TLS to the remote needs bridge_cafile or bridge_capath`},
+		{head + "bridge_tls_version = tlsv1.0\n", `:3: key "bridge_tls_version" of [bridge c]: `},
+		{head + "bridge_psk = 00ff\n", `:3: key "bridge_psk" of [bridge c]: TLS-PSK is not supported`},
 		{head + "round_robin = true\n", `:3: key "round_robin" of [bridge c]: a Mosquitto bridge option keel's bridge does not take`},
 		{head + "colour = blue\n", `:3: key "colour" of [bridge c]: unknown key`},
 		{head + "remote_password s3cret\n", `:3: want key = value, got a line starting with "remote_password" in [bridge c]`},
@@ -285,4 +295,92 @@ func pahoSub(t *testing.T, addr, id, filter string, got func(string)) mqtt.Clien
 		t.Fatalf("paho subscribe: %v", tok.Error())
 	}
 	return c
+}
+
+// A bridge over mutual TLS to a keel whose listener requires a client
+// certificate: bridge_cafile verifies the remote, bridge_certfile and
+// bridge_keyfile are the bridge's certificate. Without them it is refused.
+func TestBridgeTLSToKeel(t *testing.T) {
+	central := startTLSKeel(t, "require_certificate = true\n")
+	dir := t.TempDir()
+	edgeConf := func(name, extra string) string {
+		p := filepath.Join(dir, name+".conf")
+		conf := fmt.Sprintf("listen = 127.0.0.1:0\ndata = %s\n\n[bridge central]\naddress = %s\ntopic = up/# out 2\n"+
+			"bridge_protocol_version = mqttv50\nrestart_timeout = 1\nbridge_cafile = %s\n%s", filepath.Join(dir, name), central.keel.addr, central.ca.File, extra)
+		if err := os.WriteFile(p, []byte(conf), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Without a certificate: the remote refuses the handshake.
+	bare := startKeel(t, "serve", "--config", edgeConf("bare", ""))
+	// (TLS 1.3: the refusal comes with the first read, the CONNACK's.)
+	bare.waitLog(t, `remote error: tls: certificate required" in=1s`)
+	if strings.Contains(bare.stderr(), `msg="bridge connected"`) {
+		t.Fatalf("a bridge without a certificate connected:\n%s", bare.stderr())
+	}
+	bare.stop(t)
+
+	edge := startKeel(t, "serve", "--config", edgeConf("edge", "bridge_certfile = "+central.client.CertFile+"\nbridge_keyfile = "+central.client.KeyFile+"\n"))
+	edge.waitLog(t, `msg="bridge subscribed" bridge=central`)
+	var mu sync.Mutex
+	var got []string
+	roots := x509.NewCertPool()
+	roots.AddCert(central.ca.Cert)
+	tc := &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{central.client.TLS(t)}}
+	sub, err := client.Connect(context.Background(), client.Options{ClientID: "up-sink", SessionExpiry: 3600,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return (&tls.Dialer{Config: tc}).DialContext(ctx, "tcp", central.keel.addr)
+		},
+		OnMessage: func(p *packet.Publish) { mu.Lock(); got = append(got, string(p.Payload)); mu.Unlock() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if sa, err := sub.Subscribe(context.Background(), &packet.Subscribe{Subs: []packet.Subscription{{Filter: "up/#", QoS: 2}}}); err != nil || sa.Codes[0] != 2 {
+		t.Fatalf("subscribe: %v %v", err, sa)
+	}
+	pe, err := client.Connect(context.Background(), client.Options{Addr: edge.addr, ClientID: "edge-pub"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pe.Close()
+	const n = 100
+	for i := 1; i <= n; i++ {
+		if err := pe.Publish(context.Background(), &packet.Publish{QoS: 2, Topic: "up/x", Payload: []byte(strconv.Itoa(i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "every message over TLS", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) >= n })
+	mu.Lock()
+	defer mu.Unlock()
+	for i, m := range got {
+		if m != strconv.Itoa(i+1) {
+			t.Fatalf("message %d is %q, want %d", i, m, i+1)
+		}
+	}
+	if len(got) != n {
+		t.Fatalf("got %d messages, want %d", len(got), n)
+	}
+}
+
+// bridge_insecure: the remote's chain is still verified, its host name is
+// not.
+func TestBridgeInsecureStillVerifiesTheChain(t *testing.T) {
+	ca, other := listenertest.NewCA(t, "ca"), listenertest.NewCA(t, "other")
+	b := &bridgeConfig{caFile: ca.File, insecure: true, origin: map[string]string{}}
+	if err := b.loadTLS(); err != nil {
+		t.Fatal(err)
+	}
+	if !b.TLS.InsecureSkipVerify || b.TLS.VerifyConnection == nil {
+		t.Fatal("bridge_insecure: want the host name check off and the chain checked")
+	}
+	good := ca.Server("server").X509
+	if err := b.TLS.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{good}, ServerName: "elsewhere.example"}); err != nil {
+		t.Errorf("a certificate of the CA for another name: %v, want it accepted", err)
+	}
+	bad := other.Server("server").X509
+	if err := b.TLS.VerifyConnection(tls.ConnectionState{PeerCertificates: []*x509.Certificate{bad}}); err == nil {
+		t.Error("a certificate of another CA: accepted, want it refused")
+	}
 }

@@ -81,6 +81,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -437,6 +438,18 @@ func (b *Bridge) dialOne(addr string, raw []byte) (*link, *packet.Connack, error
 	}
 	if err != nil {
 		return nil, nil, err
+	}
+	if b.cfg.TLS != nil {
+		tc := b.cfg.TLS.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tn := tls.Client(nc, tc)
+		if err := tn.HandshakeContext(ctx); err != nil {
+			nc.Close()
+			return nil, nil, fmt.Errorf("TLS: %w", err)
+		}
+		nc = tn
 	}
 	dl, _ := ctx.Deadline()
 	// Close during the handshake ends it at once, not at its deadline.

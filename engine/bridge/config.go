@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -166,6 +167,10 @@ type Config struct {
 	// receive_maximum): the remote may have no more QoS 1/2 messages in
 	// flight to the bridge. 0: 65535.
 	LocalReceiveMaximum uint16
+	// TLS, if set, secures the connection to the remote; ServerName, if
+	// empty, is the address's host.
+	TLS *tls.Config
+
 	// window311 overrides window311 (tests: a window larger than what
 	// they leave in flight).
 	window311 int
