@@ -228,10 +228,13 @@ func (s *Storage) Snapshot() (*pb.Snapshot, error) {
 }
 
 // Append writes hs (if not nil) and ents (replacing every entry from
-// ents[0]'s index on) as one synced batch, and returns once it is synced:
-// the Ready loop's "persist before sending". Entries below FirstIndex are
-// skipped. REQUIRES: ents are consecutive and start at most at LastIndex+1.
-func (s *Storage) Append(ctx context.Context, hs *pb.HardState, ents []*pb.Entry) error {
+// ents[0]'s index on) as one batch, and returns once it is synced (with
+// sync; without, once it is ordered in Pebble's WAL: raft's Ready.MustSync
+// says when that is enough, e.g. a HardState whose commit index alone
+// moved). This is the Ready loop's "persist before sending". Entries below
+// FirstIndex are skipped. REQUIRES: ents are consecutive and start at most
+// at LastIndex+1.
+func (s *Storage) Append(ctx context.Context, hs *pb.HardState, ents []*pb.Entry, sync bool) error {
 	s.mu.Lock()
 	first, last := s.mu.first, s.mu.last
 	s.mu.Unlock()
@@ -247,7 +250,7 @@ func (s *Storage) Append(ctx context.Context, hs *pb.HardState, ents []*pb.Entry
 	if hs == nil && len(ents) == 0 {
 		return nil
 	}
-	txn := &wal.Txn{}
+	txn := &wal.Txn{NoSync: !sync}
 	newLast := last
 	if len(ents) > 0 {
 		at := ents[0].GetIndex()

@@ -68,7 +68,7 @@ func compacted3(t *testing.T, l *wal.Log) *Storage {
 	t.Helper()
 	s := openStorage(t, l)
 	ctx := context.Background()
-	if err := s.Append(ctx, nil, ents(1, 1, 2, 3, 4, 5, 6)); err != nil {
+	if err := s.Append(ctx, nil, ents(1, 1, 2, 3, 4, 5, 6), true); err != nil {
 		t.Fatal(err)
 	}
 	markApplied(t, l, s, 3)
@@ -169,7 +169,7 @@ func TestStorageFirstLastIndex(t *testing.T) {
 	if last, _ := s.LastIndex(); last != 6 {
 		t.Fatalf("LastIndex = %d, want 6", last)
 	}
-	if err := s.Append(context.Background(), nil, ents(7, 7)); err != nil {
+	if err := s.Append(context.Background(), nil, ents(7, 7), true); err != nil {
 		t.Fatal(err)
 	}
 	if last, _ := s.LastIndex(); last != 7 {
@@ -249,7 +249,7 @@ func TestStorageAppend(t *testing.T) {
 			l := openLog(t, vfs.NewMem())
 			defer l.Close()
 			s := compacted3(t, l)
-			if err := s.Append(context.Background(), nil, tt.append); err != nil {
+			if err := s.Append(context.Background(), nil, tt.append, true); err != nil {
 				t.Fatal(err)
 			}
 			check := func(s *Storage, what string) {
@@ -267,7 +267,7 @@ func TestStorageAppend(t *testing.T) {
 	l := openLog(t, vfs.NewMem())
 	defer l.Close()
 	s := compacted3(t, l)
-	if err := s.Append(context.Background(), nil, ents(8, 6)); err == nil {
+	if err := s.Append(context.Background(), nil, ents(8, 6), true); err == nil {
 		t.Fatal("append leaving a hole: no error")
 	}
 }
@@ -285,7 +285,7 @@ func TestStorageInitialStateAndSnapshot(t *testing.T) {
 		t.Fatalf("empty: Snapshot = %v, %v", snap, err)
 	}
 	want := &pb.HardState{Term: new(uint64(5)), Vote: new(uint64(2)), Commit: new(uint64(1))}
-	if err := s.Append(context.Background(), want, ents(1, 5)); err != nil {
+	if err := s.Append(context.Background(), want, ents(1, 5), true); err != nil {
 		t.Fatal(err)
 	}
 	conf := &pb.ConfState{Voters: []uint64{1, 2, 3}}
@@ -344,7 +344,7 @@ func TestStorageCrash(t *testing.T) {
 			}
 			batch := ents(next, terms...)
 			hs := &pb.HardState{Term: new(term), Vote: new(uint64(1)), Commit: new(next - 1)}
-			if err := s.Append(ctx, hs, batch); err != nil {
+			if err := s.Append(ctx, hs, batch, true); err != nil {
 				t.Fatal(err)
 			}
 			want = append(want[:next-1], batch...)
