@@ -293,7 +293,7 @@ func TestStoreReadsSubmitted(t *testing.T) {
 	s.Submit(h.txn(2))
 	del := &wal.Txn{}
 	del.DeleteRange([]byte("t000001/"), []byte("t000001/b")) // t1/a goes
-	del.Set([]byte("t000001/a2"), []byte("new"))               // after the range: stays
+	del.Set([]byte("t000001/a2"), []byte("new"))             // after the range: stays
 	s.Submit(del)
 	c.settle()
 	if len(h.acked()) != 1 {
