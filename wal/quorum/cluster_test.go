@@ -175,6 +175,13 @@ func (h *history) txn(id int) *wal.Txn {
 	return t
 }
 
+// txnOps is txn id's ops, without a Done.
+func (h *history) txnOps(id int) *wal.Txn {
+	t := h.txn(id)
+	t.Done = nil
+	return t
+}
+
 func (h *history) acked() map[int]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -203,7 +210,12 @@ func (h *history) check(t *testing.T, ids []int) {
 		}
 	}
 	if !slices.Equal(got, ids) {
-		t.Fatalf("Done order %v, want Submit order %v", got, ids)
+		i := 0
+		for i < len(got) && i < len(ids) && got[i] == ids[i] {
+			i++
+		}
+		t.Fatalf("Done order differs from Submit order at position %d (got %d Dones for %d Txns; %v...)",
+			i, len(got), len(ids), got[i:min(len(got), i+5)])
 	}
 	failed := false
 	for _, id := range ids {
