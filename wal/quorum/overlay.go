@@ -86,14 +86,18 @@ func (o *overlay) clear() {
 	o.mu.Unlock()
 }
 
-// viewLocked copies what a read of [lo, hi) needs (hi nil: no bound; all
-// of it when all is set). REQUIRES: o.mu held.
-func (o *overlay) viewLocked(lo, hi []byte, all bool) *ovView {
-	v := &ovView{ranges: slices.Clone(o.ranges), points: make(map[string]ovPoint)}
+// lookupLocked is ovView.lookup on the live overlay. REQUIRES: o.mu held.
+func (o *overlay) lookupLocked(k []byte) (ovPoint, bool) {
+	v := ovView{points: o.points, ranges: o.ranges}
+	return v.lookup(k)
+}
+
+// viewLocked copies the overlay (for a Snapshot: O(pending writes)).
+// REQUIRES: o.mu held.
+func (o *overlay) viewLocked() *ovView {
+	v := &ovView{ranges: slices.Clone(o.ranges), points: make(map[string]ovPoint, len(o.points))}
 	for k, p := range o.points {
-		if all || (k >= string(lo) && (hi == nil || k < string(hi))) {
-			v.points[k] = p
-		}
+		v.points[k] = p
 	}
 	return v
 }

@@ -1,6 +1,7 @@
 package quorum
 
 import (
+	"bytes"
 	"context"
 	"sync"
 	"sync/atomic"
@@ -159,11 +160,17 @@ func (s *Store) Stats() wal.Stats {
 // over it.
 func (s *Store) Get(key []byte) ([]byte, error) {
 	s.ov.mu.Lock()
-	v := s.ov.viewLocked(key, append(key[:len(key):len(key)], 0), false)
+	p, decided := s.ov.lookupLocked(key)
 	s.ov.mu.Unlock()
+	if decided {
+		if p.del {
+			return nil, wal.ErrNotFound
+		}
+		return bytes.Clone(p.value), nil
+	}
 	// A key the overlay does not hold is applied (or never written):
 	// reading Pebble after the overlay sees it.
-	return v.get(s.n.log, key)
+	return s.n.log.Get(key)
 }
 
 // Scan implements wal.Reader, over one consistent view.
@@ -185,7 +192,7 @@ func (s *Store) Snapshot() (wal.Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &snapshot{s: ps, v: s.ov.viewLocked(nil, nil, true)}, nil
+	return &snapshot{s: ps, v: s.ov.viewLocked()}, nil
 }
 
 type snapshot struct {
