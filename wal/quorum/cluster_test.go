@@ -367,3 +367,37 @@ func TestStoreReadsSubmitted(t *testing.T) {
 		t.Fatalf("overlay holds %d items after everything applied", left)
 	}
 }
+
+// TestStoreCloseServesAgain: closing the serving Store fails later
+// Submits with wal.ErrClosed; the node, still leading, serves a new Store
+// in the same term once a barrier entry is applied.
+func TestStoreCloseServesAgain(t *testing.T) {
+	c := newCluster(t, 3, 8)
+	s := c.leader(1)
+	h := newHistory()
+	if err := wal.Commit(waitCtx(t), s, h.txn(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := wal.Commit(waitCtx(t), s, h.txn(2)); !errors.Is(err, wal.ErrClosed) {
+		t.Fatalf("Submit after Close: %v, want wal.ErrClosed", err)
+	}
+	c.settle()
+	s2, err := c.nodes[1].Leader(waitCtx(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s2 == s || s2.Term() != s.Term() {
+		t.Fatalf("new store %p term %d; old %p term %d", s2, s2.Term(), s, s.Term())
+	}
+	if err := wal.Commit(waitCtx(t), s2, h.txn(3)); err != nil {
+		t.Fatal(err)
+	}
+	if !present(t, s2, 1) || present(t, s2, 2) || !present(t, s2, 3) {
+		t.Fatal("new store's state: want txns 1 and 3, not 2")
+	}
+	c.tick(2)
+	c.checkAcks(t)
+}

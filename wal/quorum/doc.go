@@ -101,7 +101,12 @@
 //     still be committed by the next leader and applied everywhere, as the
 //     wal contract allows for a failed Txn; it is never acknowledged.
 //   - The failure is sticky: every later Submit fails too. The Store is
-//     done; the next term, on this node or another, is a new Store.
+//     done; the next term, on this node or another, is a new Store. If
+//     the node still leads when its Store fails (a dropped proposal, or
+//     Store.Close), it proposes a barrier (an entry of no Txns) and serves
+//     a new Store in the same term once the barrier is applied: by then
+//     every entry of the failed Store is applied or truncated, so the new
+//     Store's state is settled.
 //   - Dones run on the node's goroutine, in Submit order. At most 4096
 //     Txns are in flight per Store; Submit then blocks (back-pressure).
 //   - NoSync is ignored: every Txn is replicated.

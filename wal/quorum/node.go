@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -95,6 +96,12 @@ type Node struct {
 	cur       *Store      // the serving Store, while this node leads its term
 	proposals []*proposal // cur's, proposed and not yet applied, in order
 	nextSeq   uint64
+	// A Store that failed while its node still leads (a dropped proposal,
+	// Close) is followed by a barrier: an entry of no Txns whose apply, in
+	// the same term, makes a new Store serve (everything before it is
+	// applied by then).
+	needBarrier bool
+	barrier     struct{ seq, term uint64 }
 
 	mu struct {
 		sync.Mutex
@@ -519,6 +526,10 @@ func (n *Node) apply(ents []*pb.Entry, st raft.BasicStatus) error {
 			if err != nil {
 				return fmt.Errorf("entry %d: %w", e.GetIndex(), err)
 			}
+			if inc == n.incarnation && seq == n.barrier.seq && e.GetTerm() == n.barrier.term {
+				serve = serve || (st.RaftState == raft.StateLeader && e.GetTerm() == st.GetTerm())
+				continue
+			}
 			if inc != n.incarnation || len(n.proposals) == 0 {
 				continue // another node's, or a failed Store's: already done
 			}
@@ -597,6 +608,10 @@ func (n *Node) propose() {
 	n.mu.Lock()
 	stores := append([]*Store(nil), n.mu.stores...)
 	n.mu.Unlock()
+	if n.cur != nil && !slices.Contains(stores, n.cur) {
+		n.failStore(n.cur, wal.ErrClosed) // closed: no longer listed
+	}
+
 	for _, s := range stores {
 		if s != n.cur {
 			n.failStore(s, nil) // drains what it queued after it failed
@@ -637,6 +652,23 @@ func (n *Node) propose() {
 			n.proposals = append(n.proposals, p)
 		}
 	}
+	n.proposeBarrier()
+}
+
+// proposeBarrier follows a Store that failed while its node still leads
+// with an entry of no Txns (Node.needBarrier). REQUIRES: run.
+func (n *Node) proposeBarrier() {
+	if !n.needBarrier || n.cur != nil || n.failed {
+		return
+	}
+	n.needBarrier = false
+	if st := n.rn.BasicStatus(); st.RaftState == raft.StateLeader {
+		seq := n.nextSeq
+		n.nextSeq++
+		if n.rn.Propose(appendProposalHeader(nil, n.incarnation, seq, 0)) == nil {
+			n.barrier.seq, n.barrier.term = seq, st.GetTerm()
+		}
+	}
 }
 
 // failStore makes s fail with err (if it has not failed yet) and completes
@@ -648,6 +680,7 @@ func (n *Node) failStore(s *Store, err error) {
 	}
 	if n.cur == s {
 		n.cur = nil
+		n.needBarrier = true
 		for _, p := range n.proposals {
 			for _, t := range p.txns {
 				s.complete(t, s.Err())

@@ -26,6 +26,7 @@ type Store struct {
 		queue    []queued // submitted, not yet proposed
 		err      error    // sticky
 		inflight int      // submitted, Done not yet run
+		closed   bool     // Close has run: Submit fails at once
 		notFull  sync.Cond
 	}
 	stats struct{ commits, failures atomic.Uint64 }
@@ -53,6 +54,15 @@ func (s *Store) Submit(t *wal.Txn) {
 	s.mu.Lock()
 	for s.mu.inflight >= maxInflight && s.mu.err == nil {
 		s.mu.notFull.Wait()
+	}
+	if s.mu.closed {
+		// Every earlier Done has run (Close waited for them).
+		s.mu.Unlock()
+		s.stats.failures.Add(1)
+		if t.Done != nil {
+			t.Done(wal.ErrClosed)
+		}
+		return
 	}
 	select {
 	case <-s.n.stopped:
@@ -123,13 +133,16 @@ func (s *Store) Err() error {
 }
 
 // Close waits until every Txn submitted has its Done, then fails the
-// Store (wal.ErrClosed) so that later Submits fail. The node goes on.
-// Every Snapshot must be closed first.
+// Store (wal.ErrClosed): a later Submit calls Done(wal.ErrClosed) at once,
+// in the submitter. The node goes on; if it still leads, it serves a new
+// Store in the same term once a barrier entry is applied (package doc,
+// "Store"). Every Snapshot must be closed first.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	for s.mu.inflight > 0 {
 		s.mu.notFull.Wait()
 	}
+	s.mu.closed = true
 	s.mu.Unlock()
 	s.fail(wal.ErrClosed)
 	s.n.kickLoop()
