@@ -56,10 +56,13 @@ func newCluster(t *testing.T, size int, seed uint64) *cluster {
 	return c
 }
 
-func (c *cluster) start(id uint64, fs *vfs.MemFS) {
+func (c *cluster) start(id uint64, fs *vfs.MemFS) { c.startOn(id, fs, fs) }
+
+// startOn starts node id on fsys, a wrapper of mem (faults injected).
+func (c *cluster) startOn(id uint64, mem *vfs.MemFS, fsys vfs.FS) {
 	c.t.Helper()
 	n, err := Start(Config{
-		ID: id, Peers: c.ids, Dir: "data", FS: fs, Logger: quiet,
+		ID: id, Peers: c.ids, Dir: "data", FS: fsys, Logger: quiet,
 		Pebble:    func(o *pebble.Options) { o.MemTableSize = 1 << 20 },
 		Transport: c.net.Endpoint(id),
 		act:       c.act,
@@ -72,7 +75,7 @@ func (c *cluster) start(id uint64, fs *vfs.MemFS) {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.fs[id], c.nodes[id] = fs, n
+	c.fs[id], c.nodes[id] = mem, n
 }
 
 // crash keeps what node id synced, stops it, and restarts it from that.
