@@ -26,6 +26,7 @@ type cluster struct {
 	ids   []uint64
 	fs    map[uint64]*vfs.MemFS
 	nodes map[uint64]*Node
+	eps   map[uint64]Transport
 
 	mu   sync.Mutex
 	acks []ack // every Done(nil), as the nodes saw them
@@ -38,7 +39,8 @@ type ack struct {
 
 func newCluster(t *testing.T, size int, seed uint64) *cluster {
 	act := newActivity()
-	c := &cluster{t: t, act: act, net: newNetwork(seed, act), fs: map[uint64]*vfs.MemFS{}, nodes: map[uint64]*Node{}}
+	c := &cluster{t: t, act: act, net: newNetwork(seed, act), fs: map[uint64]*vfs.MemFS{}, nodes: map[uint64]*Node{},
+		eps: map[uint64]Transport{}}
 	for i := range size {
 		c.ids = append(c.ids, uint64(i+1))
 	}
@@ -61,10 +63,12 @@ func (c *cluster) start(id uint64, fs *vfs.MemFS) { c.startOn(id, fs, fs) }
 // startOn starts node id on fsys, a wrapper of mem (faults injected).
 func (c *cluster) startOn(id uint64, mem *vfs.MemFS, fsys vfs.FS) {
 	c.t.Helper()
+	ep := c.net.Endpoint(id)
+	c.eps[id] = ep
 	n, err := Start(Config{
 		ID: id, Peers: c.ids, Dir: "data", FS: fsys, Logger: quiet,
 		Pebble:    func(o *pebble.Options) { o.MemTableSize = 1 << 20 },
-		Transport: c.net.Endpoint(id),
+		Transport: ep,
 		act:       c.act,
 		onAck: func(node, term, index uint64, t *wal.Txn) {
 			c.mu.Lock()
@@ -81,9 +85,16 @@ func (c *cluster) startOn(id uint64, mem *vfs.MemFS, fsys vfs.FS) {
 // crash keeps what node id synced, stops it, and restarts it from that.
 func (c *cluster) crash(id uint64) {
 	c.t.Helper()
-	clone := c.fs[id].CrashClone(vfs.CrashCloneCfg{})
+	clone := c.powerCut(id, vfs.CrashCloneCfg{})
 	c.stop(id)
 	c.start(id, clone)
+}
+
+// powerCut is what node id's disk holds if the power fails now. The node
+// sends nothing from then on (its process is dead); stop it next.
+func (c *cluster) powerCut(id uint64, cfg vfs.CrashCloneCfg) *vfs.MemFS {
+	Kill(c.eps[id])
+	return c.fs[id].CrashClone(cfg)
 }
 
 func (c *cluster) stop(id uint64) {

@@ -158,8 +158,8 @@ func TestLeaderPartitioned(t *testing.T) {
 	c.checkAcks(t)
 }
 
-// TestFaultyNetwork: a stream of Txns over a network that drops and
-// duplicates messages, with the leader isolated mid-stream from another
+// TestFaultyNetwork: a stream of Txns over a network that drops,
+// duplicates and reorders messages, with the leader isolated mid-stream from another
 // goroutine. Whatever the interleaving: acknowledged means committed
 // (checked against every node's log), Done in order, failures sticky.
 func TestFaultyNetwork(t *testing.T) {
@@ -167,7 +167,7 @@ func TestFaultyNetwork(t *testing.T) {
 		t.Run(fmt.Sprint("seed=", seed), func(t *testing.T) {
 			c := newCluster(t, 3, seed)
 			s1 := c.leader(1)
-			c.net.SetFaults(0.05, 0.05)
+			c.net.SetFaults(0.05, 0.05, 0.1)
 			h := newHistory()
 			var ids []int
 			for id := range 300 {
@@ -183,7 +183,7 @@ func TestFaultyNetwork(t *testing.T) {
 			c.settle()
 			c.serving(1)
 			c.tick(20)
-			c.net.SetFaults(0, 0)
+			c.net.SetFaults(0, 0, 0)
 			c.net.Heal()
 			c.tick(10)
 			h.check(t, ids)
@@ -214,7 +214,7 @@ func TestRestartCatchesUp(t *testing.T) {
 		s.Submit(h.txn(id))
 	}
 	c.settle()
-	clone3 := c.fs[3].CrashClone(vfs.CrashCloneCfg{})
+	clone3 := c.powerCut(3, vfs.CrashCloneCfg{})
 	c.stop(3)
 	for id := 50; id < 100; id++ {
 		s.Submit(h.txn(id))
@@ -252,14 +252,14 @@ func TestPowerLoss(t *testing.T) {
 	c := newCluster(t, 3, 6)
 	s := c.leader(1)
 	h := newHistory()
-	c.net.SetFaults(0.1, 0)
+	c.net.SetFaults(0.1, 0, 0.05)
 	for id := range 200 {
 		s.Submit(h.txn(id))
 		if id%25 == 0 {
 			c.tick(1)
 		}
 	}
-	c.net.SetFaults(0, 0)
+	c.net.SetFaults(0, 0, 0)
 	c.tick(2)
 	acks := c.ackList()
 	if len(acks) == 0 {
@@ -267,7 +267,10 @@ func TestPowerLoss(t *testing.T) {
 	}
 	clones := map[uint64]*vfs.MemFS{}
 	for _, id := range c.ids {
-		clones[id] = c.fs[id].CrashClone(vfs.CrashCloneCfg{})
+		Kill(c.eps[id]) // all at once, then the disks
+	}
+	for _, id := range c.ids {
+		clones[id] = c.powerCut(id, vfs.CrashCloneCfg{})
 	}
 	for _, id := range c.ids {
 		c.stop(id)

@@ -3,6 +3,7 @@ package quorum
 import (
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 
 	pb "go.etcd.io/raft/v3/raftpb"
 	"google.golang.org/protobuf/proto"
@@ -11,7 +12,7 @@ import (
 // Network is an in-process Transport fabric for tests: one delivery
 // goroutine hands queued messages over in the order they were sent, and
 // faults are explicit: links cut one way (Cut) or isolated (Isolate),
-// messages dropped or duplicated with a seeded probability, and a hold
+// messages dropped, duplicated or reordered with a seeded probability, and a hold
 // that keeps every message queued until Release (a delay the test
 // controls). Decisions are made at delivery time, so a cut also drops what
 // is already in flight on that link.
@@ -27,6 +28,7 @@ type Network struct {
 		held    bool
 		drop    float64
 		dup     float64
+		reorder float64
 		rng     *rand.Rand
 		closed  bool
 		sent    int
@@ -75,11 +77,11 @@ func (n *Network) Heal() {
 	n.mu.Unlock()
 }
 
-// SetFaults sets the probabilities that a message is dropped or delivered
-// twice.
-func (n *Network) SetFaults(drop, dup float64) {
+// SetFaults sets the probabilities that a message is dropped, delivered
+// twice, or delivered out of order (a random later message goes first).
+func (n *Network) SetFaults(drop, dup, reorder float64) {
 	n.mu.Lock()
-	n.mu.drop, n.mu.dup = drop, dup
+	n.mu.drop, n.mu.dup, n.mu.reorder = drop, dup, reorder
 	n.mu.Unlock()
 }
 
@@ -158,6 +160,10 @@ func (n *Network) deliver() {
 			n.mu.Unlock()
 			return
 		}
+		if len(n.mu.queue) > 1 && n.mu.reorder > 0 && n.mu.rng.Float64() < n.mu.reorder {
+			j := 1 + n.mu.rng.IntN(len(n.mu.queue)-1)
+			n.mu.queue[0], n.mu.queue[j] = n.mu.queue[j], n.mu.queue[0]
+		}
 		m := n.mu.queue[0]
 		n.mu.queue[0] = nil
 		n.mu.queue = n.mu.queue[1:]
@@ -184,8 +190,9 @@ func (n *Network) deliver() {
 }
 
 type memEndpoint struct {
-	n  *Network
-	id uint64
+	n    *Network
+	id   uint64
+	dead atomic.Bool // Kill: sends nothing more
 }
 
 func (e *memEndpoint) Start(recv func(*pb.Message)) error {
@@ -195,7 +202,21 @@ func (e *memEndpoint) Start(recv func(*pb.Message)) error {
 	return nil
 }
 
-func (e *memEndpoint) Send(msgs []*pb.Message) { e.n.send(msgs) }
+func (e *memEndpoint) Send(msgs []*pb.Message) {
+	if !e.dead.Load() {
+		e.n.send(msgs)
+	}
+}
+
+// Kill makes t (an Endpoint) send nothing more: a test that simulates a
+// power cut kills the node's endpoint before it clones the node's disk,
+// so that nothing the node syncs after the clone reaches a peer (a dead
+// node sends nothing).
+func Kill(t Transport) {
+	if e, ok := t.(*memEndpoint); ok {
+		e.dead.Store(true)
+	}
+}
 
 func (e *memEndpoint) Close() error {
 	e.n.mu.Lock()
