@@ -139,8 +139,9 @@
 //
 // Transport is what a node needs to send and receive raftpb.Messages.
 // Network (tests) delivers in order with one goroutine and injects faults
-// by rule: links cut one way, isolation, seeded drop and duplicate
-// probabilities, hold and release; with it, tests drive ticks by hand and
+// by rule: links cut one way, isolation, seeded drop, duplicate and
+// reorder probabilities, hold and release, and Kill (a dead node sends
+// nothing: tests kill a node's endpoint before cloning its disk); with it, tests drive ticks by hand and
 // wait for quiet (activity) rather than time. TCP opens one connection per
 // peer and direction: the magic "KQR1" and the sender's id (8, BE), then
 // frames of a 4-byte BE length and a protobuf message (at most 64 MiB).
