@@ -19,6 +19,7 @@
 //	syncfs.go   the filesystem wrapper that counts and times WAL syncs
 //	read.go     Get, Scan, Snapshot
 //	keys.go     the key schema below
+//	txnrecord.go  the Txn record below: AppendTxn, DecodeTxn, Txn.Ops
 //	records.go, codec.go  the records below: types, Append*, Decode*, PeekEntry
 //
 // # Keys
@@ -34,6 +35,7 @@
 //	's' len(client)(2, BE) client 'Q' seq(8, BE)   -> Entry
 //	's' len(client)(2, BE) client 'I' packetID(2, BE) -> empty (inbound QoS 2 id received)
 //	'd' len(scope)(2, BE) scope msgID              -> expiry (8, BE, Unix ms) (format 2)
+//	'q' ...                                        -> wal/quorum's Raft log and state
 //
 // The kind bytes after the client id are KindSession ('M'),
 // KindSubscription ('S'), KindQueue ('Q') and KindInbound ('I'). Client
@@ -50,6 +52,12 @@
 // upper bound. ParseSessionKeyBytes, ParseQueueSeq and ParseMessageKey take
 // keys apart again (for replay). Only sessions (and sessions/dedup) and retain build keys
 // (DESIGN.md); the engine does not.
+//
+// The 'q' namespace (QuorumPrefix) belongs to wal/quorum, whose package
+// doc lays it out: the Raft log, HardState, applied index and membership of
+// a replicated node, kept in the same Pebble as the state they produce so
+// that applying an entry and recording it applied is one batch. A store
+// written only by Log has no key under it.
 //
 // # Records
 //
@@ -117,6 +125,18 @@
 //	+------+-------+-----+----------------+---------+
 //
 //	flags: 0x01 no local   0x02 retain as published
+//
+// Txn record (AppendTxn, DecodeTxn): a Txn's ops in order, for a store
+// that carries Txns elsewhere before applying them (wal/quorum puts them in
+// Raft entries, so these bytes live in a Raft log on disk). Done and NoSync
+// are not recorded.
+//
+//	+-------------+--------------------------------------------------+
+//	| n (uvarint) | n × op                                           |
+//	+-------------+--------------------------------------------------+
+//	op: 0x01 Set         key bytes, value bytes
+//	    0x02 Delete      key bytes
+//	    0x03 DeleteRange lower bytes, upper bytes (exclusive)
 //
 // # Commit pipeline
 //

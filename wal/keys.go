@@ -10,6 +10,7 @@ const (
 	nsRetain  = 'r'
 	nsSession = 's'
 	nsDedup   = 'd'
+	nsQuorum  = 'q' // wal/quorum's Raft log and state; wal never reads it
 
 	KindSession      = 'M'
 	KindSubscription = 'S'
@@ -107,6 +108,11 @@ func ParseDedupKey(k []byte) (scope, id []byte, ok bool) {
 	}
 	return k[3 : 3+n], k[3+n:], true
 }
+
+// QuorumPrefix bounds wal/quorum's keys: its Raft log, HardState, applied
+// index and membership (laid out in wal/quorum's doc). Nothing else reads
+// or writes under it; a scan of the broker's state never reaches it.
+func QuorumPrefix() []byte { return []byte{nsQuorum} }
 
 // PrefixEnd returns the smallest key greater than every key with prefix p.
 func PrefixEnd(p []byte) []byte {
