@@ -30,6 +30,7 @@ type config struct {
 	Metrics           string
 	Pprof             bool
 	LogLevel          slog.Level
+	LogJSON           bool // log_format = json
 	CompressThreshold int
 	MaxConnections    int // all listeners together; 0: no limit
 	PasswordFile      string
@@ -98,6 +99,18 @@ var configKeys = []key[config]{
 		}
 		return nil
 	}, func(c *config) string { return strings.ToLower(c.LogLevel.String()) }},
+	{"log_format", func(c *config, v string) error {
+		if v != "text" && v != "json" {
+			return fmt.Errorf("want text or json, got %q", v)
+		}
+		c.LogJSON = v == "json"
+		return nil
+	}, func(c *config) string {
+		if c.LogJSON {
+			return "json"
+		}
+		return "text"
+	}},
 	{"max_connections", func(c *config, v string) error { return parseCount(v, &c.MaxConnections) },
 		func(c *config) string { return strconv.Itoa(c.MaxConnections) }},
 	{"password_file", func(c *config, v string) error { c.PasswordFile = v; return nil }, func(c *config) string { return c.PasswordFile }},

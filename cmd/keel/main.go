@@ -100,6 +100,7 @@ func serveFlags(cfg config) (*flag.FlagSet, *string) {
 	fs.String("metrics", "", "the old name of --admin")
 	fs.Bool("pprof", false, "also serve /debug/pprof/ on the admin address")
 	fs.String("log-level", strings.ToLower(cfg.LogLevel.String()), "log `LEVEL`: debug, info, warn or error")
+	fs.String("log-format", "text", "log `FORMAT`: text (logfmt) or json (one object a line)")
 	return fs, configPath
 }
 
@@ -167,7 +168,11 @@ func loadConfig(path string, set [][2]string) (config, error) {
 // serve runs the broker on cfg until a signal or a failure; reload
 // rereads the configuration for SIGHUP.
 func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	var handler slog.Handler = slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})
+	if cfg.LogJSON {
+		handler = slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel})
+	}
+	logger := slog.New(handler)
 
 	t0 := time.Now()
 	// Caught from the start: a signal during replay is handled (a clean
