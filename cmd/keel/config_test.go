@@ -143,6 +143,7 @@ func TestConfigCheck(t *testing.T) {
 		{"listen = 127.0.0.1:1\n\nmax_inflight = -1\n", `:3: key "max_inflight": want a number 0..65535`},
 		{"listen = 1883\n", `:1: key "listen": want HOST:PORT, got "1883"`},
 		{"# metrics off\npprof = true\n", `:2: key "pprof": /debug/pprof/ is served on the metrics address: set metrics too`},
+		{"max_password_verifications = -2\n", `:1: key "max_password_verifications": want a number of verifications at once`},
 	} {
 		p := writeConfig(t, tc.text)
 		code, out, errOut := runIn("config", "check", p)
