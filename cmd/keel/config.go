@@ -34,7 +34,8 @@ type config struct {
 	PasswordFile      string
 	ACLFile           string
 	// MaxVerifications is auth.LimiterOptions.Concurrent: password
-	// verifications running at once; 0: GOMAXPROCS.
+	// verifications running at once; 0: the Limiter's default (half of
+	// GOMAXPROCS, at least 1).
 	MaxVerifications int
 	Engine           engine.Options
 
@@ -105,7 +106,7 @@ var configKeys = []key[config]{
 	{"max_password_verifications", func(c *config, v string) error {
 		n, err := strconv.ParseUint(v, 10, 16)
 		if err != nil {
-			return fmt.Errorf("want a number of verifications at once (0: one per CPU keel may use), got %q", v)
+			return fmt.Errorf("want a number of verifications at once (0: half the CPUs keel may use, at least 1), got %q", v)
 		}
 		c.MaxVerifications = int(n)
 		return nil
