@@ -115,6 +115,7 @@ func (c *client) dial(ctx context.Context) (*conn, error) {
 	if cfg.Version == packet.V5 && !c.clean {
 		o.SessionExpiry = 0xFFFFFFFF // never expires
 	}
+	o.Username, o.Password = c.r.credentials(c.id)
 	if c.will != nil {
 		o.Will = &mqtt.Will{
 			Topic:   c.will.topic,
