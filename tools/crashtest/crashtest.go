@@ -462,13 +462,25 @@ func (r *run) addTally(name string, t tally) {
 
 // waitSubscribed waits until every client has its first SUBACK.
 func (r *run) waitSubscribed(ctx context.Context, cs []*client) error {
+	return waitAll(ctx, cs, "subscribed", func(c *client) <-chan struct{} { return c.subscribed })
+}
+
+// waitConnected waits until every client has had its first connection:
+// with -auth a login takes a password verification, and a crash phase
+// that began before the publishers were in could end with nothing
+// published.
+func (r *run) waitConnected(ctx context.Context, cs []*client) error {
+	return waitAll(ctx, cs, "connected", func(c *client) <-chan struct{} { return c.connected })
+}
+
+func waitAll(ctx context.Context, cs []*client, what string, ch func(*client) <-chan struct{}) error {
 	t := time.NewTimer(60 * time.Second)
 	defer t.Stop()
 	for _, c := range cs {
 		select {
-		case <-c.subscribed:
+		case <-ch(c):
 		case <-t.C:
-			return fmt.Errorf("setup: %s not subscribed after 60s", c.id)
+			return fmt.Errorf("setup: %s not %s after 60s", c.id, what)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -563,8 +575,10 @@ func (r *run) runStandard(ctx context.Context) error {
 	stopPub := make(chan struct{})
 	pubsDone := make(chan struct{})
 	var pubWG sync.WaitGroup
+	pubs := make([]*client, cfg.Publishers)
 	for i := range cfg.Publishers {
 		c := r.newClient(clientOpts{id: r.clientID("p", i), onAccept: accepted.add})
+		pubs[i] = c
 		src := &seqSource{pub: uint32(i), topic: fmt.Sprintf("crash/p%d", i)}
 		pubWG.Add(1)
 		wg.Go(func() {
@@ -575,7 +589,10 @@ func (r *run) runStandard(ctx context.Context) error {
 	wg.Go(func() { pubWG.Wait(); close(pubsDone) })
 
 	plan := crashPlan{startupKills: cfg.Mode == ModeReplayCrash}
-	err := r.crashPhase(ctx, &plan)
+	err := r.waitConnected(ctx, pubs)
+	if err == nil {
+		err = r.crashPhase(ctx, &plan)
+	}
 	close(stopPub)
 	close(stayOnline)
 	if err != nil {

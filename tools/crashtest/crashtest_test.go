@@ -132,7 +132,7 @@ var cases = []testCase{
 	{"many-sessions/qos2", Config{Mode: ModeManySessions, QoS: 2, Sessions: 500}},
 	// With a password file and an ACL (auth.go): every client logs in, and
 	// sessions are owned by their user across every restart.
-	{"offline/qos2/auth", Config{Mode: ModeOffline, QoS: 2, Version: 5, Auth: true}},
+	{"online/qos2/auth", Config{Mode: ModeOnline, QoS: 2, Version: 5, Crashes: 3, Auth: true}},
 }
 
 // TestCrash runs a short crash test per mode. Against keel (the default)
@@ -192,6 +192,9 @@ func TestCrash(t *testing.T) {
 			}
 			if res.Crashes == 0 {
 				t.Errorf("no crash happened")
+			}
+			if tc.cfg.Auth && res.Accepted == 0 {
+				t.Errorf("accepted=0: nothing was published, so the run proves nothing")
 			}
 		})
 	}
