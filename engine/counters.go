@@ -23,10 +23,11 @@ type refuseReason uint8
 const (
 	refuseStoreFailed   refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
 	refuseNotAuthorized                     // authentication or the ACL said no
+	refuseKeepAlive                         // a 3.1.1 CONNECT asking a keep alive over Options.MaxKeepAlive
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized"}
+var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

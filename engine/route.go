@@ -72,16 +72,46 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 	case 1:
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}, decIn: true},
 			&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
-		b.publish(toMessage(p, c.version, now), s)
+		if !b.duplicate(c, p) {
+			b.publish(toMessage(p, c.version, now), s)
+		}
 	case 2:
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
 			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
 		// First arrival: the packet id is recorded with the message so a
 		// resend, even after a crash, is not routed twice [MQTT-4.3.3-10].
-		if b.core.sessions.Received(b.core.txn, s, p.PacketID) {
+		if b.core.sessions.Received(b.core.txn, s, p.PacketID) && !b.duplicate(c, p) {
 			b.publish(toMessage(p, c.version, now), s)
 		}
 	}
+}
+
+// duplicate reports whether p is a message its publisher's scope already
+// routed within the dedup window (Options.DedupProperty); if not, its id
+// is recorded in the current Txn, with the message. Its ack goes as
+// usual, after the sync of what came before it: a duplicate is
+// acknowledged only once the original is on disk.
+func (b *Broker) duplicate(c *conn, p *packet.Publish) bool {
+	w := b.core.dedup
+	if w == nil || c.version != packet.V5 || len(p.Props.User) == 0 {
+		return false
+	}
+	for _, u := range p.Props.User {
+		if u.Key != b.opts.DedupProperty {
+			continue
+		}
+		scope := "c:" + c.clientID
+		if b.opts.DedupByUsername && !c.id.Anonymous {
+			scope = "u:" + c.id.Username
+		}
+		dup := w.Seen(b.core.txn, scope, u.Value, b.now())
+		if dup {
+			b.stats.dedupHits.Add(1)
+		}
+		b.stats.dedupIDs.Store(int64(w.Len()))
+		return dup
+	}
+	return false
 }
 
 // refusePublish answers a PUBLISH the Authorizer refused: nothing is
