@@ -19,8 +19,9 @@ type LimiterOptions struct {
 	// for a slot instead of taking every core. Half, not all: with every
 	// P hashing, the rest of the broker waits for preemption at each
 	// goroutine hand-off; bench auth measured a connected QoS 1
-	// publisher's PUBACK p50 at 10.7 ms during a login storm with the
-	// cap at GOMAXPROCS (2), 58 µs with it at 1 (bench/BENCHMARKS.md).
+	// publisher's PUBACK p50 at about 11 ms during a login storm with
+	// the cap at GOMAXPROCS (2), about 50 µs with it at 1, for half the
+	// logins per second (bench/BENCHMARKS.md).
 	Concurrent int
 	// Backoff is how long an address is refused after its first failed
 	// verification (default 1s); it doubles with each further failure up
