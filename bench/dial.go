@@ -12,14 +12,19 @@ import (
 )
 
 type connOptions struct {
-	addr       string
-	version    byte
-	clientID   string
+	addr     string
+	version  byte
+	clientID string
+	// username and password log in when username is not empty.
+	username   string
+	password   string
 	persistent bool   // 3.1.1: clean session 0; 5.0: session expiry > 0
 	expiry     uint32 // 5.0 session expiry for persistent sessions, seconds
 	cleanOnly  bool   // connect with a clean, non-persistent session (teardown)
 	resume     bool   // Clean Start 0: take over whatever session the server has
-	window     int    // outbound QoS 1/2 flows; 0: the server's Receive Maximum
+	// connectTimeout bounds TCP connect + CONNECT -> CONNACK; 0: 15 s.
+	connectTimeout time.Duration
+	window         int // outbound QoS 1/2 flows; 0: the server's Receive Maximum
 	// manualFlush: publishes leave on Flush (see client.Options.ManualFlush)
 	manualFlush   bool
 	topicAliasMax uint16        // 5.0 Topic Alias Maximum: aliases the broker may assign
@@ -57,6 +62,12 @@ func dial(o connOptions) (*client.Client, error) {
 			}
 			return &countingConn{Conn: nc, n: o.readBytes}, nil
 		}
+	}
+	if o.connectTimeout > 0 {
+		co.ConnectTimeout = o.connectTimeout
+	}
+	if o.username != "" {
+		co.Username, co.Password = o.username, []byte(o.password)
 	}
 	switch {
 	case o.resume:

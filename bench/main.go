@@ -26,6 +26,8 @@
 //	go run ./bench burst -h              # clean-session reconnects over stored sessions beside a sync publisher (any broker)
 //	go run ./bench expiry -h             # a mass session expiry after a crash beside 4 sync publishers (keel only)
 //	go run ./bench seams -h              # both, keel before/after and Mosquitto, interleaved (see seams.sh)
+//	go run ./bench connects -h           # logins at an offered rate: CONNACKs/s, latency, broker CPU (any broker)
+//	go run ./bench auth -h               # fan-in with a 1,000-rule ACL and passwords, and a connect storm: keel vs Mosquitto (see auth.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
 package main
 
@@ -51,6 +53,12 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "seams" {
 		os.Exit(seamsMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "auth" {
+		os.Exit(authMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "connects" {
+		os.Exit(connectsMain(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floorMain(os.Args[2:]))
@@ -81,6 +89,10 @@ func loadMain(args []string) int {
 	fs.DurationVar(&cfg.drain, "drain", 3*time.Second, "after publishing, stop waiting for owed deliveries when none came for this long")
 	fs.DurationVar(&cfg.ackTimeout, "ack-timeout", 10*time.Second, "after publishing, how long to wait for outstanding acknowledgements")
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines on stderr")
+	fs.StringVar(&cfg.user, "username", "", "log in as this user (every client)")
+	fs.StringVar(&cfg.pass, "password", "", "with -username: its password")
+	fs.StringVar(&cfg.subUser, "sub-username", "", "subscribers log in as this user instead of -username")
+	fs.StringVar(&cfg.subPass, "sub-password", "", "with -sub-username: its password")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
 	paced := fs.Bool("fsync-paced", false, "with -fsync-probe: also time the prealloc write + fdatasync after a 150 µs idle pause each")

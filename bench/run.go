@@ -34,6 +34,10 @@ type config struct {
 	drain      time.Duration // give up waiting for deliveries after this long without progress
 	ackTimeout time.Duration
 	quiet      bool
+	// Credentials: every client logs in with user/pass (subscribers with
+	// subUser/subPass when set); none when user is empty.
+	user, pass       string
+	subUser, subPass string
 }
 
 func (c *config) validate() error {
@@ -179,10 +183,14 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		SubAliases: int(cfg.subAliases),
 	}
 	opts := func(name string) connOptions {
-		return connOptions{
+		o := connOptions{
 			addr: cfg.addr, version: cfg.version, clientID: "kb-" + id + "-" + name,
-			persistent: cfg.persistent, expiry: 3600,
+			persistent: cfg.persistent, expiry: 3600, username: cfg.user, password: cfg.pass,
 		}
+		if name[0] == 's' && cfg.subUser != "" { // subscribers are s0, s1, ...
+			o.username, o.password = cfg.subUser, cfg.subPass
+		}
+		return o
 	}
 	topicOf := func(i int) string {
 		t := root + "/t"

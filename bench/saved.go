@@ -28,6 +28,7 @@ type savedMatrix struct {
 	Command   string                          `json:"command"`
 	KeelRev   string                          `json:"keel_rev"`
 	KeelNote  string                          `json:"keel_note,omitempty"`
+	BaseRev   string                          `json:"keel_base_rev,omitempty"`
 	HaveKeel  bool                            `json:"have_keel"`
 	Reps      int                             `json:"reps"`
 	Duration  time.Duration                   `json:"duration_ns"`
@@ -54,7 +55,7 @@ func (m *matrix) gatherInfo() {
 
 func (m *matrix) save(path string, todo []scenario) error {
 	s := savedMatrix{
-		Info: m.info, Command: m.mc.command, KeelRev: m.mc.keelRev, KeelNote: m.mc.keelNote,
+		Info: m.info, Command: m.mc.command, KeelRev: m.mc.keelRev, KeelNote: m.mc.keelNote, BaseRev: m.mc.keelBaseRev,
 		HaveKeel: m.mc.keel != "", Reps: m.mc.reps, Duration: m.mc.duration, Warmup: m.mc.warmup,
 		Version: m.mc.version, Fsync: m.fsync, Results: m.results, Fails: m.fails,
 	}
@@ -89,6 +90,9 @@ func loadMatrix(path string, mc matrixConfig) (*matrix, []scenario, error) {
 		return nil, nil, fmt.Errorf("%s: no brokers", path)
 	}
 	mc.command, mc.keelRev, mc.keelNote = s.Command, s.KeelRev, s.KeelNote
+	if mc.keelBaseRev == "" {
+		mc.keelBaseRev = s.BaseRev // -keel-base-rev names it for files saved before it was saved
+	}
 	mc.reps, mc.duration, mc.warmup, mc.version = s.Reps, s.Duration, s.Warmup, s.Version
 	mc.keel = ""
 	if s.HaveKeel {

@@ -35,7 +35,11 @@ type config struct {
 	MaxConnections    int // all listeners together; 0: no limit
 	PasswordFile      string
 	ACLFile           string
-	Engine            engine.Options
+	// MaxVerifications is auth.LimiterOptions.Concurrent: password
+	// verifications running at once; 0: the Limiter's default (half of
+	// GOMAXPROCS, at least 1).
+	MaxVerifications int
+	Engine           engine.Options
 
 	// Default is the listener the top-level listener keys (and the
 	// --listen flag) configure. It runs unless the file names listeners of
@@ -115,6 +119,14 @@ var configKeys = []key[config]{
 		func(c *config) string { return strconv.Itoa(c.MaxConnections) }},
 	{"password_file", func(c *config, v string) error { c.PasswordFile = v; return nil }, func(c *config) string { return c.PasswordFile }},
 	{"acl_file", func(c *config, v string) error { c.ACLFile = v; return nil }, func(c *config) string { return c.ACLFile }},
+	{"max_password_verifications", func(c *config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 16)
+		if err != nil {
+			return fmt.Errorf("want a number of verifications at once (0: half the CPUs keel may use, at least 1), got %q", v)
+		}
+		c.MaxVerifications = int(n)
+		return nil
+	}, func(c *config) string { return strconv.Itoa(c.MaxVerifications) }},
 	{"max_packet_size", func(c *config, v string) error {
 		n, err := strconv.ParseUint(v, 10, 32)
 		if err != nil || n < 16 || n > 268435455 {

@@ -145,6 +145,7 @@ func TestConfigCheck(t *testing.T) {
 		{"# metrics off\npprof = true\n", `:2: key "pprof": /debug/pprof/ is served on the admin address: set admin too`},
 		{"admin = 127.0.0.1:1\nmetrics = 127.0.0.1:2\n", `:2: key "metrics": metrics is the old name of admin`},
 		{"admin = nope\n", `:1: key "admin": want HOST:PORT, got "nope"`},
+		{"max_password_verifications = -2\n", `:1: key "max_password_verifications": want a number of verifications at once`},
 	} {
 		p := writeConfig(t, tc.text)
 		code, out, errOut := runIn("config", "check", p)

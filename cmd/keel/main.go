@@ -198,7 +198,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	limiter := auth.NewLimiter(auth.LimiterOptions{})
+	limiter := auth.NewLimiter(auth.LimiterOptions{Concurrent: cfg.MaxVerifications})
 	authn := &brokerAuth{limiter: limiter}
 	st, err := loadAuth(&cfg, limiter, logger)
 	if err != nil {

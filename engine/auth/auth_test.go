@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -266,5 +267,18 @@ func TestLimiterMaxAddresses(t *testing.T) {
 	d(false)
 	if n := len(l.mu.addrs); n != 1 {
 		t.Fatalf("%d addresses after the old ones' backoff ended, want 1", n)
+	}
+}
+
+// The default cap is half of GOMAXPROCS, at least 1: a login storm leaves
+// the other half to the rest of the broker.
+func TestLimiterDefaultConcurrent(t *testing.T) {
+	for procs, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 2, 8: 4} {
+		if got := defaultConcurrent(procs); got != want {
+			t.Errorf("GOMAXPROCS %d: %d verifications at once, want %d", procs, got, want)
+		}
+	}
+	if got, want := cap(NewLimiter(LimiterOptions{}).slots), defaultConcurrent(runtime.GOMAXPROCS(0)); got != want {
+		t.Errorf("NewLimiter's default: %d slots, want %d", got, want)
 	}
 }

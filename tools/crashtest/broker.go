@@ -38,10 +38,12 @@ type broker struct {
 // errBrokerExited means the broker process ended by itself.
 var errBrokerExited = errors.New("broker exited by itself")
 
-// expandArgs replaces {addr}, {port}, {data} and {work} in every argument.
+// expandArgs replaces {addr}, {port}, {data}, {work}, {passwd} and {acl}
+// (the -auth files, in work) in every argument.
 func expandArgs(tmpl []string, addr, data, work string) []string {
 	_, port, _ := net.SplitHostPort(addr)
-	r := strings.NewReplacer("{addr}", addr, "{port}", port, "{data}", data, "{work}", work)
+	r := strings.NewReplacer("{addr}", addr, "{port}", port, "{data}", data, "{work}", work,
+		"{passwd}", filepath.Join(work, authFile), "{acl}", filepath.Join(work, aclFile))
 	out := make([]string, len(tmpl))
 	for i, a := range tmpl {
 		out[i] = r.Replace(a)
@@ -237,8 +239,9 @@ func buildKeel(ctx context.Context, dir string) (string, error) {
 
 // writeMosquittoConf writes a configuration that serves addr on loopback
 // without persistence: Mosquitto then keeps nothing across kill -9, which
-// is what the tester must detect.
-func writeMosquittoConf(path, addr string) error {
+// is what the tester must detect. With auth it reads the -auth files in
+// work and lets no anonymous client in.
+func writeMosquittoConf(path, addr string, auth bool, work string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -246,8 +249,18 @@ func writeMosquittoConf(path, addr string) error {
 	if _, err := strconv.Atoi(port); err != nil {
 		return err
 	}
-	conf := "listener " + port + " 127.0.0.1\n" +
-		"allow_anonymous true\n" +
+	anon := "allow_anonymous true\n"
+	if auth {
+		anon = "per_listener_settings false\nallow_anonymous false\n" +
+			"password_file " + filepath.Join(work, authFile) + "\n" +
+			"acl_file " + filepath.Join(work, aclFile) + "\n"
+		if os.Geteuid() == 0 {
+			// Started as root, Mosquitto runs as the user mosquitto, who
+			// cannot read the files in the private work dir.
+			anon += "user root\n"
+		}
+	}
+	conf := "listener " + port + " 127.0.0.1\n" + anon +
 		"persistence false\n" +
 		"max_queued_messages 1000000\n" +
 		"max_inflight_messages 0\n" +

@@ -5,6 +5,7 @@
 #
 #   tools/crashtest/campaign.sh                 # all modes, QoS 1 and 2
 #   CRASHES=50 MODES="online offline" QOS="2" tools/crashtest/campaign.sh
+#   AUTH=1 CRASHES=30 tools/crashtest/campaign.sh   # with a password file and an ACL (-auth)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -15,6 +16,8 @@ V=${V:-4}
 SESSIONS=${SESSIONS:-10000}
 # Messages per session in many-sessions: enough publishing to fit CRASHES kills.
 PER_SESSION=${PER_SESSION:-6}
+# AUTH=1: the broker runs with a password file and an ACL, every client logs in.
+AUTH=${AUTH:-0}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -22,11 +25,14 @@ go build -o "$work/keel" ./cmd/keel || exit 2
 go build -o "$work/crashtest" ./tools/crashtest || exit 2
 
 status=0
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH"
 for mode in $MODES; do
 	for qos in $QOS; do
 		args=(-keel "$work/keel" -mode "$mode" -qos "$qos" -v "$V" -crashes "$CRASHES"
 			-duration 60m -timeout 90m -log warn)
+		if [ "$AUTH" = 1 ]; then
+			args+=(-auth)
+		fi
 		if [ "$mode" = many-sessions ]; then
 			args+=(-sessions "$SESSIONS" -per-session "$PER_SESSION")
 		fi

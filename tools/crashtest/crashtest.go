@@ -60,9 +60,14 @@ type Config struct {
 	Timeout      time.Duration // hard bound on the whole run; default 10m
 	DrainTimeout time.Duration // bound on the final drain; default 60s
 
+	// Auth runs the broker with a password file and an ACL file and has
+	// every client log in (auth.go). BrokerCmd gets the files' paths as
+	// {passwd} and {acl}.
+	Auth bool
+
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
-	BrokerCmd []string // BrokerCmd: argv with {addr} {port} {data} {work} replaced
+	BrokerCmd []string // BrokerCmd: argv with {addr} {port} {data} {work} {passwd} {acl} replaced
 	DataDir   string   // default: a fresh directory in the work dir
 	WorkDir   string   // default: a temporary directory, removed at the end unless Keep
 	Keep      bool
@@ -147,6 +152,7 @@ type Result struct {
 	Mode    string
 	QoS     byte
 	Version byte
+	Auth    bool
 	Seed    uint64
 
 	Crashes      int
@@ -168,8 +174,12 @@ type Result struct {
 
 // Summary is the one-line result.
 func (r Result) Summary() string {
-	return fmt.Sprintf("mode=%s qos=%d v=%d crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
-		r.Mode, r.QoS, r.Version, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
+	auth := ""
+	if r.Auth {
+		auth = " auth=1"
+	}
+	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
+		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
 }
 
 // Violations lists what breaks Keel's promise; empty means the run passed.
@@ -201,6 +211,8 @@ type run struct {
 	prefix string // of client ids
 	addr   string
 	b      *broker
+	// passwords by user, when Config.Auth; read-only once the run starts.
+	passwords map[string]string
 
 	events  [2]atomic.Uint64 // by evAck, evDelivery
 	target  [2]atomic.Uint64 // kill once events[i] reaches it; 0: off
@@ -330,6 +342,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	if r.addr, err = freeAddr(); err != nil {
 		return Result{}, fmt.Errorf("crashtest: %w", err)
 	}
+	if cfg.Auth {
+		if r.passwords, err = writeAuthFiles(work, r.nonce); err != nil {
+			return Result{}, fmt.Errorf("crashtest: auth files: %w", err)
+		}
+	}
 	var argv []string
 	switch cfg.Broker {
 	case BrokerKeel:
@@ -341,9 +358,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			}
 		}
 		argv = []string{bin, "serve", "--listen", "{addr}", "--data", "{data}"}
+		if cfg.Auth {
+			argv = append(argv, "--password-file", "{passwd}", "--acl-file", "{acl}")
+		}
 	case BrokerMosquitto:
 		conf := filepath.Join(work, "mosquitto.conf")
-		if err := writeMosquittoConf(conf, r.addr); err != nil {
+		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, work); err != nil {
 			return Result{}, fmt.Errorf("crashtest: %w", err)
 		}
 		argv = []string{"mosquitto", "-c", conf}
@@ -362,6 +382,13 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	if r.startupEst, err = r.b.waitReady(ctx, 30*time.Second); err != nil {
 		return Result{}, fmt.Errorf("crashtest: %w", err)
+	}
+	if cfg.Auth && cfg.Broker != BrokerCmd {
+		// What a command does with the files is its own business; keel
+		// and mosquitto are started with them here and must use them.
+		if err := r.checkAnonymousRefused(ctx); err != nil {
+			r.problem("%v", err)
+		}
 	}
 
 	var phaseErr error
@@ -393,6 +420,7 @@ func (r *run) result() Result {
 		Mode:         r.cfg.Mode,
 		QoS:          r.cfg.QoS,
 		Version:      r.cfg.Version,
+		Auth:         r.cfg.Auth,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),
@@ -434,13 +462,25 @@ func (r *run) addTally(name string, t tally) {
 
 // waitSubscribed waits until every client has its first SUBACK.
 func (r *run) waitSubscribed(ctx context.Context, cs []*client) error {
+	return waitAll(ctx, cs, "subscribed", func(c *client) <-chan struct{} { return c.subscribed })
+}
+
+// waitConnected waits until every client has had its first connection:
+// with -auth a login takes a password verification, and a crash phase
+// that began before the publishers were in could end with nothing
+// published.
+func (r *run) waitConnected(ctx context.Context, cs []*client) error {
+	return waitAll(ctx, cs, "connected", func(c *client) <-chan struct{} { return c.connected })
+}
+
+func waitAll(ctx context.Context, cs []*client, what string, ch func(*client) <-chan struct{}) error {
 	t := time.NewTimer(60 * time.Second)
 	defer t.Stop()
 	for _, c := range cs {
 		select {
-		case <-c.subscribed:
+		case <-ch(c):
 		case <-t.C:
-			return fmt.Errorf("setup: %s not subscribed after 60s", c.id)
+			return fmt.Errorf("setup: %s not %s after 60s", c.id, what)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -535,8 +575,10 @@ func (r *run) runStandard(ctx context.Context) error {
 	stopPub := make(chan struct{})
 	pubsDone := make(chan struct{})
 	var pubWG sync.WaitGroup
+	pubs := make([]*client, cfg.Publishers)
 	for i := range cfg.Publishers {
 		c := r.newClient(clientOpts{id: r.clientID("p", i), onAccept: accepted.add})
+		pubs[i] = c
 		src := &seqSource{pub: uint32(i), topic: fmt.Sprintf("crash/p%d", i)}
 		pubWG.Add(1)
 		wg.Go(func() {
@@ -547,7 +589,10 @@ func (r *run) runStandard(ctx context.Context) error {
 	wg.Go(func() { pubWG.Wait(); close(pubsDone) })
 
 	plan := crashPlan{startupKills: cfg.Mode == ModeReplayCrash}
-	err := r.crashPhase(ctx, &plan)
+	err := r.waitConnected(ctx, pubs)
+	if err == nil {
+		err = r.crashPhase(ctx, &plan)
+	}
 	close(stopPub)
 	close(stayOnline)
 	if err != nil {

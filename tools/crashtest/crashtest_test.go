@@ -103,7 +103,7 @@ func startMosquitto(t *testing.T) string {
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
-	if err := writeMosquittoConf(conf, addr); err != nil {
+	if err := writeMosquittoConf(conf, addr, false, dir); err != nil {
 		t.Fatal(err)
 	}
 	b := &broker{args: []string{"mosquitto", "-c", conf}, addr: addr, logPath: filepath.Join(dir, "mosquitto.log")}
@@ -130,6 +130,9 @@ var cases = []testCase{
 	{"replay-crash/qos2", Config{Mode: ModeReplayCrash, QoS: 2, Crashes: 8}},
 	{"retain-will/qos1", Config{Mode: ModeRetainWill, QoS: 1, Version: 5}},
 	{"many-sessions/qos2", Config{Mode: ModeManySessions, QoS: 2, Sessions: 500}},
+	// With a password file and an ACL (auth.go): every client logs in, and
+	// sessions are owned by their user across every restart.
+	{"online/qos2/auth", Config{Mode: ModeOnline, QoS: 2, Version: 5, Crashes: 3, Auth: true}},
 }
 
 // TestCrash runs a short crash test per mode. Against keel (the default)
@@ -189,6 +192,9 @@ func TestCrash(t *testing.T) {
 			}
 			if res.Crashes == 0 {
 				t.Errorf("no crash happened")
+			}
+			if tc.cfg.Auth && res.Accepted == 0 {
+				t.Errorf("accepted=0: nothing was published, so the run proves nothing")
 			}
 		})
 	}

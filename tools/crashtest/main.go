@@ -7,10 +7,11 @@
 //
 //	go run ./tools/crashtest -mode online -qos 2 -crashes 20
 //	go run ./tools/crashtest -mosquitto -crashes 5   # must report losses
+//	go run ./tools/crashtest -auth -mode offline -qos 2 -crashes 30   # with a password file and an ACL
 //
 // It prints one summary line
 //
-//	mode=online qos=2 v=4 crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
+//	mode=online qos=2 v=4 [auth=1] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
 //
 // and exits 1 on any violation (lost > 0, duplicated > 0 at QoS 2,
 // reordered > 0, sessions_lost > 0, or a problem such as the broker dying
@@ -19,7 +20,9 @@
 // What the broker must do for the tester to pass:
 //
 //   - start as `keel serve --listen 127.0.0.1:PORT --data DIR` (DIR exists
-//     and is empty at the first start, and is the same on every restart);
+//     and is empty at the first start, and is the same on every restart;
+//     with -auth also `--password-file FILE --acl-file FILE`, and refuse
+//     an anonymous client, checked once at the start);
 //     the tester knows it is up when the port accepts a TCP connection
 //     (probe connections close without sending CONNECT), and retries
 //     CONNECT with backoff until it gets a CONNACK;
@@ -71,8 +74,9 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "hard bound on the whole run")
 	flag.DurationVar(&cfg.DrainTimeout, "drain", 60*time.Second, "bound on the final drain")
 	flag.StringVar(&cfg.KeelPath, "keel", "", "keel binary (default: build ./cmd/keel into the work dir)")
+	flag.BoolVar(&cfg.Auth, "auth", false, "run the broker with a password file and an ACL file, every client logged in (see auth.go)")
 	flag.BoolVar(&mosquitto, "mosquitto", false, "test mosquitto without persistence instead (it must fail)")
-	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} are replaced")
+	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} {passwd} {acl} are replaced")
 	flag.StringVar(&cfg.DataDir, "data", "", "broker data directory (default: a fresh one in the work dir)")
 	flag.StringVar(&cfg.WorkDir, "work", "", "work directory for the data dir, the broker log and the build (default: a temporary one)")
 	flag.BoolVar(&cfg.Keep, "keep", false, "keep the temporary work directory")

@@ -65,6 +65,8 @@ type client struct {
 
 	subscribed chan struct{} // closed after the first successful SUBACK
 	subOnce    sync.Once
+	connected  chan struct{} // closed once the first connection is established
+	connOnce   sync.Once
 	space      chan struct{} // a token after the outbound window shrank
 
 	mu struct {
@@ -84,6 +86,7 @@ func (r *run) newClient(o clientOpts) *client {
 		clientOpts: o,
 		sess:       mqtt.NewMemorySession(),
 		subscribed: make(chan struct{}),
+		connected:  make(chan struct{}),
 		space:      make(chan struct{}, 1),
 	}
 }
@@ -115,6 +118,7 @@ func (c *client) dial(ctx context.Context) (*conn, error) {
 	if cfg.Version == packet.V5 && !c.clean {
 		o.SessionExpiry = 0xFFFFFFFF // never expires
 	}
+	o.Username, o.Password = c.r.credentials(c.id)
 	if c.will != nil {
 		o.Will = &mqtt.Will{
 			Topic:   c.will.topic,
@@ -167,6 +171,7 @@ func (c *client) connect(ctx context.Context) (*conn, error) {
 			}
 			continue
 		}
+		c.connOnce.Do(func() { close(c.connected) })
 		return cn, nil
 	}
 }
