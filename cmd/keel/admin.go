@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/subtle"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,10 @@ type adminServer struct {
 	stopping atomic.Bool
 	closed   sync.Once
 	busy     chan struct{} // one /api/ view or backup at a time (capacity 1)
+	// token, if set (admin_token_file), is required of every /api/ and
+	// /console/ request, from any peer; without one, only loopback peers
+	// are answered.
+	token []byte
 }
 
 // adminState is what serve hands over once the broker runs.
@@ -72,12 +78,13 @@ type adminState struct {
 // startAdmin serves the admin routes on ln. serve binds ln first, so that
 // an address the operator asked for and keel cannot bind is a startup
 // error, like the MQTT port.
-func startAdmin(ln net.Listener, withPprof bool, logger *slog.Logger) *adminServer {
+func startAdmin(ln net.Listener, withPprof bool, token []byte, logger *slog.Logger) *adminServer {
 	a := &adminServer{
 		addr:   ln.Addr().String(),
 		done:   make(chan struct{}),
 		logger: logger.With("component", "admin"),
 		busy:   make(chan struct{}, 1),
+		token:  token,
 	}
 	a.srv = &http.Server{
 		Handler:           a.mux(withPprof),
@@ -91,6 +98,35 @@ func startAdmin(ln net.Listener, withPprof bool, logger *slog.Logger) *adminServ
 		}
 	}()
 	return a
+}
+
+// permit decides who may use /api/ and /console/: with a token, whoever
+// presents it (Authorization: Bearer TOKEN, or HTTP Basic with the token
+// as the password, which a browser asks for on its own: the console then
+// works); without one, loopback peers. Refusals are logged with the peer,
+// never the credentials.
+func (a *adminServer) permit(w http.ResponseWriter, r *http.Request) (int, error) {
+	if a.token == nil {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		if isLoopback(host) {
+			return 0, nil
+		}
+		a.logger.Warn("admin: refused a request from a peer not on loopback", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
+		return http.StatusForbidden, errors.New("the admin API answers loopback peers only (set admin_token_file to serve others)")
+	}
+	var given string
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		given = strings.TrimPrefix(h, "Bearer ")
+	} else if _, pw, ok := r.BasicAuth(); ok {
+		given = pw
+	}
+	if given != "" && subtle.ConstantTimeCompare([]byte(given), a.token) == 1 {
+		return 0, nil
+	}
+	a.logger.Warn("admin: refused a request without the admin token", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path,
+		"presented", given != "")
+	w.Header().Set("WWW-Authenticate", `Basic realm="keel admin"`)
+	return http.StatusUnauthorized, errors.New("the admin API needs the admin token (Authorization: Bearer TOKEN)")
 }
 
 // ready hands the running broker to the admin routes.
@@ -199,10 +235,8 @@ func (a *adminServer) api(h func(st *adminState, r *http.Request) (any, error)) 
 			json.NewEncoder(w).Encode(v)
 		}
 		fail := func(code int, err error) { answer(code, map[string]string{"error": err.Error()}) }
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if !isLoopback(host) {
-			a.logger.Warn("admin: refused a request from a peer not on loopback", "peer", r.RemoteAddr, "method", r.Method, "path", r.URL.Path)
-			fail(http.StatusForbidden, errors.New("the admin API answers loopback peers only"))
+		if code, err := a.permit(w, r); err != nil {
+			fail(code, err)
 			return
 		}
 		st := a.state.Load()
@@ -343,6 +377,14 @@ func (c *config) validateAdmin() error {
 	if c.Admin != "" && c.Metrics != "" && c.Admin != c.Metrics {
 		return fmt.Errorf("%s: metrics is the old name of admin (one listener serves both): set one of them, not %q and %q",
 			c.where("metrics"), c.Admin, c.Metrics)
+	}
+	if c.AdminTokenFile != "" {
+		if c.adminAddr() == "" {
+			return fmt.Errorf("%s: there is no admin listener to protect: set admin too", c.where("admin_token_file"))
+		}
+		if _, err := c.adminToken(); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -31,7 +32,7 @@ func testAdmin(t *testing.T) *adminServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := startAdmin(ln, false, enginetest.Logger())
+	a := startAdmin(ln, false, nil, enginetest.Logger())
 	t.Cleanup(func() { a.shutdown(context.Background()) })
 	return a
 }
@@ -329,4 +330,61 @@ func TestBinaryAdminInspectBackup(t *testing.T) {
 		}
 	}
 	k2.stop(t)
+}
+
+// admin_token_file: /api/ and /console/ answer only who presents the
+// token, as a Bearer token or a Basic password (what a browser sends for
+// the console), from loopback too; /healthz and /metrics stay open.
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	tokFile := filepath.Join(dir, "admin.token")
+	const tok = "0123456789abcdef0123456789abcdef"
+	if err := os.WriteFile(tokFile, []byte(tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	conf := writeConfig(t, "data = "+filepath.Join(dir, "data")+"\nlisten = 127.0.0.1:0\nadmin = 127.0.0.1:0\nadmin_token_file = "+tokFile+"\n")
+	p := startKeel(t, "serve", "--config", conf)
+	do := func(path string, set func(*http.Request)) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+p.metrics+path, nil)
+		if set != nil {
+			set(req)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	bearer := func(v string) func(*http.Request) {
+		return func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+v) }
+	}
+	for _, tc := range []struct {
+		path string
+		set  func(*http.Request)
+		want int
+	}{
+		{"/api/stats", nil, 401},
+		{"/api/stats", bearer("wrong-token-wrong-token"), 401},
+		{"/api/stats", bearer(tok), 200},
+		{"/api/stats", func(r *http.Request) { r.SetBasicAuth("ops", tok) }, 200},
+		{"/console/", nil, 401},
+		{"/console/", func(r *http.Request) { r.SetBasicAuth("", tok) }, 200},
+		{"/healthz", nil, 200},
+		{"/metrics", nil, 200},
+	} {
+		if got := do(tc.path, tc.set); got != tc.want {
+			t.Errorf("GET %s: %d, want %d", tc.path, got, tc.want)
+		}
+	}
+	p.stop(t)
+	if strings.Contains(p.stderr(), tok) {
+		t.Fatal("the admin token reached the log")
+	}
+	// A short token is refused at start, naming the key.
+	os.WriteFile(tokFile, []byte("short\n"), 0o600)
+	if code, _, errOut := runKeel(t, "config", "check", conf); code != 1 || !strings.Contains(errOut, `key "admin_token_file": the token in `+tokFile+` is 5 bytes`) {
+		t.Fatalf("config check with a short token: exit %d, %q", code, errOut)
+	}
 }

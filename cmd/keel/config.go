@@ -27,6 +27,7 @@ import (
 type config struct {
 	Data              string
 	Admin             string // the admin listener (admin.go); Metrics is its old name
+	AdminTokenFile    string
 	Metrics           string
 	Pprof             bool
 	LogLevel          slog.Level
@@ -95,6 +96,7 @@ type key[T any] struct {
 var configKeys = []key[config]{
 	{"data", func(c *config, v string) error { c.Data = v; return nil }, func(c *config) string { return c.Data }},
 	{"admin", func(c *config, v string) error { c.Admin = v; return nil }, func(c *config) string { return c.Admin }},
+	{"admin_token_file", func(c *config, v string) error { c.AdminTokenFile = v; return nil }, func(c *config) string { return c.AdminTokenFile }},
 	{"metrics", func(c *config, v string) error { c.Metrics = v; return nil }, func(c *config) string { return c.Metrics }},
 	{"pprof", func(c *config, v string) error { return parseBool(v, &c.Pprof) }, func(c *config) string { return fmtBool(c.Pprof) }},
 	{"log_level", func(c *config, v string) error {
@@ -570,6 +572,24 @@ func (c *config) validate() error {
 		}
 	}
 	return c.validateBridges()
+}
+
+// adminToken reads admin_token_file: the token is its first line, at
+// least 16 bytes; nil without the key.
+func (c *config) adminToken() ([]byte, error) {
+	if c.AdminTokenFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.AdminTokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v", c.where("admin_token_file"), err)
+	}
+	tok, _, _ := strings.Cut(string(b), "\n")
+	tok = strings.TrimSpace(tok)
+	if len(tok) < 16 {
+		return nil, fmt.Errorf("%s: the token in %s is %d bytes; want at least 16 (e.g. openssl rand -hex 32 > FILE)", c.where("admin_token_file"), c.AdminTokenFile, len(tok))
+	}
+	return []byte(tok), nil
 }
 
 // anonymous is whether l lets in clients without a username: its own

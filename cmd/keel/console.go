@@ -3,7 +3,6 @@ package main
 import (
 	"embed"
 	"io/fs"
-	"net"
 	"net/http"
 
 	"github.com/keelmq/keel/listener"
@@ -40,10 +39,8 @@ func (a *adminServer) consoleHandler() http.Handler {
 	}
 	files := http.StripPrefix("/console/", http.FileServerFS(sub))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		host, _, _ := net.SplitHostPort(r.RemoteAddr)
-		if !isLoopback(host) {
-			a.logger.Warn("admin: refused a console request from a peer not on loopback", "peer", r.RemoteAddr, "path", r.URL.Path)
-			http.Error(w, "the admin console answers loopback peers only", http.StatusForbidden)
+		if code, err := a.permit(w, r); err != nil {
+			http.Error(w, err.Error(), code)
 			return
 		}
 		h := w.Header()

@@ -190,7 +190,12 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("admin listener %s: %w", addr, err)
 		}
-		admin = startAdmin(ln, cfg.Pprof, logger)
+		token, err := cfg.adminToken()
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		admin = startAdmin(ln, cfg.Pprof, token, logger)
 		defer admin.shutdown(context.Background()) // a no-op after the one below
 		logger.Info("admin listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
