@@ -121,10 +121,19 @@ type Options struct {
 	// deliveries are resent as above.
 	CompletionHold   time.Duration
 	MaxOutboundBytes int // per connection before it is cut as a slow consumer; 0: 64 MiB
-	MaxMemQueue      int // per non-persistent session; 0: 10000
+	MaxMemQueue      int // per non-persistent session, messages waiting for its window; 0: 10000; negative: no limit
 	ConnectTimeout   time.Duration
 	WriteTimeout     time.Duration
 	SysInterval      time.Duration // $SYS publish period; 0: 10 s; negative: off
+
+	// Queue quotas (quota.go): per persistent session, its stored entries
+	// (queued and in flight) and their bytes as stored, a shared body
+	// counted for each session. 0: 1,000,000 entries and 1 GiB; negative:
+	// no limit. QueueFull says what a full queue does, MaxMemQueue's too
+	// (zero: refuse).
+	MaxQueuedMessages int64
+	MaxQueuedBytes    int64
+	QueueFull         QueueFullPolicy
 
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
@@ -177,6 +186,12 @@ func (o *Options) fill() {
 	if o.MaxMemQueue == 0 {
 		o.MaxMemQueue = 10000
 	}
+	if o.MaxQueuedMessages == 0 {
+		o.MaxQueuedMessages = 1_000_000
+	}
+	if o.MaxQueuedBytes == 0 {
+		o.MaxQueuedBytes = 1 << 30
+	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second
 	}
@@ -214,9 +229,10 @@ type Stats struct {
 	QueuedBytes        int64 // their bytes, shared bodies counted once
 
 	// Dropped counts messages not delivered to a session, by reason
-	// (too_large, queue_full, expired, offline_qos0); Refused counts
-	// packets refused instead of acknowledged, by reason (store_failed).
-	// Every reason is present, zero or not.
+	// (counters.go: too_large, queue_full, expired, ...); Refused counts
+	// packets refused instead of acknowledged, by reason (store_failed,
+	// not_authorized, queue_full, ...). Every reason is present, zero or
+	// not.
 	Dropped map[string]uint64
 	Refused map[string]uint64
 }
@@ -266,8 +282,9 @@ type Broker struct {
 	// between commit and send.
 	afterSync atomic.Pointer[func()]
 
-	sweeper *sweeper
-	connLog connLogger
+	sweeper    *sweeper
+	connLog    connLogger
+	refusedLog connLogger // publishes refused for a full queue
 
 	// Owned by the core goroutine.
 	core core
@@ -300,6 +317,7 @@ type core struct {
 	groupGen     uint64
 	groupTargets []target
 	repull       map[*session]struct{}
+	dropLog      map[*session]*dropTally // sessions that lost messages to a full queue (quota.go)
 	scratch      map[*session]*routeTarget
 	targets      []*routeTarget
 }
@@ -392,6 +410,7 @@ func (b *Broker) load() error {
 	c.timers = make(map[*session]*timer)
 	c.rr = make(map[string]int)
 	c.repull = make(map[*session]struct{})
+	c.dropLog = make(map[*session]*dropTally)
 	c.scratch = make(map[*session]*routeTarget)
 	c.txn = &wal.Txn{}
 	c.lazyTimer = b.opts.Clock.NewTimer()

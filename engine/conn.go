@@ -40,6 +40,7 @@ type conn struct {
 	// Owned by the core goroutine.
 	sess      *session
 	connected bool // CONNACK accepted
+	refused   bool // a 3.1.1 publish was refused for a full queue: the rest is ignored (quota.go)
 	group     grouping
 
 	// Read side only.
@@ -65,6 +66,7 @@ type conn struct {
 	id        auth.Identity          // who the client is; set by the reader before CONNECT is posted
 	acl       *auth.Cache            // its ACL decisions; nil without an Authorizer
 	present   bool                   // CONNACK's session present; set by the core before it replies
+	freed     freedIDs               // inbound QoS 2 ids the core refused, for the reader (quota.go)
 }
 
 // outItem is one thing for the writer to send.
@@ -541,6 +543,7 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 		c.b.stats.recvPackets.Add(1)
 		switch p := p.(type) {
 		case *packet.Publish:
+			c.takeFreedQoS2()
 			_, resend := c.qos2Open[p.PacketID] // a QoS 2 flow already received
 			resend = resend && p.QoS == 2
 			if code, msg := c.checkPublish(p); code != 0 {

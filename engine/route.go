@@ -51,7 +51,8 @@ func expired(m *wal.Message, nowMs int64) bool { return m.ExpireAt != 0 && nowMs
 
 // onPublish handles an inbound PUBLISH (commit-before-send rows "PUBLISH
 // QoS 1 in", "PUBLISH QoS 2 in" and its resend, and "PUBLISH QoS 1/2
-// refused": denied by the Authorizer on the reader).
+// refused": denied by the Authorizer on the reader, or by a full queue,
+// quota.go).
 func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 	if !active(c) {
 		return
@@ -68,19 +69,36 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		b.publish(toMessage(p, c.version, now), s)
 	// The ack is queued before the deliveries: all are released together
 	// after the same sync, and the publisher's ack is the latency that
-	// waits on it. Per connection, order is unchanged.
+	// waits on it. Per connection, order is unchanged. The quotas are
+	// applied before either (admit): a refused publish writes nothing.
 	case 1:
+		m := toMessage(p, c.version, now)
+		if ok, why := b.admit(m, s, true); !ok {
+			b.refuseQueueFull(c, p, why)
+			return
+		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}, decIn: true},
 			&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
-		b.publish(toMessage(p, c.version, now), s)
+		b.publishAdmitted(m)
 	case 2:
+		if _, resend := s.InQoS2[p.PacketID]; resend {
+			// Recorded already: not routed again [MQTT-4.3.3-10].
+			b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
+				&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
+			return
+		}
+		m := toMessage(p, c.version, now)
+		if ok, why := b.admit(m, s, true); !ok {
+			c.freeQoS2(p.PacketID)
+			b.refuseQueueFull(c, p, why)
+			return
+		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
 			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
 		// First arrival: the packet id is recorded with the message so a
 		// resend, even after a crash, is not routed twice [MQTT-4.3.3-10].
-		if b.core.sessions.Received(b.core.txn, s, p.PacketID) {
-			b.publish(toMessage(p, c.version, now), s)
-		}
+		b.core.sessions.Received(b.core.txn, s, p.PacketID)
+		b.publishAdmitted(m)
 	}
 }
 
@@ -103,18 +121,29 @@ func (b *Broker) refusePublish(c *conn, p *packet.Publish) {
 }
 
 // publish stores the retained update and routes m to every matching
-// session. from is the publishing session (nil for wills and $SYS).
+// session, within the queue quotas (it cannot be refused: what a full
+// queue cannot take is dropped for it). from is the publishing session
+// (nil for wills and $SYS).
 func (b *Broker) publish(m *wal.Message, from *session) {
+	b.admit(m, from, false)
+	b.publishAdmitted(m)
+}
+
+// publishAdmitted stores the retained update of m and delivers it to the
+// targets admit found.
+func (b *Broker) publishAdmitted(m *wal.Message) {
 	if m.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear
 		// [MQTT-3.3.1-10]) the retained message for the topic.
 		b.core.retained.Set(b.core.txn, m)
 	}
-	b.route(m, from)
+	b.route(m)
 }
 
-// route delivers m to every session with a matching subscription.
-func (b *Broker) route(m *wal.Message, from *session) {
+// match finds the sessions m goes to (core.targets): every matching
+// subscription of a session merged into one target, one member of each
+// shared subscription group.
+func (b *Broker) match(m *wal.Message, from *session) {
 	c := &b.core
 	clear(c.scratch)
 	c.targets = c.targets[:0]
@@ -165,11 +194,12 @@ func (b *Broker) route(m *wal.Message, from *session) {
 		}
 		add(pick)
 	}
+}
+
+// route delivers m to the targets match found (and admit kept).
+func (b *Broker) route(m *wal.Message) {
+	c := &b.core
 	if len(c.targets) == 0 {
-		return
-	}
-	if m.ExpireAt != 0 && expired(m, b.now().UnixMilli()) {
-		b.stats.reasons.drop(dropExpired)
 		return
 	}
 	// A body stored once serves every persistent session it is queued for.
@@ -219,6 +249,10 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 		case to != nil:
 			b.emit(to, outItem{pub: &outPub{msg: d.Msg, retain: d.Retain, subIDs: d.SubIDs}}, nil)
 		case s.Persistent && b.opts.QueueQoS0:
+			if b.full(s, d.Msg) {
+				b.dropped(s, dropQueueFull)
+				return
+			}
 			c.sessions.Enqueue(c.txn, s, d)
 		case s.Persistent:
 			b.stats.reasons.drop(dropOfflineQoS0)
@@ -228,14 +262,26 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 	if to == nil && !s.Persistent {
 		return
 	}
-	if to != nil && s.CanSendNow(to.window()) {
+	now := to != nil && s.CanSendNow(to.window())
+	if (s.Persistent || !now) && b.full(s, d.Msg) {
+		// Still full after admit (drop_new, nothing could be evicted), or
+		// a delivery admit did not see (retained on SUBSCRIBE).
+		why := dropQueueFull
+		if !s.Persistent {
+			why = dropMemQueueFull
+		}
+		b.dropped(s, why)
+		c.sessions.Unref(c.txn, d.Shared)
+		return
+	}
+	if now {
 		f := c.sessions.Bind(c.txn, s, d)
 		b.emit(to, outItem{pub: &outPub{msg: d.Msg, qos: d.QoS, pid: f.PacketID, retain: d.Retain, subIDs: d.SubIDs}}, nil)
 		return
 	}
 	if !c.sessions.Enqueue(c.txn, s, d) {
-		b.stats.reasons.drop(dropQueueFull)
-		b.log.Warn("queue full: message dropped for a non-persistent session", "client", s.ClientID)
+		b.dropped(s, dropMemQueueFull) // not reached: full said there was room
+		c.sessions.Unref(c.txn, d.Shared)
 	}
 }
 

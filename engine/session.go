@@ -260,6 +260,7 @@ func (b *Broker) endSessions(list ...*session) {
 		}
 		b.cancelTimer(s)
 		delete(core.repull, s)
+		delete(core.dropLog, s)
 		if s.Persistent {
 			persistent = append(persistent, s.ClientID)
 		}
@@ -419,4 +420,6 @@ func ownedBy(s *session, c *conn) bool {
 	return o == nil || (o.Anonymous == c.id.Anonymous && o.Username == c.id.Username)
 }
 
-func active(c *conn) bool { return c.connected && c.sess != nil && c.sess.Owner == target(c) }
+func active(c *conn) bool {
+	return c.connected && !c.refused && c.sess != nil && c.sess.Owner == target(c)
+}
