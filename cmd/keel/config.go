@@ -85,7 +85,7 @@ type key[T any] struct {
 
 // configKeys are the top-level keys, in the order the README's table and
 // keel.conf.example list them (a test holds all three equal).
-var configKeys = []key[config]{
+var configKeys = append([]key[config]{
 	{"data", func(c *config, v string) error { c.Data = v; return nil }, func(c *config) string { return c.Data }},
 	{"metrics", func(c *config, v string) error { c.Metrics = v; return nil }, func(c *config) string { return c.Metrics }},
 	{"pprof", func(c *config, v string) error { return parseBool(v, &c.Pprof) }, func(c *config) string { return fmtBool(c.Pprof) }},
@@ -135,7 +135,7 @@ var configKeys = []key[config]{
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
-}
+}, quotaKeys...) // the queue quotas' keys follow (quotas.go)
 
 // listenerKeys are the keys of a [listener NAME] section; at the top level
 // they configure the default listener (max_connections there is the

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/keelmq/keel/engine"
+)
+
+// The keys of the queue quotas (README "Limits and quotas"). In the file
+// 0 means no limit; in engine.Options 0 is the default and a negative
+// value no limit.
+
+// byteUnits are the units a size may carry, largest first.
+var byteUnits = []struct {
+	name string
+	n    int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// parseBytes reads a size: a whole number of bytes with an optional unit
+// B, KiB, MiB, GiB or TiB ("16MiB", "1 GiB", "4096").
+func parseBytes(val string) (int64, error) {
+	num, mult := strings.TrimSpace(val), int64(1)
+	for _, u := range byteUnits {
+		if len(num) > len(u.name) && strings.EqualFold(num[len(num)-len(u.name):], u.name) {
+			num, mult = strings.TrimSpace(num[:len(num)-len(u.name)]), u.n
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n < 0 || n > (1<<62)/mult {
+		return 0, fmt.Errorf("want a number of bytes with an optional unit (B, KiB, MiB, GiB, TiB), like 16MiB or 1GiB, got %q", val)
+	}
+	return n * mult, nil
+}
+
+// fmtBytes prints n in the largest unit that divides it.
+func fmtBytes(n int64) string {
+	for _, u := range byteUnits {
+		if n != 0 && n%u.n == 0 && u.n > 1 {
+			return strconv.FormatInt(n/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(n, 10)
+}
+
+// limit turns a file's value (0: no limit) into an engine.Options one
+// (negative: no limit).
+func limit(v int64) int64 {
+	if v == 0 {
+		return -1
+	}
+	return v
+}
+
+// unlimit is limit's inverse for printing, with d for the default.
+func unlimit(v, d int64) int64 {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return d
+	}
+	return v
+}
+
+var quotaKeys = []key[config]{
+	{"max_queued_messages", func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a number of messages (0: no limit), got %q", v)
+		}
+		c.Engine.MaxQueuedMessages = limit(n)
+		return nil
+	}, func(c *config) string { return strconv.FormatInt(unlimit(c.Engine.MaxQueuedMessages, 1_000_000), 10) }},
+	{"max_queued_bytes", func(c *config, v string) error {
+		n, err := parseBytes(v)
+		c.Engine.MaxQueuedBytes = limit(n)
+		return err
+	}, func(c *config) string { return fmtBytes(unlimit(c.Engine.MaxQueuedBytes, 1<<30)) }},
+	{"max_memory_queue", func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a number of messages (0: no limit), got %q", v)
+		}
+		c.Engine.MaxMemQueue = int(limit(n))
+		return nil
+	}, func(c *config) string { return strconv.FormatInt(unlimit(int64(c.Engine.MaxMemQueue), 10000), 10) }},
+	{"queue_full", func(c *config, v string) error {
+		p, err := engine.ParseQueueFull(v)
+		c.Engine.QueueFull = p
+		return err
+	}, func(c *config) string { return c.Engine.QueueFull.String() }},
+}

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/keelmq/keel/engine"
+)
+
+// The quota keys: sizes with units, 0 for no limit, the policy by name;
+// a bad value names the file, the line and the key.
+func TestConfigQuotaKeys(t *testing.T) {
+	p := writeConfig(t, "max_queued_messages = 0\nmax_queued_bytes = 16MiB\nmax_memory_queue = 50\nqueue_full = drop_oldest\n")
+	c := defaultConfig()
+	if err := c.load(p); err != nil {
+		t.Fatal(err)
+	}
+	e := c.Engine
+	if e.MaxQueuedMessages >= 0 || e.MaxQueuedBytes != 16<<20 || e.MaxMemQueue != 50 || e.QueueFull != engine.QueueDropOldest {
+		t.Fatalf("got %d messages, %d bytes, memory %d, %v; want no limit, 16 MiB, 50, drop_oldest",
+			e.MaxQueuedMessages, e.MaxQueuedBytes, e.MaxMemQueue, e.QueueFull)
+	}
+	eff := c.effective()
+	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n"} {
+		if !strings.Contains(eff, want) {
+			t.Errorf("effective configuration lacks %q:\n%s", want, eff)
+		}
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"4096", "4KiB"}, {"4097", "4097"}, {"1GiB", "1GiB"}, {"1 gib", "1GiB"}, {"1536KiB", "1536KiB"}, {"2048KiB", "2MiB"}, {"0", "0"}, {"7B", "7"},
+	} {
+		n, err := parseBytes(tc.in)
+		if err != nil || fmtBytes(n) != tc.want {
+			t.Errorf("parseBytes(%q) = %d, %v; printed %q, want %q", tc.in, n, err, fmtBytes(n), tc.want)
+		}
+	}
+	for _, tc := range []struct{ text, want string }{
+		{"\nmax_queued_bytes = 12XB\n", `:2: key "max_queued_bytes": want a number of bytes with an optional unit`},
+		{"max_queued_bytes = -1\n", `:1: key "max_queued_bytes": want a number of bytes`},
+		{"max_queued_messages = lots\n", `:1: key "max_queued_messages": want a number of messages (0: no limit)`},
+		{"queue_full = maybe\n", `:1: key "queue_full": want refuse, drop_new or drop_oldest, got "maybe"`},
+	} {
+		p := writeConfig(t, tc.text)
+		code, out, errOut := runIn("config", "check", p)
+		if code != 1 || out != "" || !strings.Contains(errOut, p+tc.want) {
+			t.Errorf("config check of %q: exit %d, stdout %q, stderr %q; want 1 and %q", tc.text, code, out, errOut, p+tc.want)
+		}
+	}
+}
