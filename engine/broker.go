@@ -135,6 +135,14 @@ type Options struct {
 	MaxQueuedBytes    int64
 	QueueFull         QueueFullPolicy
 
+	// Topic and subscription limits (limits.go). MaxSubscriptions: per
+	// session, 0: no limit. MaxTopicLevels: levels of a topic name or
+	// filter, 0: 128, negative: no limit. MaxTopicLength: bytes, 0:
+	// 65535 (MQTT's own limit).
+	MaxSubscriptions int
+	MaxTopicLevels   int
+	MaxTopicLength   int
+
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
 	// deadlines (keep alive, connect and write timeouts) stay on the
@@ -191,6 +199,12 @@ func (o *Options) fill() {
 	}
 	if o.MaxQueuedBytes == 0 {
 		o.MaxQueuedBytes = 1 << 30
+	}
+	if o.MaxTopicLevels == 0 {
+		o.MaxTopicLevels = 128
+	}
+	if o.MaxTopicLength == 0 {
+		o.MaxTopicLength = 65535
 	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second

@@ -25,14 +25,17 @@ var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "of
 type refuseReason uint8
 
 const (
-	refuseStoreFailed   refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
-	refuseNotAuthorized                     // authentication or the ACL said no
-	refuseQueueFull                         // a QoS 1/2 PUBLISH for a full persistent queue (queue_full = refuse)
-	refuseMemQueueFull                      // a QoS 1/2 PUBLISH for a full memory queue (queue_full = refuse)
+	refuseStoreFailed      refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
+	refuseNotAuthorized                        // authentication or the ACL said no
+	refuseQueueFull                            // a QoS 1/2 PUBLISH for a full persistent queue (queue_full = refuse)
+	refuseMemQueueFull                         // a QoS 1/2 PUBLISH for a full memory queue (queue_full = refuse)
+	refuseTopicLimits                          // a PUBLISH topic or SUBSCRIBE filter over max_topic_levels / max_topic_length
+	refuseMaxSubscriptions                     // a SUBSCRIBE filter beyond the session's max_subscriptions
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "queue_full", "memory_queue_full"}
+var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "queue_full", "memory_queue_full",
+	"topic_limits", "max_subscriptions"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

@@ -64,6 +64,10 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		b.refusePublish(c, p)
 		return
 	}
+	if !b.topicFits(p.Topic) {
+		b.refuseTopic(c, p)
+		return
+	}
 	switch p.QoS {
 	case 0:
 		b.publish(toMessage(p, c.version, now), s)

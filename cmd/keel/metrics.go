@@ -59,7 +59,7 @@ var (
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
 		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a persistent session's queue is full: the new message), queue_full_oldest (its oldest, under queue_full = drop_oldest), memory_queue_full and memory_queue_full_oldest (the same for a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic).", []string{"reason"}, nil)
 	refusedDesc = prometheus.NewDesc("keel_refusals_total",
-		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse).", []string{"reason"}, nil)
+		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse), topic_limits (a topic or filter over max_topic_levels or max_topic_length), max_subscriptions.", []string{"reason"}, nil)
 	fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
 		"Latency of the write-ahead log's fsyncs (fdatasync); its count is keel_store_syncs_total.", nil, nil)
 )

@@ -92,4 +92,28 @@ var quotaKeys = []key[config]{
 		c.Engine.QueueFull = p
 		return err
 	}, func(c *config) string { return c.Engine.QueueFull.String() }},
+	{"max_subscriptions", func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a number of subscriptions per client (0: no limit), got %q", v)
+		}
+		c.Engine.MaxSubscriptions = int(n)
+		return nil
+	}, func(c *config) string { return strconv.Itoa(c.Engine.MaxSubscriptions) }},
+	{"max_topic_levels", func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 0 {
+			return fmt.Errorf("want a number of topic levels (0: no limit), got %q", v)
+		}
+		c.Engine.MaxTopicLevels = int(limit(n))
+		return nil
+	}, func(c *config) string { return strconv.FormatInt(unlimit(int64(c.Engine.MaxTopicLevels), 128), 10) }},
+	{"max_topic_length", func(c *config, v string) error {
+		n, err := strconv.ParseInt(v, 10, 32)
+		if err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("want 1..65535 bytes, got %q", v)
+		}
+		c.Engine.MaxTopicLength = int(n)
+		return nil
+	}, func(c *config) string { return strconv.Itoa(int(orInt(c.Engine.MaxTopicLength, 65535))) }},
 }

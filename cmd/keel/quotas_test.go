@@ -10,7 +10,8 @@ import (
 // The quota keys: sizes with units, 0 for no limit, the policy by name;
 // a bad value names the file, the line and the key.
 func TestConfigQuotaKeys(t *testing.T) {
-	p := writeConfig(t, "max_queued_messages = 0\nmax_queued_bytes = 16MiB\nmax_memory_queue = 50\nqueue_full = drop_oldest\n")
+	p := writeConfig(t, "max_queued_messages = 0\nmax_queued_bytes = 16MiB\nmax_memory_queue = 50\nqueue_full = drop_oldest\n"+
+		"max_subscriptions = 10\nmax_topic_levels = 0\nmax_topic_length = 512\n")
 	c := defaultConfig()
 	if err := c.load(p); err != nil {
 		t.Fatal(err)
@@ -20,8 +21,11 @@ func TestConfigQuotaKeys(t *testing.T) {
 		t.Fatalf("got %d messages, %d bytes, memory %d, %v; want no limit, 16 MiB, 50, drop_oldest",
 			e.MaxQueuedMessages, e.MaxQueuedBytes, e.MaxMemQueue, e.QueueFull)
 	}
+	if e.MaxSubscriptions != 10 || e.MaxTopicLevels >= 0 || e.MaxTopicLength != 512 {
+		t.Fatalf("got %d subscriptions, %d levels, %d bytes; want 10, no limit, 512", e.MaxSubscriptions, e.MaxTopicLevels, e.MaxTopicLength)
+	}
 	eff := c.effective()
-	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n"} {
+	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n", "max_topic_levels = 0\n"} {
 		if !strings.Contains(eff, want) {
 			t.Errorf("effective configuration lacks %q:\n%s", want, eff)
 		}
@@ -39,6 +43,8 @@ func TestConfigQuotaKeys(t *testing.T) {
 		{"max_queued_bytes = -1\n", `:1: key "max_queued_bytes": want a number of bytes`},
 		{"max_queued_messages = lots\n", `:1: key "max_queued_messages": want a number of messages (0: no limit)`},
 		{"queue_full = maybe\n", `:1: key "queue_full": want refuse, drop_new or drop_oldest, got "maybe"`},
+		{"max_topic_length = 70000\n", `:1: key "max_topic_length": want 1..65535 bytes`},
+		{"max_topic_levels = -2\n", `:1: key "max_topic_levels": want a number of topic levels (0: no limit)`},
 	} {
 		p := writeConfig(t, tc.text)
 		code, out, errOut := runIn("config", "check", p)

@@ -1,0 +1,91 @@
+package engine
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/keelmq/keel/engine/packet"
+)
+
+var limitOpts = Options{MaxTopicLevels: 3, MaxTopicLength: 20, MaxSubscriptions: 2}
+
+// 5.0: a filter over the topic limits or beyond max_subscriptions gets
+// SUBACK 0x97, a publish over the topic limits PUBACK/PUBREC 0x97; the
+// rest of the packet and the connection go on.
+func TestTopicAndSubscriptionLimits5(t *testing.T) {
+	tb := startBroker(t, limitOpts)
+	sub := dialPaho5(t, tb.addr, &paho.Connect{ClientID: "sub", CleanStart: true}, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), pahoWait)
+	defer cancel()
+	sa, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{
+		{Topic: "a/b/c", QoS: 1},
+		{Topic: "a/b/c/d", QoS: 1},                      // 4 levels
+		{Topic: "a/" + strings.Repeat("b", 20), QoS: 1}, // 22 bytes
+		{Topic: "x/#", QoS: 1},
+		{Topic: "y", QoS: 1}, // a third subscription
+	}})
+	if sa == nil {
+		t.Fatalf("subscribe: %v", err)
+	}
+	got := sa.Reasons
+	want := []byte{1, 0x97, 0x97, 1, 0x97}
+	if string(got) != string(want) {
+		t.Fatalf("SUBACK: got % x, want % x", got, want)
+	}
+	if got := sub.sub(t, paho.SubscribeOptions{Topic: "x/#", QoS: 2}); got[0] != 2 {
+		t.Fatalf("replacing a subscription at the limit: got %#x, want 2", got[0])
+	}
+	wantCount(t, tb, "refused", "topic_limits", 2)
+	wantCount(t, tb, "refused", "max_subscriptions", 1)
+
+	pub := dialPaho5(t, tb.addr, &paho.Connect{ClientID: "pub", CleanStart: true}, nil)
+	for _, tc := range []struct {
+		topic string
+		qos   byte
+	}{{"x/b/c/d", 1}, {"x/b/c/d", 2}, {"x/" + strings.Repeat("b", 20), 1}} {
+		if rc := pub5(t, pub, tc.topic, tc.qos, false, "over"); rc != byte(packet.CodeQuotaExceeded) {
+			t.Fatalf("publish %s QoS %d: reason %#x, want 0x97", tc.topic, tc.qos, rc)
+		}
+	}
+	pub.publish(t, "x/b/c/d", 0, false, "over")
+	pub.publish(t, "x/b/c", 2, false, "fits")
+	sub.in.expect(t, msg{topic: "x/b/c", payload: "fits", qos: 2})
+	sub.in.expectNone(t, 100*time.Millisecond)
+	wantCount(t, tb, "refused", "topic_limits", 6)
+}
+
+// 3.1.1: SUBACK 0x80 for a filter over a limit; a publish over the topic
+// limits is acknowledged and dropped (a resend would be refused again),
+// counted; a will on such a topic is not published.
+func TestTopicAndSubscriptionLimits311(t *testing.T) {
+	tb := startBroker(t, limitOpts)
+	sub := dialPaho3(t, tb.addr, "sub", true, nil)
+	if rc := sub.sub(t, "a/b/c/d", 1); rc != 0x80 {
+		t.Fatalf("SUBACK for 4 levels: got %#x, want 0x80", rc)
+	}
+	if rc := sub.sub(t, "a/#", 1); rc != 1 {
+		t.Fatalf("SUBACK for a/#: got %#x, want 1", rc)
+	}
+	sub.sub(t, "b", 1)
+	if rc := sub.sub(t, "c", 1); rc != 0x80 {
+		t.Fatalf("SUBACK for a third subscription: got %#x, want 0x80", rc)
+	}
+	wantCount(t, tb, "refused", "max_subscriptions", 1)
+
+	w := dialPaho3(t, tb.addr, "w", true, func(o *mqtt.ClientOptions) { o.SetWill("a/b/c/will", "lost", 1, false) })
+	w.cut()
+	waitFor(t, "the will's refusal", func() bool { return tb.b.Stats().Refused["topic_limits"] == 2 })
+
+	pub := dialPaho3(t, tb.addr, "pub", true, nil)
+	pub.pub(t, "a/b/c/d", 1, false, "over") // acknowledged
+	pub.pub(t, "a/b/c/d", 2, false, "over")
+	pub.pub(t, "a/b/c", 1, false, "fits")
+	sub.in.expect(t, msg{topic: "a/b/c", payload: "fits", qos: 1})
+	sub.in.expectNone(t, 100*time.Millisecond)
+	wantCount(t, tb, "refused", "topic_limits", 4)
+}
