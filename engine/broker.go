@@ -516,6 +516,9 @@ type ConnInfo struct {
 	// reached; the CONNECT is read (to know the version) and refused with
 	// 0x97 (5.0) / return code 3 (3.1.1).
 	OverLimit bool
+	// OverRate: the connection rate limit is reached; the CONNECT is
+	// refused with 0x9F (5.0) / return code 3 (3.1.1).
+	OverRate bool
 	// Deadline, if set, is when the CONNECT must have been read (the
 	// listener's handshake deadline); it shortens ConnectTimeout.
 	Deadline time.Time

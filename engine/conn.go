@@ -460,6 +460,9 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		c.send(outItem{pkt: &packet.Connack{ReasonCode: code}}, outItem{close: true})
 		return false
 	}
+	if c.info.OverRate {
+		return refuse(packet.CodeConnectionRateExceeded, packet.RetServerUnavailable)
+	}
 	if c.info.OverLimit {
 		// Over max_connections: 5.0 Quota exceeded, 3.1.1 Server unavailable.
 		return refuse(packet.CodeQuotaExceeded, packet.RetServerUnavailable)

@@ -31,6 +31,7 @@ type config struct {
 	LogLevel          slog.Level
 	CompressThreshold int
 	MaxConnections    int // all listeners together; 0: no limit
+	Conn              connLimits
 	PasswordFile      string
 	ACLFile           string
 	Engine            engine.Options

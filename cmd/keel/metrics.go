@@ -164,7 +164,7 @@ var (
 	descListenerAccepted = prometheus.NewDesc("keel_listener_connections_accepted_total",
 		"Connections a listener handed to the broker as clients.", []string{"listener"}, nil)
 	descListenerRefused = prometheus.NewDesc("keel_listener_connections_refused_total",
-		"Connections a listener refused, by reason (handshake_timeout, proxy_untrusted, proxy_invalid, websocket, max_connections).",
+		"Connections a listener refused, by reason (handshake_timeout, proxy_untrusted, proxy_invalid, websocket, max_connections, connection_rate, max_connections_per_address).",
 		[]string{"listener", "reason"}, nil)
 	descListenerTLSFailures = prometheus.NewDesc("keel_listener_tls_handshake_failures_total",
 		"Failed TLS handshakes (plain TCP on a TLS port, a client certificate refused, ...).", []string{"listener"}, nil)

@@ -2,11 +2,37 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
+	"golang.org/x/time/rate"
+
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/listener"
 )
+
+// connLimits are the connection limits of all listeners together.
+type connLimits struct {
+	Rate       float64 // new clients per second; 0: no limit
+	Burst      int     // clients at once above the rate; 0: the rate, at least 1
+	PerAddress int     // clients from one IP address at once; 0: no limit
+}
+
+func (l connLimits) burst() int {
+	if l.Burst > 0 {
+		return l.Burst
+	}
+	return max(1, int(math.Ceil(l.Rate)))
+}
+
+// apply sets g's rate and per-address limits.
+func (l connLimits) apply(g *listener.Limit) {
+	g.PerAddress = l.PerAddress
+	if l.Rate > 0 {
+		g.Rate = rate.NewLimiter(rate.Limit(l.Rate), l.burst())
+	}
+}
 
 // The keys of the queue quotas (README "Limits and quotas"). In the file
 // 0 means no limit; in engine.Options 0 is the default and a negative
@@ -116,4 +142,27 @@ var quotaKeys = []key[config]{
 		c.Engine.MaxTopicLength = int(n)
 		return nil
 	}, func(c *config) string { return strconv.Itoa(int(orInt(c.Engine.MaxTopicLength, 65535))) }},
+	{"max_connection_rate", func(c *config, v string) error {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			return fmt.Errorf("want new clients per second (0: no limit), got %q", v)
+		}
+		c.Conn.Rate = r
+		return nil
+	}, func(c *config) string { return strconv.FormatFloat(c.Conn.Rate, 'g', -1, 64) }},
+	{"max_connection_burst", func(c *config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return fmt.Errorf("want a number of clients (0: the rate, at least 1), got %q", v)
+		}
+		c.Conn.Burst = int(n)
+		return nil
+	}, func(c *config) string {
+		if c.Conn.Rate == 0 && c.Conn.Burst == 0 {
+			return "0"
+		}
+		return strconv.Itoa(c.Conn.burst())
+	}},
+	{"max_connections_per_address", func(c *config, v string) error { return parseCount(v, &c.Conn.PerAddress) },
+		func(c *config) string { return strconv.Itoa(c.Conn.PerAddress) }},
 }

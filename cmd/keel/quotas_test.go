@@ -5,13 +5,14 @@ import (
 	"testing"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/listener"
 )
 
 // The quota keys: sizes with units, 0 for no limit, the policy by name;
 // a bad value names the file, the line and the key.
 func TestConfigQuotaKeys(t *testing.T) {
 	p := writeConfig(t, "max_queued_messages = 0\nmax_queued_bytes = 16MiB\nmax_memory_queue = 50\nqueue_full = drop_oldest\n"+
-		"max_subscriptions = 10\nmax_topic_levels = 0\nmax_topic_length = 512\n")
+		"max_subscriptions = 10\nmax_topic_levels = 0\nmax_topic_length = 512\nmax_connection_rate = 2.5\nmax_connections_per_address = 4\n")
 	c := defaultConfig()
 	if err := c.load(p); err != nil {
 		t.Fatal(err)
@@ -24,8 +25,13 @@ func TestConfigQuotaKeys(t *testing.T) {
 	if e.MaxSubscriptions != 10 || e.MaxTopicLevels >= 0 || e.MaxTopicLength != 512 {
 		t.Fatalf("got %d subscriptions, %d levels, %d bytes; want 10, no limit, 512", e.MaxSubscriptions, e.MaxTopicLevels, e.MaxTopicLength)
 	}
+	var g listener.Limit
+	c.Conn.apply(&g)
+	if g.Rate == nil || g.Rate.Limit() != 2.5 || g.Rate.Burst() != 3 || g.PerAddress != 4 {
+		t.Fatalf("got rate %v, per address %d; want 2.5/s with a burst of 3 (the rate rounded up) and 4", g.Rate, g.PerAddress)
+	}
 	eff := c.effective()
-	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n", "max_topic_levels = 0\n"} {
+	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n", "max_topic_levels = 0\n", "max_connection_rate = 2.5\n", "max_connection_burst = 3\n"} {
 		if !strings.Contains(eff, want) {
 			t.Errorf("effective configuration lacks %q:\n%s", want, eff)
 		}
@@ -43,6 +49,7 @@ func TestConfigQuotaKeys(t *testing.T) {
 		{"max_queued_bytes = -1\n", `:1: key "max_queued_bytes": want a number of bytes`},
 		{"max_queued_messages = lots\n", `:1: key "max_queued_messages": want a number of messages (0: no limit)`},
 		{"queue_full = maybe\n", `:1: key "queue_full": want refuse, drop_new or drop_oldest, got "maybe"`},
+		{"max_connection_rate = fast\n", `:1: key "max_connection_rate": want new clients per second (0: no limit)`},
 		{"max_topic_length = 70000\n", `:1: key "max_topic_length": want 1..65535 bytes`},
 		{"max_topic_levels = -2\n", `:1: key "max_topic_levels": want a number of topic levels (0: no limit)`},
 	} {
