@@ -143,6 +143,14 @@ type Options struct {
 	MaxTopicLevels   int
 	MaxTopicLength   int
 
+	// MaxPublishRate bounds the PUBLISH packets a connection may send per
+	// second (a token bucket of MaxPublishBurst, 0: the rate, at least
+	// 1); 0: no limit. Over it a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC
+	// 0x97; anything else waits: the connection is not read until the
+	// rate allows it (back-pressure, nothing dropped).
+	MaxPublishRate  float64
+	MaxPublishBurst int
+
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
 	// deadlines (keep alive, connect and write timeouts) stay on the
@@ -236,6 +244,9 @@ type Stats struct {
 	StoreTxns        uint64        // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	StoreSyncLatency wal.Histogram // latency of those syncs
 	CommitFailures   uint64
+	// PublishesThrottled counts PUBLISH packets a connection had to wait
+	// to send, over Options.MaxPublishRate (back-pressure: none dropped).
+	PublishesThrottled uint64
 
 	SessionsPersistent int64 // stored sessions, online or not
 	SessionsOffline    int64 // stored sessions with no connection
@@ -253,6 +264,7 @@ type Stats struct {
 
 type stats struct {
 	received, sent, recvPackets, commitFailures atomic.Uint64
+	throttled                                   atomic.Uint64 // PUBLISH packets that waited for MaxPublishRate (limits.go)
 	connected                                   atomic.Int64
 	reasons                                     reasonCounters
 	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
@@ -375,6 +387,7 @@ type event struct {
 	graceful bool
 	will     bool
 	denied   []bool // PUBLISH: [0] refused by the Authorizer; SUBSCRIBE: per filter
+	overRate bool   // PUBLISH: over MaxPublishRate (limits.go)
 	fn       func()
 }
 
@@ -650,6 +663,10 @@ func (b *Broker) handle(ev event) {
 	case evConnect:
 		b.onConnect(ev.c, ev.pkt.(*packet.Connect), ev.reply)
 	case evPublish:
+		if ev.overRate {
+			b.refuseRate(ev.c, ev.pkt.(*packet.Publish))
+			return
+		}
 		b.onPublish(ev.c, ev.pkt.(*packet.Publish), len(ev.denied) > 0)
 	case evAck:
 		b.onAck(ev.c, ev.pkt.(*packet.Ack))
@@ -884,6 +901,7 @@ func (b *Broker) Stats() Stats {
 		Dropped:          dropped,
 		Refused:          refused,
 	}
+	st.PublishesThrottled = b.stats.throttled.Load()
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()
 		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
@@ -67,6 +69,7 @@ type conn struct {
 	acl       *auth.Cache            // its ACL decisions; nil without an Authorizer
 	present   bool                   // CONNACK's session present; set by the core before it replies
 	freed     freedIDs               // inbound QoS 2 ids the core refused, for the reader (quota.go)
+	pubRate   *rate.Limiter          // Options.MaxPublishRate; read side only (limits.go)
 }
 
 // outItem is one thing for the writer to send.
@@ -513,6 +516,7 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		c.requestProblem = !cp.Props.Has(packet.PropRequestProblemInfo) || cp.Props.RequestProblemInfo == 1
 	}
 	c.topicAliasMax = c.b.opts.TopicAliasMaximum
+	c.pubRate = c.b.publishLimiter()
 	return true
 }
 
@@ -559,6 +563,8 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			if !resend && !c.allow(p.Topic, auth.Write) {
 				ev.denied = deniedOne
 				c.deniedPublish(p)
+			} else if !resend && c.pubRate != nil {
+				ev.overRate = c.throttlePublish(p) // limits.go
 			}
 			c.b.post(ev)
 		case *packet.Ack:

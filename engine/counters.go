@@ -31,11 +31,12 @@ const (
 	refuseMemQueueFull                         // a QoS 1/2 PUBLISH for a full memory queue (queue_full = refuse)
 	refuseTopicLimits                          // a PUBLISH topic or SUBSCRIBE filter over max_topic_levels / max_topic_length
 	refuseMaxSubscriptions                     // a SUBSCRIBE filter beyond the session's max_subscriptions
+	refusePublishRate                          // a 5.0 QoS 1/2 PUBLISH over max_publish_rate
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "queue_full", "memory_queue_full",
-	"topic_limits", "max_subscriptions"}
+	"topic_limits", "max_subscriptions", "publish_rate"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

@@ -89,3 +89,67 @@ func TestTopicAndSubscriptionLimits311(t *testing.T) {
 	sub.in.expectNone(t, 100*time.Millisecond)
 	wantCount(t, tb, "refused", "topic_limits", 4)
 }
+
+// Over max_publish_rate a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC 0x97 and
+// goes nowhere (0x96 is a DISCONNECT reason only); its packet id is free
+// again.
+func TestPublishRate5(t *testing.T) {
+	// A burst of 2, then one token an hour: within the test, the third
+	// publish is over the rate.
+	tb := startBroker(t, Options{MaxPublishRate: 1.0 / 3600, MaxPublishBurst: 2})
+	watch := dialRaw(t, tb.addr, packet.V5)
+	watch.connect("watch", true, nil)
+	watch.subscribe(1, "r/#", 2)
+	c := dialRaw(t, tb.addr, packet.V5)
+	c.connect("pub", true, nil)
+	c.pubAcked(1, "r/a", "one")
+	c.publish(2, "r/a", 2, "two")
+	if a := c.expectAck(packet.PUBREC, 2); a.ReasonCode != 0 {
+		t.Fatalf("PUBREC within the burst: reason %#x, want 0", a.ReasonCode)
+	}
+	c.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 2})
+	c.expectAck(packet.PUBCOMP, 2)
+	c.publish(3, "r/a", 1, "over")
+	if a := c.expectAck(packet.PUBACK, 3); a.ReasonCode != packet.CodeQuotaExceeded {
+		t.Fatalf("PUBACK over the rate: reason %#x, want 0x97", a.ReasonCode)
+	}
+	c.publish(4, "r/a", 2, "over")
+	if a := c.expectAck(packet.PUBREC, 4); a.ReasonCode != packet.CodeQuotaExceeded {
+		t.Fatalf("PUBREC over the rate: reason %#x, want 0x97", a.ReasonCode)
+	}
+	c.publish(4, "r/a", 2, "over again") // the id is free: a new message, refused again
+	if a := c.expectAck(packet.PUBREC, 4); a.ReasonCode != packet.CodeQuotaExceeded {
+		t.Fatalf("PUBREC on the freed id: reason %#x, want 0x97", a.ReasonCode)
+	}
+	c.ping() // the connection stays
+	watch.expectPub("r/a", "one")
+	watch.expectPub("r/a", "two")
+	watch.expectNothing(100 * time.Millisecond)
+	wantCount(t, tb, "refused", "publish_rate", 3)
+
+	// Paho 5.0, with a bucket of its own.
+	pc := dialPaho5(t, tb.addr, &paho.Connect{ClientID: "paho", CleanStart: true}, nil)
+	for i, want := range []byte{0, 0, 0x97} {
+		if rc := pub5(t, pc, "r/p", 1, false, "p"); rc != want {
+			t.Fatalf("Paho publish %d: reason %#x, want %#x", i, rc, want)
+		}
+	}
+	wantCount(t, tb, "refused", "publish_rate", 4)
+}
+
+// 3.1.1 over max_publish_rate is slowed, not refused: the broker stops
+// reading the connection (a PINGREQ behind the waiting PUBLISH is not
+// answered) and drops nothing.
+func TestPublishRate311BackPressure(t *testing.T) {
+	tb := startBroker(t, Options{MaxPublishRate: 1.0 / 3600, MaxPublishBurst: 1})
+	c := dialRaw(t, tb.addr, packet.V311)
+	c.connect("pub", true, nil)
+	c.pubAcked(1, "r/a", "one")
+	c.publish(2, "r/a", 1, "waits")
+	c.send(&packet.Pingreq{})
+	c.expectNothing(200 * time.Millisecond)
+	if n := tb.b.Stats().PublishesThrottled; n != 1 {
+		t.Fatalf("PublishesThrottled = %d, want 1", n)
+	}
+	wantCount(t, tb, "refused", "publish_rate", 0)
+}

@@ -165,4 +165,26 @@ var quotaKeys = []key[config]{
 	}},
 	{"max_connections_per_address", func(c *config, v string) error { return parseCount(v, &c.Conn.PerAddress) },
 		func(c *config) string { return strconv.Itoa(c.Conn.PerAddress) }},
+	{"max_publish_rate", func(c *config, v string) error {
+		r, err := strconv.ParseFloat(v, 64)
+		if err != nil || r < 0 || math.IsInf(r, 0) || math.IsNaN(r) {
+			return fmt.Errorf("want PUBLISH packets per second per client (0: no limit), got %q", v)
+		}
+		c.Engine.MaxPublishRate = r
+		return nil
+	}, func(c *config) string { return strconv.FormatFloat(c.Engine.MaxPublishRate, 'g', -1, 64) }},
+	{"max_publish_burst", func(c *config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil {
+			return fmt.Errorf("want a number of PUBLISH packets (0: the rate, at least 1), got %q", v)
+		}
+		c.Engine.MaxPublishBurst = int(n)
+		return nil
+	}, func(c *config) string {
+		l := connLimits{Rate: c.Engine.MaxPublishRate, Burst: c.Engine.MaxPublishBurst}
+		if l.Rate == 0 && l.Burst == 0 {
+			return "0"
+		}
+		return strconv.Itoa(l.burst())
+	}},
 }

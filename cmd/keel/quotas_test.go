@@ -12,7 +12,7 @@ import (
 // a bad value names the file, the line and the key.
 func TestConfigQuotaKeys(t *testing.T) {
 	p := writeConfig(t, "max_queued_messages = 0\nmax_queued_bytes = 16MiB\nmax_memory_queue = 50\nqueue_full = drop_oldest\n"+
-		"max_subscriptions = 10\nmax_topic_levels = 0\nmax_topic_length = 512\nmax_connection_rate = 2.5\nmax_connections_per_address = 4\n")
+		"max_subscriptions = 10\nmax_topic_levels = 0\nmax_topic_length = 512\nmax_connection_rate = 2.5\nmax_connections_per_address = 4\nmax_publish_rate = 100\n")
 	c := defaultConfig()
 	if err := c.load(p); err != nil {
 		t.Fatal(err)
@@ -25,13 +25,16 @@ func TestConfigQuotaKeys(t *testing.T) {
 	if e.MaxSubscriptions != 10 || e.MaxTopicLevels >= 0 || e.MaxTopicLength != 512 {
 		t.Fatalf("got %d subscriptions, %d levels, %d bytes; want 10, no limit, 512", e.MaxSubscriptions, e.MaxTopicLevels, e.MaxTopicLength)
 	}
+	if e.MaxPublishRate != 100 || e.MaxPublishBurst != 0 {
+		t.Fatalf("got publish rate %v burst %d, want 100 and 0", e.MaxPublishRate, e.MaxPublishBurst)
+	}
 	var g listener.Limit
 	c.Conn.apply(&g)
 	if g.Rate == nil || g.Rate.Limit() != 2.5 || g.Rate.Burst() != 3 || g.PerAddress != 4 {
 		t.Fatalf("got rate %v, per address %d; want 2.5/s with a burst of 3 (the rate rounded up) and 4", g.Rate, g.PerAddress)
 	}
 	eff := c.effective()
-	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n", "max_topic_levels = 0\n", "max_connection_rate = 2.5\n", "max_connection_burst = 3\n"} {
+	for _, want := range []string{"max_queued_messages = 0\n", "max_queued_bytes = 16MiB\n", "max_memory_queue = 50\n", "queue_full = drop_oldest\n", "max_topic_levels = 0\n", "max_connection_rate = 2.5\n", "max_connection_burst = 3\n", "max_publish_rate = 100\n", "max_publish_burst = 100\n"} {
 		if !strings.Contains(eff, want) {
 			t.Errorf("effective configuration lacks %q:\n%s", want, eff)
 		}
