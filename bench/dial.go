@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/keelmq/keel/engine/client"
@@ -19,7 +21,9 @@ type connOptions struct {
 	resume     bool   // Clean Start 0: take over whatever session the server has
 	window     int    // outbound QoS 1/2 flows; 0: the server's Receive Maximum
 	// manualFlush: publishes leave on Flush (see client.Options.ManualFlush)
-	manualFlush bool
+	manualFlush   bool
+	topicAliasMax uint16        // 5.0 Topic Alias Maximum: aliases the broker may assign
+	readBytes     *atomic.Int64 // if set, counts the bytes read from the broker
 
 	onMessage func(*packet.Publish)
 	onAck     func(*client.Ack)
@@ -34,14 +38,25 @@ func dial(o connOptions) (*client.Client, error) {
 		ClientID: o.clientID,
 		// Keep alive 0 turns the mechanism off [MQTT-3.1.2-10]: a QoS 0
 		// subscriber sends nothing for the whole run.
-		KeepAlive:       0,
-		ReceiveMaximum:  65535,
-		MaxInflight:     o.window,
-		ManualFlush:     o.manualFlush,
-		OnMessage:       o.onMessage,
-		OnAck:           o.onAck,
-		OnProtocolError: o.onOddity,
-		ConnectTimeout:  15 * time.Second,
+		KeepAlive:         0,
+		ReceiveMaximum:    65535,
+		MaxInflight:       o.window,
+		ManualFlush:       o.manualFlush,
+		TopicAliasMaximum: o.topicAliasMax,
+		OnMessage:         o.onMessage,
+		OnAck:             o.onAck,
+		OnProtocolError:   o.onOddity,
+		ConnectTimeout:    15 * time.Second,
+	}
+	if o.readBytes != nil {
+		co.Dial = func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			nc, err := d.DialContext(ctx, "tcp", o.addr)
+			if err != nil {
+				return nil, err
+			}
+			return &countingConn{Conn: nc, n: o.readBytes}, nil
+		}
 	}
 	switch {
 	case o.resume:
@@ -61,6 +76,18 @@ func dial(o connOptions) (*client.Client, error) {
 		return nil, fmt.Errorf("connect %s: %w", o.clientID, err)
 	}
 	return c, nil
+}
+
+// countingConn counts the bytes read through it.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(b []byte) (int, error) {
+	n, err := c.Conn.Read(b)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // subscribe subscribes to one filter and checks the granted QoS.

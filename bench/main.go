@@ -71,6 +71,8 @@ func loadMain(args []string) int {
 	fs.IntVar(&cfg.window, "window", 1, "unacknowledged publishes per publisher; 1 = synchronous")
 	fs.BoolVar(&cfg.persistent, "persistent", false, "persistent sessions (3.1.1 clean session 0; 5.0 session expiry 3600 s)")
 	fs.StringVar(&cfg.pattern, "pattern", "fanin", "fanin, fanout (one shared topic) or pairs (a topic per publisher/subscriber pair)")
+	fs.IntVar(&cfg.topicLen, "topic-len", 0, "pad each topic name to this many `bytes` (at least 32; 0: as short as it comes)")
+	subAliases := fs.Uint("sub-aliases", 0, "5.0 subscribers' Topic Alias Maximum: how many topic aliases the broker may assign them (3.1.1: none)")
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured publishing time (after -warmup); ignored with -count")
 	fs.DurationVar(&cfg.warmup, "warmup", 0, "publishing time before measurement starts (counts for loss, not for rates)")
 	fs.Int64Var(&cfg.count, "count", 0, "messages per publisher (instead of -duration)")
@@ -110,11 +112,11 @@ func loadMain(args []string) int {
 		return 0
 	}
 
-	if version > 255 || qos > 255 {
-		fmt.Fprintln(os.Stderr, "bench: -v or -qos out of range")
+	if version > 255 || qos > 255 || *subAliases > 65535 {
+		fmt.Fprintln(os.Stderr, "bench: -v, -qos or -sub-aliases out of range")
 		return 2
 	}
-	cfg.version, cfg.qos = byte(version), byte(qos)
+	cfg.version, cfg.qos, cfg.subAliases = byte(version), byte(qos), uint16(*subAliases)
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2
@@ -166,6 +168,10 @@ func printSummary(w io.Writer, cfg *config, r *result) {
 	fmt.Fprintf(w, "  delivered  %d of %d owed (%.0f msg/s); lost %d, duplicates %d, reordered %d, foreign %d\n",
 		r.Delivered, r.Expected, r.DelRate, r.Lost, r.Dups, r.Reordered, r.Bad)
 	fmt.Fprintf(w, "  end-to-end p50 %s  p99 %s  p99.9 %s\n", fmtUS(r.E2EP50), fmtUS(r.E2EP99), fmtUS(r.E2EP999))
+	if r.SubBytes > 0 {
+		fmt.Fprintf(w, "  subscribers read %d bytes, %.1f per delivery (topic %d bytes, Topic Alias Maximum %d)\n",
+			r.SubBytes, r.SubBytesPerMsg, r.TopicLen, r.SubAliases)
+	}
 	switch r.QoS {
 	case 1:
 		fmt.Fprintf(w, "  PUBACK     p50 %s  p99 %s  mean %s\n", fmtUS(r.AckP50), fmtUS(r.AckP99), fmtUS(r.AckMean))

@@ -39,11 +39,15 @@ var (
 	mAckP50  = metric{label: "ack p50 (PUBACK/PUBREC)", get: func(r *result) float64 { return r.AckP50 }, fmt: fmtUS, when: qosAtLeast(1)}
 	mOther   = metric{label: "others' cores (noise)", get: func(r *result) float64 { return r.OtherCores }, fmt: cores}
 	mAckMean = metric{label: "ack mean", get: func(r *result) float64 { return r.AckMean }, fmt: fmtUS, when: qosAtLeast(1)}
+	// Bytes the subscribers read per delivery: what topic aliases save.
+	mSubBytes = metric{label: "subscriber bytes per delivery", get: func(r *result) float64 { return r.SubBytesPerMsg },
+		fmt: func(v float64) string { return fmt.Sprintf("%.1f B", v) }, when: func(_ scenario, r *result) bool { return r.SubBytesPerMsg > 0 }}
 )
 
 var metrics = []metric{
 	mPub,
 	mDel,
+	mSubBytes,
 	{label: "end-to-end p50", get: func(r *result) float64 { return r.E2EP50 }, fmt: fmtUS},
 	{label: "end-to-end p99", get: func(r *result) float64 { return r.E2EP99 }, fmt: fmtUS},
 	{label: "end-to-end p99.9", get: func(r *result) float64 { return r.E2EP999 }, fmt: fmtUS},

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ type config struct {
 	window     int
 	persistent bool
 	pattern    string // fanin, fanout, pairs
+	topicLen   int    // pad topic names to this length; 0: no padding
+	subAliases uint16 // 5.0 subscribers' Topic Alias Maximum
 	duration   time.Duration
 	warmup     time.Duration
 	count      int64 // messages per publisher; 0: run for duration
@@ -51,6 +54,8 @@ func (c *config) validate() error {
 		return errors.New("want -duration > 0 or -count > 0")
 	case c.count >= 1<<32:
 		return fmt.Errorf("-count %d: too large", c.count)
+	case c.topicLen != 0 && (c.topicLen < minTopicLen || c.topicLen > 65535):
+		return fmt.Errorf("-topic-len %d: want 0 or %d..65535", c.topicLen, minTopicLen)
 	}
 	switch c.pattern {
 	case "fanin", "fanout":
@@ -61,6 +66,10 @@ func (c *config) validate() error {
 	}
 	return nil
 }
+
+// minTopicLen is the shortest -topic-len: the longest unpadded name
+// ("bench/<run id>/p/<i>") fits in it.
+const minTopicLen = 32
 
 // control tells publishers when to stop.
 type control struct {
@@ -98,6 +107,8 @@ type result struct {
 	Size       int    `json:"size"`
 	Window     int    `json:"window"` // effective: min(-window, server Receive Maximum)
 	Persistent bool   `json:"persistent"`
+	TopicLen   int    `json:"topic_len,omitempty"`   // bytes of each topic name
+	SubAliases int    `json:"sub_aliases,omitempty"` // subscribers' Topic Alias Maximum
 
 	Seconds   float64 `json:"seconds"` // measured window (after warm-up)
 	Sent      int64   `json:"sent"`
@@ -110,6 +121,11 @@ type result struct {
 	Dups      int64   `json:"dups"`
 	Reordered int64   `json:"reordered"`
 	Bad       int64   `json:"bad"`
+
+	// SubBytes is what the subscribers read from the broker, the whole
+	// run; SubBytesPerMsg divides it by their deliveries.
+	SubBytes       int64   `json:"sub_bytes,omitempty"`
+	SubBytesPerMsg float64 `json:"sub_bytes_per_msg,omitempty"`
 
 	PubRate float64 `json:"pub_rate"` // acknowledged publishes per second
 	DelRate float64 `json:"del_rate"` // deliveries per second
@@ -160,6 +176,7 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 	r := &result{
 		Label: cfg.label, Addr: cfg.addr, Version: int(cfg.version), Pattern: cfg.pattern,
 		Pubs: cfg.pubs, Subs: cfg.subs, QoS: int(cfg.qos), Size: cfg.size, Persistent: cfg.persistent,
+		SubAliases: int(cfg.subAliases),
 	}
 	opts := func(name string) connOptions {
 		return connOptions{
@@ -168,11 +185,16 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		}
 	}
 	topicOf := func(i int) string {
+		t := root + "/t"
 		if cfg.pattern == "pairs" {
-			return fmt.Sprintf("%s/p/%d", root, i)
+			t = fmt.Sprintf("%s/p/%d", root, i)
 		}
-		return root + "/t"
+		if n := cfg.topicLen - len(t); n > 0 {
+			t += "/" + strings.Repeat("x", n-1)
+		}
+		return t
 	}
+	r.TopicLen = len(topicOf(0))
 
 	// Connect: subscribers first, so that nothing is published before every
 	// subscription is in place.
@@ -387,12 +409,16 @@ publishing:
 			r.Lost += s.recv[i].missing(want)
 		}
 		r.Delivered += s.unique.Load()
+		r.SubBytes += s.readBytes.Load()
 		r.Dups += s.dups
 		r.Reordered += s.outOfOrder
 		r.Bad += s.bad
 		e2e.merge(&s.e2e)
 		delivWin += s.delivWin
 		lastDeliv = max(lastDeliv, s.lastDeliv)
+	}
+	if n := r.Delivered + r.Dups; n > 0 {
+		r.SubBytesPerMsg = float64(r.SubBytes) / float64(n)
 	}
 	if lastAck > measureStart {
 		r.Seconds = float64(lastAck-measureStart) / 1e9

@@ -163,3 +163,32 @@ func TestRunDetectsLoss(t *testing.T) {
 		t.Errorf("lost %d, failed %v; want 200, true", r.Lost, r.failed())
 	}
 }
+
+// The subscribers' bytes per delivery: a 60 B topic costs its length in
+// every PUBLISH; with topic aliases allowed, keel sends the name once.
+func TestRunCountsSubscriberBytes(t *testing.T) {
+	addr := startKeel(t)
+	perMsg := map[uint16]float64{}
+	for _, aliases := range []uint16{0, 16} {
+		cfg := testConfig(addr, packet.V5)
+		cfg.pattern, cfg.pubs, cfg.subs, cfg.count = "fanout", 1, 2, 300
+		cfg.topicLen, cfg.subAliases = 60, aliases
+		if err := cfg.validate(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := runLoad(cfg, io.Discard)
+		if err != nil {
+			t.Fatalf("aliases %d: %v", aliases, err)
+		}
+		if r.TopicLen != 60 || r.Delivered != 600 {
+			t.Fatalf("aliases %d: topic %d bytes, %d delivered; want 60, 600", aliases, r.TopicLen, r.Delivered)
+		}
+		perMsg[aliases] = r.SubBytesPerMsg
+		t.Logf("aliases %d: %.1f bytes per delivery", aliases, r.SubBytesPerMsg)
+	}
+	// Unaliased, a QoS 1 PUBLISH of 64 B on a 60 B topic is 132 bytes; with
+	// the alias alone, 74.
+	if perMsg[0] < 132 || perMsg[16] > perMsg[0]-50 {
+		t.Fatalf("bytes per delivery: %.1f without aliases, %.1f with; want at least 132, and 50 fewer with", perMsg[0], perMsg[16])
+	}
+}

@@ -31,8 +31,9 @@ type subscriber struct {
 	delivWin   int64 // deliveries of messages received after the warm-up
 	lastDeliv  int64 // clock() of the last delivery
 
-	unique   atomic.Int64 // distinct messages received; progress and drain
-	stopping atomic.Bool
+	unique    atomic.Int64 // distinct messages received; progress and drain
+	readBytes atomic.Int64 // bytes read from the broker
+	stopping  atomic.Bool
 }
 
 func newSubscriber(idx int, filter string, pubLo, pubHi int, cfg *config) *subscriber {
@@ -48,6 +49,8 @@ func newSubscriber(idx int, filter string, pubLo, pubHi int, cfg *config) *subsc
 // connOptions sets the callbacks of s's connection.
 func (s *subscriber) connOptions(o connOptions) connOptions {
 	o.onMessage = func(p *packet.Publish) { s.deliver(p.Payload) }
+	o.topicAliasMax = s.cfg.subAliases
+	o.readBytes = &s.readBytes
 	return o
 }
 

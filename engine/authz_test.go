@@ -1,11 +1,18 @@
 package engine
 
 import (
+	"bufio"
+	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/packet"
+	"github.com/xdg-go/scram"
+	"golang.org/x/crypto/bcrypt"
 )
 
 // authOptions is a broker with a password file (alice, bob, root; no
@@ -22,7 +29,7 @@ func authOptionsLines(t *testing.T) (Options, map[string]string) {
 	var pw strings.Builder
 	lines := map[string]string{}
 	for _, u := range []string{"alice", "bob", "root"} {
-		h, err := auth.HashWeak("pw-" + u) // 210,000 iterations cost seconds under -race
+		h, err := auth.HashWithIterations("pw-"+u, 101) // 210,000 iterations cost seconds under -race
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -296,7 +303,7 @@ func TestRecheckAfterReload(t *testing.T) {
 	// The new file: alice has a new password, root is gone, bob's line is
 	// the same as before.
 	var pw strings.Builder
-	h, err := auth.HashWeak("new-alice")
+	h, err := auth.HashWithIterations("new-alice", 101)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -389,5 +396,204 @@ func TestBadCredentials(t *testing.T) {
 		} else if p != nil {
 			t.Errorf("3.1.1 username not UTF-8: got %T %+v, want the connection closed", p, p)
 		}
+	}
+}
+
+// scramClient runs SCRAM-SHA-512 (the xdg-go/scram client, as an MQTT
+// library would) over a raw connection: the CONNECT with the first
+// message, AUTH 0x18 each way, then the CONNACK.
+func scramConnect(t *testing.T, c *rawClient, id, method, user, pw string) (*packet.Connack, *scram.ClientConversation) {
+	t.Helper()
+	cl, err := scram.SHA512.NewClient(user, pw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := cl.NewConversation()
+	first, err := conv.Step("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := &packet.Connect{ProtocolName: "MQTT", ProtocolLevel: packet.V5, CleanStart: true, KeepAlive: 30, ClientID: id}
+	cp.Props.AuthMethod, cp.Props.AuthData = method, []byte(first)
+	cp.Props.Set(packet.PropAuthMethod)
+	cp.Props.Set(packet.PropAuthData)
+	c.send(cp)
+	for {
+		switch p := c.recv().(type) {
+		case *packet.Connack:
+			return p, conv
+		case *packet.Auth:
+			if p.ReasonCode != packet.CodeContinueAuthentication || p.Props.AuthMethod != method {
+				t.Fatalf("AUTH %v method %q, want 0x18 %s", p.ReasonCode, p.Props.AuthMethod, method)
+			}
+			next, err := conv.Step(string(p.Props.AuthData))
+			if err != nil {
+				t.Fatalf("client step: %v", err)
+			}
+			c.send(authPacket(packet.CodeContinueAuthentication, method, []byte(next)))
+		default:
+			t.Fatalf("got %T during authentication", p)
+		}
+	}
+}
+
+// SCRAM-SHA-512 against the password file's $7$ entries: the right
+// password logs in and the server proves it knows the key (its final
+// message verifies); a wrong password and an unknown user are 0x86 alike;
+// a method keel does not offer, and a user whose entry is not $7$, 0x8C.
+func TestSCRAM(t *testing.T) {
+	tb := startBroker(t, scramOptions(t))
+
+	c := dialRaw(t, tb.addr, packet.V5)
+	ca, conv := scramConnect(t, c, "s1", auth.MethodSCRAMSHA512, "alice", "pw-alice")
+	if ca.ReasonCode != 0 || ca.Props.AuthMethod != auth.MethodSCRAMSHA512 {
+		t.Fatalf("CONNACK %v method %q, want success with the method", ca.ReasonCode, ca.Props.AuthMethod)
+	}
+	if _, err := conv.Step(string(ca.Props.AuthData)); err != nil || !conv.Valid() {
+		t.Fatalf("the server's final message does not verify: %v", err)
+	}
+	// alice's ACL applies: she may write a/#.
+	c.publish(1, "a/1", 1, "x")
+	if a := c.expectAck(packet.PUBACK, 1); a.ReasonCode != 0 {
+		t.Fatalf("PUBACK %v", a.ReasonCode)
+	}
+
+	for _, tc := range []struct {
+		name, method, user, pw string
+		want                   packet.ReasonCode
+	}{
+		{"wrong password", auth.MethodSCRAMSHA512, "alice", "nope", packet.CodeBadUsernameOrPassword},
+		{"unknown user", auth.MethodSCRAMSHA512, "mallory", "pw-alice", packet.CodeBadUsernameOrPassword},
+		{"bcrypt entry", auth.MethodSCRAMSHA512, "carol", "pw-carol", packet.CodeBadAuthenticationMethod},
+		{"SHA-256", "SCRAM-SHA-256", "alice", "pw-alice", packet.CodeBadAuthenticationMethod},
+	} {
+		c := dialRaw(t, tb.addr, packet.V5)
+		if ca, _ := scramConnect(t, c, "s-"+strings.ReplaceAll(tc.name, " ", "-"), tc.method, tc.user, tc.pw); ca.ReasonCode != tc.want {
+			t.Errorf("%s: CONNACK %v, want %v", tc.name, ca.ReasonCode, tc.want)
+		}
+		c.expectClosed()
+	}
+}
+
+// A PUBLISH in the middle of the exchange is a protocol error: CONNACK
+// 0x82 and a close [MQTT-4.12.0-4].
+func TestSCRAMProtocolError(t *testing.T) {
+	tb := startBroker(t, scramOptions(t))
+	c := dialRaw(t, tb.addr, packet.V5)
+	cl, _ := scram.SHA512.NewClient("alice", "pw-alice", "")
+	first, _ := cl.NewConversation().Step("")
+	cp := &packet.Connect{ProtocolName: "MQTT", ProtocolLevel: packet.V5, CleanStart: true, KeepAlive: 30, ClientID: "pe"}
+	cp.Props.AuthMethod, cp.Props.AuthData = auth.MethodSCRAMSHA512, []byte(first)
+	cp.Props.Set(packet.PropAuthMethod)
+	cp.Props.Set(packet.PropAuthData)
+	c.send(cp)
+	if a, ok := c.recv().(*packet.Auth); !ok || a.ReasonCode != packet.CodeContinueAuthentication {
+		t.Fatalf("want AUTH 0x18 first, got %+v", a)
+	}
+	c.publish(0, "a/x", 0, "early")
+	if ca, ok := c.expectClosed().(*packet.Connack); !ok || ca.ReasonCode != packet.CodeProtocolError {
+		t.Fatalf("got %+v, want CONNACK 0x82 and a close", ca)
+	}
+}
+
+// Re-authentication [MQTT-4.12.1-1]: AUTH 0x19 with the same method runs
+// a new exchange while the connection goes on, ending in AUTH 0x00; a
+// wrong password ends the connection with DISCONNECT 0x87; AUTH from a
+// client that did not name a method is a protocol error.
+func TestSCRAMReauthentication(t *testing.T) {
+	tb := startBroker(t, scramOptions(t))
+	reauth := func(c *rawClient, pw string) packet.Packet {
+		t.Helper()
+		cl, _ := scram.SHA512.NewClient("alice", pw, "")
+		conv := cl.NewConversation()
+		first, _ := conv.Step("")
+		c.send(authPacket(packet.CodeReAuthenticate, auth.MethodSCRAMSHA512, []byte(first)))
+		a, ok := c.recv().(*packet.Auth)
+		if !ok || a.ReasonCode != packet.CodeContinueAuthentication {
+			t.Fatalf("re-authentication: want AUTH 0x18, got %+v", a)
+		}
+		final, _ := conv.Step(string(a.Props.AuthData))
+		c.send(authPacket(packet.CodeContinueAuthentication, auth.MethodSCRAMSHA512, []byte(final)))
+		return c.recv()
+	}
+	c := dialRaw(t, tb.addr, packet.V5)
+	if ca, _ := scramConnect(t, c, "re", auth.MethodSCRAMSHA512, "alice", "pw-alice"); ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK %v", ca.ReasonCode)
+	}
+	if a, ok := reauth(c, "pw-alice").(*packet.Auth); !ok || a.ReasonCode != packet.CodeSuccess {
+		t.Fatalf("re-authentication: got %+v, want AUTH 0x00", a)
+	}
+	c.ping()
+	if d, ok := reauth(c, "wrong").(*packet.Disconnect); !ok || d.ReasonCode != packet.CodeNotAuthorized {
+		t.Fatalf("failed re-authentication: got %+v, want DISCONNECT 0x87", d)
+	}
+	c.expectEOF()
+
+	plain := dialRaw(t, tb.addr, packet.V5)
+	plain.connect("plain", true, withLogin("alice", "pw-alice"))
+	plain.send(authPacket(packet.CodeReAuthenticate, auth.MethodSCRAMSHA512, []byte("n,,n=alice,r=x")))
+	plain.expectDisconnect(packet.CodeProtocolError)
+}
+
+// bcryptLine is a password file line with a bcrypt hash (cost 4).
+func bcryptLine(user, pw string) (string, error) {
+	h, err := bcrypt.GenerateFromPassword([]byte(pw), 4)
+	return user + ":" + string(h), err
+}
+
+// scramOptions is authOptions with alice's entry at 4,096 iterations
+// (SCRAM clients refuse fewer) and carol's in bcrypt.
+func scramOptions(t *testing.T) Options {
+	t.Helper()
+	opts := authOptions(t)
+	h, err := auth.HashWithIterations("pw-alice", 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bc, err := bcryptLine("carol", "pw-carol")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := auth.ParsePasswords("passwords", strings.NewReader("alice:"+h+"\n"+bc+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Authenticator.(*auth.Files).SetPasswords(p)
+	return opts
+}
+
+// A flood of wrong passwords from one address: after its first failure
+// the address is in its backoff and refused without a verification
+// (0x9F), while a client from another address logs in as usual.
+func TestWrongPasswordFloodBacksOff(t *testing.T) {
+	opts := authOptions(t)
+	files := opts.Authenticator.(*auth.Files)
+	files.Limiter = auth.NewLimiter(auth.LimiterOptions{Backoff: time.Minute, MaxBackoff: time.Hour})
+	tb := startBroker(t, opts)
+	from := func(local string) *rawClient {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}, Timeout: 5 * time.Second}
+		nc, err := d.Dial("tcp", tb.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := &rawClient{t: t, nc: nc, br: bufio.NewReader(nc), version: packet.V5}
+		t.Cleanup(func() { nc.Close() })
+		return rc
+	}
+	counts := map[packet.ReasonCode]int{}
+	for i := 0; i < 50; i++ {
+		c := from("127.0.0.2")
+		counts[c.connect(fmt.Sprintf("flood-%d", i), true, withLogin("alice", "guess"+strconv.Itoa(i))).ReasonCode]++
+	}
+	if counts[packet.CodeBadUsernameOrPassword] != 1 || counts[packet.CodeConnectionRateExceeded] != 49 {
+		t.Fatalf("50 wrong logins from one address: %v; want one 0x86, then 0x9F for the rest", counts)
+	}
+	ok := from("127.0.0.1")
+	if ca := ok.connect("alice", true, withLogin("alice", "pw-alice")); ca.ReasonCode != 0 {
+		t.Fatalf("alice from another address: CONNACK %v, want success", ca.ReasonCode)
+	}
+	// The flooding address is still refused, even with the right password.
+	if ca := from("127.0.0.2").connect("alice2", true, withLogin("alice", "pw-alice")); ca.ReasonCode != packet.CodeConnectionRateExceeded {
+		t.Fatalf("the right password from the address in backoff: CONNACK %v, want 0x9F", ca.ReasonCode)
 	}
 }

@@ -89,6 +89,7 @@ import (
 	"github.com/keelmq/keel/engine/topics"
 	"github.com/keelmq/keel/retain"
 	"github.com/keelmq/keel/sessions"
+	"github.com/keelmq/keel/sessions/dedup"
 	"github.com/keelmq/keel/wal"
 )
 
@@ -99,12 +100,24 @@ type Options struct {
 	Version string // the build's version; $SYS/broker/version is "keel <Version>"
 
 	MaxPacketSize     uint32 // bytes; 0: MQTT's maximum
-	MaxKeepAlive      uint16 // seconds; 0: no limit. 5.0 clients above it get Server Keep Alive
 	ReceiveMaximum    uint16 // inbound QoS 1/2 window per 5.0 client; 0: 65535
 	MaxInflight       uint16 // outbound QoS 1/2 window per client; 0: 1024
-	TopicAliasMaximum uint16 // 0: 100
+	TopicAliasMaximum uint16 // aliases a 5.0 client may send us; 0: 100
 	MaximumQoS        byte   // 0 means 2 (the zero value keeps the default)
 	QueueQoS0         bool   // queue QoS 0 messages for offline persistent sessions
+
+	// MaxKeepAlive is the longest keep alive a client may use, in seconds
+	// (0, or above 65535: 65535, Mosquitto's default; negative: no limit).
+	// A 5.0 client asking for more, or for 0 (none), is given it as Server
+	// Keep Alive [MQTT-3.2.2-21]. A 3.1.1 or 3.1 client asking for more is
+	// refused (return code 2, counted keep_alive), as Mosquitto does: those
+	// versions cannot be told another value. One asking for 0 is taken as
+	// it asks: refusing it, as Mosquitto does, turns away simple clients
+	// that never ping, and the protocol lets them ask.
+	MaxKeepAlive int
+	// NoServerTopicAliases stops keel assigning topic aliases to the
+	// PUBLISHes it sends 5.0 clients that allow them (alias.go).
+	NoServerTopicAliases bool
 
 	// SyncCompletions makes the deletion of a completed outbound flow
 	// (PUBACK or PUBCOMP from a subscriber) wait for a sync of its own.
@@ -175,6 +188,18 @@ type Options struct {
 	// certificate identities). A session stored by format 1 has no owner:
 	// its next client becomes it.
 	SessionOwners bool
+
+	// The dedup window (sessions/dedup): a 5.0 QoS 1/2 PUBLISH carrying
+	// the user property DedupProperty (default "msg-id") whose value its
+	// publisher's scope already routed within DedupWindow (default 10
+	// minutes; negative: off) is acknowledged and not routed again. The
+	// scope is the client id, or the username with DedupByUsername; at
+	// most DedupMaxIDs ids are kept per scope (default 100,000; the oldest
+	// goes first).
+	DedupProperty   string
+	DedupWindow     time.Duration
+	DedupMaxIDs     int
+	DedupByUsername bool
 }
 
 func (o *Options) fill() {
@@ -189,6 +214,9 @@ func (o *Options) fill() {
 	}
 	if o.MaxInflight == 0 {
 		o.MaxInflight = 1024
+	}
+	if o.MaxKeepAlive == 0 || o.MaxKeepAlive > 65535 {
+		o.MaxKeepAlive = 65535
 	}
 	if o.TopicAliasMaximum == 0 {
 		o.TopicAliasMaximum = 100
@@ -229,6 +257,15 @@ func (o *Options) fill() {
 	if o.CompletionHold == 0 {
 		o.CompletionHold = 10 * time.Millisecond
 	}
+	if o.DedupProperty == "" {
+		o.DedupProperty = "msg-id"
+	}
+	if o.DedupWindow == 0 {
+		o.DedupWindow = 10 * time.Minute
+	}
+	if o.DedupMaxIDs == 0 {
+		o.DedupMaxIDs = 100_000
+	}
 }
 
 // Stats are the broker's plain counters; cmd registers them with
@@ -260,12 +297,17 @@ type Stats struct {
 	// not.
 	Dropped map[string]uint64
 	Refused map[string]uint64
+
+	// DedupHits counts publishes acknowledged and not routed because the
+	// dedup window had their message id; DedupIDs is the ids it holds.
+	DedupHits uint64
+	DedupIDs  int64
 }
 
 type stats struct {
 	received, sent, recvPackets, commitFailures atomic.Uint64
-	throttled                                   atomic.Uint64 // PUBLISH packets that waited for MaxPublishRate (limits.go)
-	connected                                   atomic.Int64
+	throttled, dedupHits                        atomic.Uint64 // throttled: PUBLISH packets that waited for MaxPublishRate (limits.go)
+	connected, dedupIDs                         atomic.Int64
 	reasons                                     reasonCounters
 	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
 }
@@ -319,6 +361,7 @@ type Broker struct {
 // core is the state owned by the core goroutine.
 type core struct {
 	sessions *sessions.Store[target]
+	dedup    *dedup.Window // nil: off
 	retained *retain.Store
 	subs     *topics.Trie[subKey, subValue]
 	online   map[string]*conn // client id -> its live connection
@@ -440,6 +483,12 @@ func (b *Broker) load() error {
 	c.dropLog = make(map[*session]*dropTally)
 	c.scratch = make(map[*session]*routeTarget)
 	c.txn = &wal.Txn{}
+	if b.opts.DedupWindow > 0 {
+		if c.dedup, err = dedup.Load(b.store, c.txn, b.opts.DedupWindow, b.opts.DedupMaxIDs, now); err != nil {
+			return fmt.Errorf("engine: restore the dedup window: %w", err)
+		}
+		b.stats.dedupIDs.Store(int64(c.dedup.Len()))
+	}
 	c.lazyTimer = b.opts.Clock.NewTimer()
 	c.timerT = b.opts.Clock.NewTimer()
 	st.CollectGarbage(c.txn)
@@ -900,6 +949,8 @@ func (b *Broker) Stats() Stats {
 		CommitFailures:   b.stats.commitFailures.Load(),
 		Dropped:          dropped,
 		Refused:          refused,
+		DedupHits:        b.stats.dedupHits.Load(),
+		DedupIDs:         b.stats.dedupIDs.Load(),
 	}
 	st.PublishesThrottled = b.stats.throttled.Load()
 	if ss := b.core.sessions; ss != nil {

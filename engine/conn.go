@@ -39,6 +39,10 @@ type conn struct {
 	topicAliasMax  uint16 // ours, for aliases the client sends
 	requestProblem bool   // 5.0 Request Problem Information
 
+	// Topic aliases keel assigns the client (alias.go): set up by the
+	// handshake, then used by the writer role's holder only.
+	outAlias outAliases
+
 	// Owned by the core goroutine.
 	sess      *session
 	connected bool // CONNACK accepted
@@ -67,9 +71,16 @@ type conn struct {
 	endReason atomic.Pointer[string] // why it ends (setEndReason)
 	id        auth.Identity          // who the client is; set by the reader before CONNECT is posted
 	acl       *auth.Cache            // its ACL decisions; nil without an Authorizer
-	present   bool                   // CONNACK's session present; set by the core before it replies
-	freed     freedIDs               // inbound QoS 2 ids the core refused, for the reader (quota.go)
-	pubRate   *rate.Limiter          // Options.MaxPublishRate; read side only (limits.go)
+	// Enhanced authentication (authz.go): the CONNECT's method and the
+	// server's last data for the CONNACK; a re-authentication in
+	// progress (reader only).
+	authMethod  string
+	authData    []byte
+	reauth      auth.Exchange
+	reauthSteps int
+	present     bool          // CONNACK's session present; set by the core before it replies
+	freed       freedIDs      // inbound QoS 2 ids the core refused, for the reader (quota.go)
+	pubRate     *rate.Limiter // Options.MaxPublishRate; read side only (limits.go)
 }
 
 // outItem is one thing for the writer to send.
@@ -146,7 +157,8 @@ func (c *conn) wakeWriter() {
 }
 
 // sendNow is send for control packets released on the commit path (acks,
-// SUBACK and the like: never deliveries, never a close). If nothing is
+// SUBACK and the like: never a close; release passes no deliveries, and one
+// would be encoded as the writeLoop does, topic alias included). If nothing is
 // queued and nobody is writing, the caller takes the writer role and
 // writes them itself with one non-blocking write, sparing the writeLoop's
 // wakeup: on a synchronous publisher's path that wakeup is a fifth of the
@@ -174,7 +186,7 @@ func (c *conn) sendNow(items []outItem) {
 	var decs int32
 	for i := range items {
 		var err error
-		if buf, err = items[i].pkt.Append(buf, c.version); err != nil {
+		if buf, err = c.encode(buf, &items[i]); err != nil {
 			c.log.Error("encode", "err", err)
 		}
 		if items[i].decIn {
@@ -304,10 +316,11 @@ func (c *conn) encode(buf []byte, it *outItem) ([]byte, error) {
 		PacketID: p.pid,
 		Payload:  m.Payload,
 	}
+	c.b.stats.sent.Add(1)
 	if c.version == packet.V5 {
 		setMessageProps(&pub.Props, m, p.subIDs, c.b.opts.Clock)
+		return c.outAlias.appendPublish(buf, &pub, c.clientMaxPkt)
 	}
-	c.b.stats.sent.Add(1)
 	return pub.Append(buf, c.version)
 }
 
@@ -394,7 +407,7 @@ func (c *conn) serve() {
 		c.kill()
 		return
 	}
-	if !c.handshake(cp) || !c.authenticate(cp) {
+	if !c.handshake(cp) || !c.authenticate(cp, br) {
 		return
 	}
 	ev := event{kind: evConnect, c: c, pkt: cp}
@@ -489,10 +502,6 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 			return refuse(packet.CodeQoSNotSupported, packet.RetNotAuthorized)
 		}
 	}
-	if c.version == packet.V5 && cp.Props.Has(packet.PropAuthMethod) {
-		// Enhanced authentication is not offered [MQTT-4.12.0-1].
-		return refuse(packet.CodeBadAuthenticationMethod, packet.RetNotAuthorized)
-	}
 	if c.info.IdentityIsUsername {
 		// The listener's certificate identity is the username
 		// (use_identity_as_username / use_subject_as_username).
@@ -502,8 +511,17 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		cp.Username, cp.UsernameFlag = c.info.Identity, true
 	}
 	c.keepAlive = cp.KeepAlive
-	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || c.keepAlive > max) && c.version == packet.V5 {
-		c.keepAlive = max
+	if max := c.b.opts.MaxKeepAlive; max > 0 && (c.keepAlive == 0 || int(c.keepAlive) > max) {
+		switch {
+		case c.version == packet.V5:
+			c.keepAlive = uint16(max) // sent as Server Keep Alive [MQTT-3.2.2-21]
+		case c.keepAlive > 0:
+			// 3.1.1 has no way to tell the client another keep alive:
+			// above the limit it is refused, return code 2, as Mosquitto
+			// does. 0 (none) is taken as asked (see Options.MaxKeepAlive).
+			c.b.stats.reasons.refuse(refuseKeepAlive)
+			return refuse(packet.CodeUnspecifiedError, packet.RetIdentifierRejected)
+		}
 	}
 	c.clientRecvMax = 65535
 	if c.version == packet.V5 {
@@ -514,6 +532,9 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 			c.clientMaxPkt = cp.Props.MaximumPacketSize
 		}
 		c.requestProblem = !cp.Props.Has(packet.PropRequestProblemInfo) || cp.Props.RequestProblemInfo == 1
+		if cp.Props.Has(packet.PropTopicAliasMaximum) && !c.b.opts.NoServerTopicAliases {
+			c.outAlias.init(cp.Props.TopicAliasMaximum)
+		}
 	}
 	c.topicAliasMax = c.b.opts.TopicAliasMaximum
 	c.pubRate = c.b.publishLimiter()
@@ -604,8 +625,9 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			c.kill()
 			return true, p.ReasonCode == packet.CodeDisconnectWithWill
 		case *packet.Auth:
-			c.protocolError(packet.CodeProtocolError, "AUTH without an authentication method")
-			return false, true
+			if !c.reauthenticate(p) {
+				return false, true
+			}
 		default:
 			// [MQTT-3.1.0-2] a second CONNECT, or a server-to-client packet.
 			c.protocolError(packet.CodeProtocolError, "unexpected "+p.Type().String())

@@ -27,6 +27,7 @@ type refuseReason uint8
 const (
 	refuseStoreFailed      refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
 	refuseNotAuthorized                        // authentication or the ACL said no
+	refuseKeepAlive                            // a 3.1.1 CONNECT asking a keep alive over Options.MaxKeepAlive
 	refuseQueueFull                            // a QoS 1/2 PUBLISH for a full persistent queue (queue_full = refuse)
 	refuseMemQueueFull                         // a QoS 1/2 PUBLISH for a full memory queue (queue_full = refuse)
 	refuseTopicLimits                          // a PUBLISH topic or SUBSCRIBE filter over max_topic_levels / max_topic_length
@@ -35,7 +36,7 @@ const (
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "queue_full", "memory_queue_full",
+var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive", "queue_full", "memory_queue_full",
 	"topic_limits", "max_subscriptions", "publish_rate"}
 
 type reasonCounters struct {

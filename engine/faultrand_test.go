@@ -434,7 +434,9 @@ func runFaultScenario(t *testing.T, seed uint64) {
 			}
 		}
 	}
+	delivered := 0 // counted under the lock: readers may still be running
 	for _, c := range all {
+		delivered += len(c.got)
 		c.mu.Unlock()
 	}
 
@@ -522,7 +524,7 @@ func runFaultScenario(t *testing.T, seed uint64) {
 			t.Errorf("retained %s = %q after the restart, want %q or a later unacknowledged value", topic, got, seq[last].payload)
 		}
 	}
-	var acked, refused, delivered int
+	var acked, refused int
 	for _, op := range ops {
 		if op.success {
 			acked++
@@ -530,9 +532,6 @@ func runFaultScenario(t *testing.T, seed uint64) {
 		if op.failure {
 			refused++
 		}
-	}
-	for _, c := range all {
-		delivered += len(c.got)
 	}
 	t.Logf("%s at op %d of %d: %d answers ok, %d refused, %d deliveries before, %d after the restart",
 		fault, faultAt, nOps, acked, refused, delivered, len(count))

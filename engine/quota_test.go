@@ -352,3 +352,30 @@ func TestQueueFullRefusedQoS2IDIsFree(t *testing.T) {
 	}
 	wantPayloads(t, "drained", drain(t, tb, "full"), "kept")
 }
+
+// With the dedup window: a retry of a message already stored is
+// acknowledged even when the queue is full (it takes no room), and a
+// publish refused for a full queue leaves no id behind, so its retry
+// once there is room is routed.
+func TestQueueFullWithDedup(t *testing.T) {
+	tb := startBroker(t, Options{MaxQueuedMessages: 1, DedupWindow: time.Hour})
+	offline(t, tb, "full", "q/#", 1)
+	c := dialRaw(t, tb.addr, packet.V5)
+	c.connect("meter", true, nil)
+	c.pubID(1, 1, "q/a", "one", "id-1")
+	c.expectAck(packet.PUBACK, 1)
+	c.pubID(2, 1, "q/a", "one (retry)", "id-1")
+	if a := c.expectAck(packet.PUBACK, 2); a.ReasonCode != 0 {
+		t.Fatalf("a duplicate into a full queue: reason %#x, want 0", a.ReasonCode)
+	}
+	c.pubID(3, 1, "q/a", "two", "id-2")
+	if a := c.expectAck(packet.PUBACK, 3); a.ReasonCode != packet.CodeQuotaExceeded {
+		t.Fatalf("a new message into a full queue: reason %#x, want 0x97", a.ReasonCode)
+	}
+	wantPayloads(t, "drained", drain(t, tb, "full"), "one")
+	c.pubID(4, 1, "q/a", "two (retry)", "id-2")
+	if a := c.expectAck(packet.PUBACK, 4); a.ReasonCode != 0 {
+		t.Fatalf("the refused message's retry: reason %#x, want 0", a.ReasonCode)
+	}
+	wantPayloads(t, "drained again", drain(t, tb, "full"), "two (retry)")
+}

@@ -77,13 +77,20 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 	// applied before either (admit): a refused publish writes nothing.
 	case 1:
 		m := toMessage(p, c.version, now)
-		if ok, why := b.admit(m, s, true); !ok {
-			b.refuseQueueFull(c, p, why)
-			return
+		// A duplicate (dedup window) was stored and acknowledged before:
+		// it is acknowledged again, never refused, and not matched.
+		seen := b.seenBefore(c, p)
+		if !seen {
+			if ok, why := b.admit(m, s, true); !ok {
+				b.refuseQueueFull(c, p, why)
+				return
+			}
 		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}, decIn: true},
 			&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
-		b.publishAdmitted(m)
+		if !b.duplicate(c, p) && !seen {
+			b.publishAdmitted(m)
+		}
 	case 2:
 		if _, resend := s.InQoS2[p.PacketID]; resend {
 			// Recorded already: not routed again [MQTT-4.3.3-10].
@@ -92,18 +99,69 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 			return
 		}
 		m := toMessage(p, c.version, now)
-		if ok, why := b.admit(m, s, true); !ok {
-			c.freeQoS2(p.PacketID)
-			b.refuseQueueFull(c, p, why)
-			return
+		seen := b.seenBefore(c, p)
+		if !seen {
+			if ok, why := b.admit(m, s, true); !ok {
+				c.freeQoS2(p.PacketID)
+				b.refuseQueueFull(c, p, why)
+				return
+			}
 		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
 			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
 		// First arrival: the packet id is recorded with the message so a
 		// resend, even after a crash, is not routed twice [MQTT-4.3.3-10].
 		b.core.sessions.Received(b.core.txn, s, p.PacketID)
-		b.publishAdmitted(m)
+		if !b.duplicate(c, p) && !seen {
+			b.publishAdmitted(m)
+		}
 	}
+}
+
+// duplicate reports whether p is a message its publisher's scope already
+// routed within the dedup window (Options.DedupProperty); if not, its id
+// is recorded in the current Txn, with the message. Its ack goes as
+// usual, after the sync of what came before it: a duplicate is
+// acknowledged only once the original is on disk.
+func (b *Broker) duplicate(c *conn, p *packet.Publish) bool {
+	scope, id, ok := b.dedupID(c, p)
+	if !ok {
+		return false
+	}
+	w := b.core.dedup
+	dup := w.Seen(b.core.txn, scope, id, b.now())
+	if dup {
+		b.stats.dedupHits.Add(1)
+	}
+	b.stats.dedupIDs.Store(int64(w.Len()))
+	return dup
+}
+
+// seenBefore is duplicate without recording anything: the queue quotas
+// (admit) are not applied to a duplicate, which was stored already, and a
+// publish they refuse must leave no id in the window.
+func (b *Broker) seenBefore(c *conn, p *packet.Publish) bool {
+	scope, id, ok := b.dedupID(c, p)
+	return ok && b.core.dedup.Has(scope, id, b.now())
+}
+
+// dedupID is p's dedup scope and message id, if the window is on and p
+// carries one.
+func (b *Broker) dedupID(c *conn, p *packet.Publish) (scope, id string, ok bool) {
+	if b.core.dedup == nil || c.version != packet.V5 || len(p.Props.User) == 0 {
+		return "", "", false
+	}
+	for _, u := range p.Props.User {
+		if u.Key != b.opts.DedupProperty {
+			continue
+		}
+		scope := "c:" + c.clientID
+		if b.opts.DedupByUsername && !c.id.Anonymous {
+			scope = "u:" + c.id.Username
+		}
+		return scope, u.Value, true
+	}
+	return "", "", false
 }
 
 // refusePublish answers a PUBLISH the Authorizer refused: nothing is

@@ -105,6 +105,14 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 			pr.ServerKeepAlive = c.keepAlive // [MQTT-3.2.2-21]
 			pr.Set(packet.PropServerKeepAlive)
 		}
+		if c.authMethod != "" {
+			pr.AuthMethod = c.authMethod // [MQTT-4.12.0-5]
+			pr.Set(packet.PropAuthMethod)
+			if c.authData != nil {
+				pr.AuthData = c.authData
+				pr.Set(packet.PropAuthData)
+			}
+		}
 		if b.opts.MaxPacketSize < packet.MaxPacketSize {
 			pr.MaximumPacketSize = b.opts.MaxPacketSize
 			pr.Set(packet.PropMaximumPacketSize)

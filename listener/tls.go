@@ -232,16 +232,59 @@ func ParseCiphers(s string) ([]uint16, error) {
 	for _, cs := range tls.CipherSuites() {
 		known[cs.Name] = cs.ID
 	}
+	insecure := map[string]bool{}
+	for _, cs := range tls.InsecureCipherSuites() {
+		insecure[cs.Name] = true
+	}
 	var out []uint16
 	for _, name := range strings.FieldsFunc(s, func(r rune) bool { return r == ':' || r == ',' || r == ' ' }) {
-		id, ok := known[name]
-		if !ok {
-			return nil, fmt.Errorf("unknown or insecure TLS 1.2 cipher suite %q (want names such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)", name)
+		iana := name
+		if std, ok := openSSLCiphers[name]; ok {
+			iana = std // a mosquitto.conf's OpenSSL name
 		}
-		out = append(out, id)
+		id, ok := known[iana]
+		switch {
+		case ok:
+			out = append(out, id)
+			continue
+		case insecure[iana] || insecureOpenSSL(name):
+			return nil, fmt.Errorf("TLS 1.2 cipher suite %q is insecure (no forward secrecy, or a broken cipher): Go does not offer it", name)
+		case strings.ContainsAny(name, "!+@") || name == strings.ToUpper(name) && !strings.Contains(name, "-") && !strings.Contains(name, "_"):
+			return nil, fmt.Errorf("%q is an OpenSSL cipher string keyword, which keel does not expand: list the suites by name (such as ECDHE-RSA-AES128-GCM-SHA256 or TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)", name)
+		}
+		return nil, fmt.Errorf("unknown TLS 1.2 cipher suite %q (want an OpenSSL name such as ECDHE-RSA-AES128-GCM-SHA256, or an IANA one such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256)", name)
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("want one or more cipher suite names, got %q", s)
 	}
 	return out, nil
+}
+
+// openSSLCiphers maps the OpenSSL names of the TLS 1.2 suites Go offers
+// (what a mosquitto.conf's ciphers line holds) to their IANA names;
+// listener's tests hold it to `openssl ciphers -stdname`.
+var openSSLCiphers = map[string]string{
+	"ECDHE-ECDSA-AES128-SHA":        "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+	"ECDHE-ECDSA-AES256-SHA":        "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+	"ECDHE-RSA-AES128-SHA":          "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+	"ECDHE-RSA-AES256-SHA":          "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+	"ECDHE-ECDSA-AES128-GCM-SHA256": "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+	"ECDHE-ECDSA-AES256-GCM-SHA384": "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+	"ECDHE-RSA-AES128-GCM-SHA256":   "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+	"ECDHE-RSA-AES256-GCM-SHA384":   "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+	"ECDHE-ECDSA-CHACHA20-POLY1305": "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+	"ECDHE-RSA-CHACHA20-POLY1305":   "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+}
+
+// insecureOpenSSL says whether name is the OpenSSL name of a suite Go
+// leaves out as insecure: static RSA key exchange (AES128-SHA,
+// AES256-GCM-SHA384, ...), 3DES, RC4, or CBC with SHA-256.
+func insecureOpenSSL(name string) bool {
+	switch {
+	case strings.HasPrefix(name, "AES") || strings.HasPrefix(name, "DES-") || strings.Contains(name, "RC4") || strings.Contains(name, "3DES"):
+		return true
+	case strings.HasPrefix(name, "ECDHE-") && strings.HasSuffix(name, "-SHA256") && !strings.Contains(name, "GCM"):
+		return true
+	}
+	return false
 }

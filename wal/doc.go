@@ -33,6 +33,7 @@
 //	's' len(client)(2, BE) client 'S' filter       -> Subscription
 //	's' len(client)(2, BE) client 'Q' seq(8, BE)   -> Entry
 //	's' len(client)(2, BE) client 'I' packetID(2, BE) -> empty (inbound QoS 2 id received)
+//	'd' len(scope)(2, BE) scope msgID              -> expiry (8, BE, Unix ms) (format 2)
 //
 // The kind bytes after the client id are KindSession ('M'),
 // KindSubscription ('S'), KindQueue ('Q') and KindInbound ('I'). Client
@@ -43,9 +44,11 @@
 // Ranges: a session's whole state is SessionPrefix(client) (erased with one
 // Txn.DeleteRange); its queue is QueuePrefix(client), ordered by seq; every
 // session is AllSessionsPrefix(); shared bodies are MessagePrefix(); the
-// retained set is RetainPrefix(). PrefixEnd gives a prefix's exclusive
+// retained set is RetainPrefix(); the dedup window's records (the message
+// ids a publisher's scope routed, sessions/dedup) are DedupPrefix(),
+// outside any session so that they outlive a clean start. PrefixEnd gives a prefix's exclusive
 // upper bound. ParseSessionKeyBytes, ParseQueueSeq and ParseMessageKey take
-// keys apart again (for replay). Only sessions and retain build keys
+// keys apart again (for replay). Only sessions (and sessions/dedup) and retain build keys
 // (DESIGN.md); the engine does not.
 //
 // # Records
@@ -220,8 +223,8 @@
 // truncated or garbled table fails Open rather than a later read. An empty
 // store gets the format key (synced). A store of format 1 is upgraded to
 // 2 by rewriting that key (synced): format 2 only adds the session owner,
-// which format 1's records lack and read as none, so no record is
-// rewritten; from then on a format-1 keel refuses the directory with
+// which format 1's records lack and read as none, and the dedup records,
+// which format 1 has none of, so no record is rewritten; from then on a format-1 keel refuses the directory with
 // "upgrade keel" instead of failing on an owner it cannot read. A format version above FormatVersion fails with an
 // error wrapping ErrNewerFormat; a store with data but no format key, and a
 // store Pebble finds corrupt (a damaged MANIFEST or sstable), fail with an

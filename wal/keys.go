@@ -9,6 +9,7 @@ const (
 	nsMessage = 'm'
 	nsRetain  = 'r'
 	nsSession = 's'
+	nsDedup   = 'd'
 
 	KindSession      = 'M'
 	KindSubscription = 'S'
@@ -81,6 +82,31 @@ func InboundKey(client string, pid uint16) []byte {
 
 // InboundPrefix bounds a session's inbound QoS 2 packet ids.
 func InboundPrefix(client string) []byte { return append(SessionPrefix(client), KindInbound) }
+
+// DedupKey is the key recording that message id id was routed for the
+// dedup scope (a client id or a username, sessions/dedup); its value is
+// the Unix ms the record expires at (8 bytes, BE). Format 2.
+func DedupKey(scope, id string) []byte {
+	k := make([]byte, 0, 3+len(scope)+len(id))
+	k = append(k, nsDedup, byte(len(scope)>>8), byte(len(scope)))
+	return append(append(k, scope...), id...)
+}
+
+// DedupPrefix bounds every dedup record.
+func DedupPrefix() []byte { return []byte{nsDedup} }
+
+// ParseDedupKey splits a dedup key into its scope and message id
+// (aliasing k).
+func ParseDedupKey(k []byte) (scope, id []byte, ok bool) {
+	if len(k) < 3 || k[0] != nsDedup {
+		return nil, nil, false
+	}
+	n := int(k[1])<<8 | int(k[2])
+	if len(k) < 3+n {
+		return nil, nil, false
+	}
+	return k[3 : 3+n], k[3+n:], true
+}
 
 // PrefixEnd returns the smallest key greater than every key with prefix p.
 func PrefixEnd(p []byte) []byte {

@@ -138,7 +138,7 @@ func (l *Log) openPebble(fs vfs.FS, opts Options) error {
 	cache := pebble.NewCache(defaultCacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:                 syncFS{FS: fs, stats: &l.syncs},
+		FS:                 syncFS{FS: fs, dir: fs.PathDir(fs.PathJoin(opts.Dir, "x")), stats: &l.syncs},
 		Cache:              cache,
 		MemTableSize:       defaultMemTableSize,
 		FormatMajorVersion: pebbleFormat,

@@ -54,40 +54,48 @@ func (s *snapshot) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
 
 func (s *snapshot) Close() error { return s.s.Close() }
 
-func (l *Log) get(r pebble.Reader, key []byte) ([]byte, error) {
+func (l *Log) get(r pebble.Reader, key []byte) ([]byte, error) { return readGet(r, key, l.wrapErr) }
+
+func (l *Log) scan(r pebble.Reader, lower, upper []byte, fn func(k, v []byte) error) error {
+	return readScan(r, lower, upper, fn, l.wrapErr)
+}
+
+// readGet and readScan are Get and Scan over any Pebble reader; wrap
+// turns Pebble's errors into the store's (Log.wrapErr, ReadOnly.wrapErr).
+func readGet(r pebble.Reader, key []byte, wrap func(string, error) error) ([]byte, error) {
 	v, closer, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
-		return nil, l.wrapErr("get", err)
+		return nil, wrap("get", err)
 	}
 	out := append([]byte(nil), v...)
 	_ = closer.Close()
 	return out, nil
 }
 
-func (l *Log) scan(r pebble.Reader, lower, upper []byte, fn func(k, v []byte) error) (err error) {
+func readScan(r pebble.Reader, lower, upper []byte, fn func(k, v []byte) error, wrap func(string, error) error) (err error) {
 	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
 	if err != nil {
-		return l.wrapErr("scan", err)
+		return wrap("scan", err)
 	}
 	defer func() {
 		if cerr := it.Close(); cerr != nil && err == nil {
-			err = l.wrapErr("scan", cerr)
+			err = wrap("scan", cerr)
 		}
 	}()
 	for valid := it.First(); valid; valid = it.Next() {
 		v, verr := it.ValueAndErr()
 		if verr != nil {
-			return l.wrapErr("scan", verr)
+			return wrap("scan", verr)
 		}
 		if err := fn(it.Key(), v); err != nil {
 			return err
 		}
 	}
 	if err := it.Error(); err != nil {
-		return l.wrapErr("scan", err)
+		return wrap("scan", err)
 	}
 	return nil
 }

@@ -64,16 +64,19 @@ func (s *syncStats) histogram() Histogram {
 }
 
 // syncFS wraps the filesystem Pebble is given so that every Sync, SyncData
-// and SyncTo of a WAL file (a name ending in ".log") is counted and timed.
+// and SyncTo of a WAL file (a name ending in ".log" in the data directory)
+// is counted and timed. A checkpoint's copies of the WAL, written through
+// the same FS into another directory, are not the WAL's syncs.
 // It is how Stats.Syncs counts the WAL's fdatasyncs without reading
 // Pebble's Prometheus-typed metrics.
 type syncFS struct {
 	vfs.FS
+	dir   string // the data directory, as PathDir returns it
 	stats *syncStats
 }
 
 func (fs syncFS) wrap(name string, f vfs.File, err error) (vfs.File, error) {
-	if err != nil || !strings.HasSuffix(name, ".log") {
+	if err != nil || !strings.HasSuffix(name, ".log") || fs.FS.PathDir(name) != fs.dir {
 		return f, err
 	}
 	return syncFile{File: f, stats: fs.stats}, nil

@@ -176,3 +176,13 @@ func restartOnly(a, b *config) []string {
 	}
 	return out
 }
+
+// StartAuth offers enhanced authentication (SCRAM-SHA-512) by the rules
+// of the client's listener.
+func (a *brokerAuth) StartAuth(req auth.Request, method string) (auth.Exchange, packet.ReasonCode) {
+	f := a.cur.Load().byListener[req.Listener]
+	if f == nil {
+		return nil, packet.CodeNotAuthorized
+	}
+	return f.StartAuth(req, method)
+}

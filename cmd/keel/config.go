@@ -26,6 +26,7 @@ import (
 // validate.
 type config struct {
 	Data              string
+	Admin             string // the admin listener (admin.go); Metrics is its old name
 	Metrics           string
 	Pprof             bool
 	LogLevel          slog.Level
@@ -88,6 +89,7 @@ type key[T any] struct {
 // keel.conf.example list them (a test holds all three equal).
 var configKeys = append([]key[config]{
 	{"data", func(c *config, v string) error { c.Data = v; return nil }, func(c *config) string { return c.Data }},
+	{"admin", func(c *config, v string) error { c.Admin = v; return nil }, func(c *config) string { return c.Admin }},
 	{"metrics", func(c *config, v string) error { c.Metrics = v; return nil }, func(c *config) string { return c.Metrics }},
 	{"pprof", func(c *config, v string) error { return parseBool(v, &c.Pprof) }, func(c *config) string { return fmtBool(c.Pprof) }},
 	{"log_level", func(c *config, v string) error {
@@ -110,14 +112,37 @@ var configKeys = append([]key[config]{
 	}, func(c *config) string {
 		return strconv.FormatUint(uint64(orU32(c.Engine.MaxPacketSize, 268435455)), 10)
 	}},
-	{"max_keepalive", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxKeepAlive) },
-		func(c *config) string { return strconv.Itoa(int(c.Engine.MaxKeepAlive)) }},
+	{"max_keepalive", func(c *config, v string) error {
+		// 0 is mosquitto.conf's "no limit"; the engine's is negative.
+		var n uint16
+		if err := parseU16(v, &n); err != nil {
+			return err
+		}
+		c.Engine.MaxKeepAlive = int(n)
+		if n == 0 {
+			c.Engine.MaxKeepAlive = -1
+		}
+		return nil
+	}, func(c *config) string {
+		if c.Engine.MaxKeepAlive < 0 {
+			return "0"
+		}
+		return strconv.Itoa(orInt(c.Engine.MaxKeepAlive, 65535))
+	}},
 	{"receive_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.ReceiveMaximum) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.ReceiveMaximum, 65535))) }},
 	{"max_inflight", func(c *config, v string) error { return parseU16(v, &c.Engine.MaxInflight) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.MaxInflight, 1024))) }},
 	{"topic_alias_maximum", func(c *config, v string) error { return parseU16(v, &c.Engine.TopicAliasMaximum) },
 		func(c *config) string { return strconv.Itoa(int(orU16(c.Engine.TopicAliasMaximum, 100))) }},
+	{"server_topic_aliases", func(c *config, v string) error {
+		var on bool
+		if err := parseBool(v, &on); err != nil {
+			return err
+		}
+		c.Engine.NoServerTopicAliases = !on
+		return nil
+	}, func(c *config) string { return fmtBool(!c.Engine.NoServerTopicAliases) }},
 	{"queue_qos0", func(c *config, v string) error { return parseBool(v, &c.Engine.QueueQoS0) },
 		func(c *config) string { return fmtBool(c.Engine.QueueQoS0) }},
 	{"sync_completions", func(c *config, v string) error { return parseBool(v, &c.Engine.SyncCompletions) },
@@ -133,6 +158,36 @@ var configKeys = append([]key[config]{
 		c.CompressThreshold = n
 		return nil
 	}, func(c *config) string { return strconv.Itoa(orInt(c.CompressThreshold, 1024)) }},
+	{"dedup_window", func(c *config, v string) error {
+		return parseDuration(v, "10m (negative: off)", &c.Engine.DedupWindow)
+	}, func(c *config) string { return orDur(c.Engine.DedupWindow, 10*time.Minute).String() }},
+	{"dedup_property", func(c *config, v string) error {
+		if v == "" {
+			return errors.New("want a user property name")
+		}
+		c.Engine.DedupProperty = v
+		return nil
+	}, func(c *config) string { return orStr(c.Engine.DedupProperty, "msg-id") }},
+	{"dedup_max_ids", func(c *config, v string) error {
+		n, err := strconv.ParseUint(v, 10, 31)
+		if err != nil || n == 0 {
+			return fmt.Errorf("want a number of ids per publisher, at least 1, got %q", v)
+		}
+		c.Engine.DedupMaxIDs = int(n)
+		return nil
+	}, func(c *config) string { return strconv.Itoa(orInt(c.Engine.DedupMaxIDs, 100_000)) }},
+	{"dedup_scope", func(c *config, v string) error {
+		if v != "client" && v != "username" {
+			return fmt.Errorf("want client or username, got %q", v)
+		}
+		c.Engine.DedupByUsername = v == "username"
+		return nil
+	}, func(c *config) string {
+		if c.Engine.DedupByUsername {
+			return "username"
+		}
+		return "client"
+	}},
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
@@ -271,6 +326,13 @@ func orU16(v, d uint16) uint16 {
 
 func orInt(v, d int) int {
 	if v == 0 {
+		return d
+	}
+	return v
+}
+
+func orStr(v, d string) string {
+	if v == "" {
 		return d
 	}
 	return v
@@ -442,16 +504,14 @@ func (c *config) listeners() []*listenerConfig {
 // each listener's TLS files included (read, and the key held to its
 // certificate). An error names where the key was set.
 func (c *config) validate() error {
-	if c.Metrics != "" {
-		if _, _, err := net.SplitHostPort(c.Metrics); err != nil {
-			return fmt.Errorf("%s: want HOST:PORT, got %q", c.where("metrics"), c.Metrics)
-		}
+	if err := c.validateAdmin(); err != nil { // admin.go
+		return err
 	}
 	if c.Data == "" {
 		return fmt.Errorf("%s: want a directory, got nothing", c.where("data"))
 	}
-	if c.Pprof && c.Metrics == "" {
-		return fmt.Errorf("%s: /debug/pprof/ is served on the metrics address: set metrics too", c.where("pprof"))
+	if c.Pprof && c.adminAddr() == "" {
+		return fmt.Errorf("%s: /debug/pprof/ is served on the admin address: set admin too", c.where("pprof"))
 	}
 	for _, l := range c.listeners() {
 		if err := l.validate(c); err != nil {

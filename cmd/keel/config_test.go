@@ -142,7 +142,9 @@ func TestConfigCheck(t *testing.T) {
 	}{
 		{"listen = 127.0.0.1:1\n\nmax_inflight = -1\n", `:3: key "max_inflight": want a number 0..65535`},
 		{"listen = 1883\n", `:1: key "listen": want HOST:PORT, got "1883"`},
-		{"# metrics off\npprof = true\n", `:2: key "pprof": /debug/pprof/ is served on the metrics address: set metrics too`},
+		{"# metrics off\npprof = true\n", `:2: key "pprof": /debug/pprof/ is served on the admin address: set admin too`},
+		{"admin = 127.0.0.1:1\nmetrics = 127.0.0.1:2\n", `:2: key "metrics": metrics is the old name of admin`},
+		{"admin = nope\n", `:1: key "admin": want HOST:PORT, got "nope"`},
 	} {
 		p := writeConfig(t, tc.text)
 		code, out, errOut := runIn("config", "check", p)
@@ -223,7 +225,7 @@ func TestConfigListenerErrors(t *testing.T) {
 		{"[listener a]\nlisten = 127.0.0.1:1\ncertfile = " + srv.CertFile + "\nkeyfile = " + srv.KeyFile + "\ncafile = " + srv.KeyFile + "\n", `:5: key "cafile": cafile ` + srv.KeyFile + `: no PEM CERTIFICATE`},
 		{"[listener a]\nlisten = 127.0.0.1:1\ncertfile = " + srv.CertFile + "\nkeyfile = " + srv.KeyFile + "\nuse_identity_as_username = true\n", `:5: key "use_identity_as_username": needs require_certificate = true`},
 		{"[listener a]\nlisten = 127.0.0.1:1\ntls_version = tlsv1.1\n", `:3: key "tls_version": want tlsv1.2 or tlsv1.3`},
-		{"[listener a]\nlisten = 127.0.0.1:1\nciphers = RC4-MD5\n", `:3: key "ciphers": unknown or insecure TLS 1.2 cipher suite "RC4-MD5"`},
+		{"[listener a]\nlisten = 127.0.0.1:1\nciphers = RC4-MD5\n", `:3: key "ciphers": TLS 1.2 cipher suite "RC4-MD5" is insecure`},
 		{"[listener a]\nlisten = 127.0.0.1:1\npath = /ws\n", `:3: key "path": is a WebSocket key: set protocol = websockets`},
 		{"[listener a]\nlisten = 127.0.0.1:1\nproxy_trusted = 10.0.0.0/8\n", `:3: key "proxy_trusted": set proxy_protocol`},
 		{"[listener a]\nlisten = 127.0.0.1:1\nproxy_trusted = 10.0.0.0/33\n", `:3: key "proxy_trusted": want CIDR`},

@@ -103,7 +103,7 @@ func launchKeel(t *testing.T, args ...string) (*keelProc, error) {
 			p.log.WriteString(line + "\n")
 			if m := addrRE.FindStringSubmatch(line); m != nil {
 				switch {
-				case strings.Contains(line, `msg="metrics listening"`):
+				case strings.Contains(line, `msg="admin listening"`):
 					p.metrics = m[1]
 				case strings.Contains(line, `msg="keel listening"`):
 					p.addr = m[1]

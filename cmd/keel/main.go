@@ -41,6 +41,9 @@ Usage:
   keel config check FILE     check a config file and say what is wrong in it
   keel passwd FILE USER      add or change a user in a Mosquitto-format password file (-b, -c, -D, -U: see keel passwd -h)
   keel version               print the version, commit, Go and Pebble versions, data format
+  keel inspect DATA [VIEW]   look inside a stopped broker's data directory (--admin: a running one)
+  keel backup DATA DEST      copy a data directory consistently (--admin: while the broker serves)
+  keel restore BACKUP DATA   check a backup and make it a new data directory
   keel help                  print this help
 
 Run 'keel serve --help' for the flags of serve.
@@ -67,6 +70,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return passwdCmd(rest, os.Stdin, stdout, stderr)
 	case "serve":
 		return serveCmd(rest, stdout, stderr)
+	case "inspect", "backup", "restore":
+		return opsCmd(cmd, rest, stdout, stderr) // ops.go
 	default:
 		if strings.HasPrefix(cmd, "-") {
 			return serveCmd(args, stdout, stderr) // keel --listen ... is keel serve --listen ...
@@ -92,8 +97,9 @@ func serveFlags(cfg config) (*flag.FlagSet, *string) {
 	fs.String("password-file", "", "Mosquitto-format password `FILE` (keel passwd makes one): clients must log in")
 	fs.String("acl-file", "", "Mosquitto-format ACL `FILE`: what each user may publish and read")
 	fs.String("data", cfg.Data, "data directory `DIR` (created if missing; must be empty or Keel's)")
-	fs.String("metrics", "", "serve Prometheus /metrics on `HOST:PORT` (e.g. 127.0.0.1:9183)")
-	fs.Bool("pprof", false, "also serve /debug/pprof/ on the metrics address")
+	fs.String("admin", "", "serve the admin listener (/healthz, /readyz, /metrics, /api/) on `HOST:PORT` (e.g. 127.0.0.1:9183)")
+	fs.String("metrics", "", "the old name of --admin")
+	fs.Bool("pprof", false, "also serve /debug/pprof/ on the admin address")
 	fs.String("log-level", strings.ToLower(cfg.LogLevel.String()), "log `LEVEL`: debug, info, warn or error")
 	return fs, configPath
 }
@@ -171,16 +177,18 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	// The metrics address is bound first, so an address that cannot be
+	// The admin address is bound first, so an address that cannot be
 	// served (one the operator asked for) fails the start at once, before
-	// replay; it serves once the broker exists.
-	var metricsLn net.Listener
-	if cfg.Metrics != "" {
-		var err error
-		if metricsLn, err = net.Listen("tcp", cfg.Metrics); err != nil {
-			return fmt.Errorf("metrics listener %s: %w", cfg.Metrics, err)
+	// replay; /healthz answers from then on (admin.go).
+	var admin *adminServer
+	if addr := cfg.adminAddr(); addr != "" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("admin listener %s: %w", addr, err)
 		}
-		defer metricsLn.Close() // a no-op once the admin server has shut down
+		admin = startAdmin(ln, cfg.Pprof, logger)
+		defer admin.shutdown(context.Background()) // a no-op after the one below
+		logger.Info("admin listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
 	l, err := wal.Open(wal.Options{Dir: cfg.Data, Logger: logger, CompressThreshold: cfg.CompressThreshold})
 	if err != nil {
@@ -212,14 +220,12 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 		l.Close()
 		return err
 	}
-	var admin *adminServer
-	if metricsLn != nil {
+	if admin != nil {
 		var srvs []*listener.Server
 		for _, s := range servers {
 			srvs = append(srvs, s.srv)
 		}
-		admin = startAdmin(metricsLn, cfg.Pprof, b, srvs, logger)
-		logger.Info("metrics listening", "addr", admin.addr, "pprof", cfg.Pprof)
+		admin.ready(b, l, srvs)
 	}
 	logger.Info("keel listening", "addr", servers[0].addr, "data", cfg.Data, "version", buildVersion(),
 		"startup", time.Since(t0).Round(time.Millisecond))
@@ -252,6 +258,9 @@ serving:
 	}
 	// Stop accepting, disconnect clients, let in-flight commits finish,
 	// close Pebble.
+	if admin != nil {
+		admin.stop() // /readyz: 503 from now on
+	}
 	for _, s := range servers {
 		s.ln.Close()
 	}
@@ -264,7 +273,7 @@ serving:
 		}
 	}
 	if admin != nil {
-		admin.shutdown(ctx, logger)
+		admin.shutdown(ctx)
 	}
 	if err := l.Close(); err != nil && failure == nil {
 		return fmt.Errorf("closing store: %w", err)

@@ -1,13 +1,7 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"log/slog"
-	"net"
 	"net/http"
-	"net/http/pprof"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -55,12 +49,14 @@ var (
 		metric("keel_store_syncs_total", "Synced commits to the write-ahead log (fsyncs).", counter, func(s *engine.Stats) float64 { return float64(s.StoreSyncs) }),
 		metric("keel_store_txns_total", "Batches of broker state committed; divided by syncs, the group commit's batching.", counter, func(s *engine.Stats) float64 { return float64(s.StoreTxns) }),
 		metric("keel_publishes_throttled_total", "PUBLISH packets a client had to wait to send, over max_publish_rate (none dropped).", counter, func(s *engine.Stats) float64 { return float64(s.PublishesThrottled) }),
+		metric("keel_dedup_hits_total", "QoS 1/2 publishes acknowledged and not routed again: the dedup window had their message id.", counter, func(s *engine.Stats) float64 { return float64(s.DedupHits) }),
+		metric("keel_dedup_ids", "Message ids the dedup window holds.", gauge, func(s *engine.Stats) float64 { return float64(s.DedupIDs) }),
 		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
 	}
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
 		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a persistent session's queue is full: the new message), queue_full_oldest (its oldest, under queue_full = drop_oldest), memory_queue_full and memory_queue_full_oldest (the same for a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic).", []string{"reason"}, nil)
 	refusedDesc = prometheus.NewDesc("keel_refusals_total",
-		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse), topic_limits (a topic or filter over max_topic_levels or max_topic_length), max_subscriptions, publish_rate (a 5.0 QoS 1/2 publish over max_publish_rate).", []string{"reason"}, nil)
+		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), keep_alive (a 3.1.1 CONNECT over max_keepalive), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse), topic_limits (a topic or filter over max_topic_levels or max_topic_length), max_subscriptions, publish_rate (a 5.0 QoS 1/2 publish over max_publish_rate).", []string{"reason"}, nil)
 	fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
 		"Latency of the write-ahead log's fsyncs (fdatasync); its count is keel_store_syncs_total.", nil, nil)
 )
@@ -103,60 +99,6 @@ func constHistogram(desc *prometheus.Desc, h wal.Histogram) prometheus.Metric {
 	}
 	n += h.Counts[len(h.Bounds)]
 	return prometheus.MustNewConstHistogram(desc, n, h.Sum.Seconds(), buckets)
-}
-
-// adminMux serves /metrics, and /debug/pprof/ only if withPprof: profiles
-// and traces show what a broker is doing to anyone who can reach the
-// address, so they are opt-in.
-func adminMux(b *engine.Broker, listeners []*listener.Server, withPprof bool) *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", metricsHandler(b, listeners))
-	if withPprof {
-		mux.HandleFunc("/debug/pprof/", pprof.Index)
-		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	}
-	return mux
-}
-
-// adminServer is the metrics listener; serve owns it and shuts it down.
-type adminServer struct {
-	addr string
-	srv  *http.Server
-	done chan struct{} // closed when Serve has returned
-}
-
-// startAdmin serves adminMux on ln. serve binds ln before anything else,
-// so that an address the operator asked for and keel cannot bind is a
-// startup error, like the MQTT port.
-func startAdmin(ln net.Listener, withPprof bool, b *engine.Broker, listeners []*listener.Server, logger *slog.Logger) *adminServer {
-	a := &adminServer{
-		addr: ln.Addr().String(),
-		srv: &http.Server{
-			Handler:           adminMux(b, listeners, withPprof),
-			ReadHeaderTimeout: 10 * time.Second,
-			MaxHeaderBytes:    64 << 10,
-		},
-		done: make(chan struct{}),
-	}
-	go func() {
-		defer close(a.done)
-		if err := a.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
-			logger.Error("metrics listener failed", "addr", a.addr, "err", err)
-		}
-	}()
-	return a
-}
-
-// shutdown stops the metrics listener and waits for its Serve to return.
-func (a *adminServer) shutdown(ctx context.Context, logger *slog.Logger) {
-	if err := a.srv.Shutdown(ctx); err != nil {
-		logger.Warn("metrics shutdown", "err", err)
-		a.srv.Close()
-	}
-	<-a.done
 }
 
 var (

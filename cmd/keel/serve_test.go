@@ -60,7 +60,7 @@ func TestServeRefusesForeignDirectory(t *testing.T) {
 	}
 }
 
-// A metrics address that cannot be served stops keel at start.
+// An admin (metrics) address that cannot be served stops keel at start.
 func TestMetricsBindFailureIsFatal(t *testing.T) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -70,7 +70,7 @@ func TestMetricsBindFailureIsFatal(t *testing.T) {
 	for _, addr := range []string{taken.Addr().String(), "127.0.0.1:99999"} {
 		data := filepath.Join(t.TempDir(), "data")
 		code, _, stderr := runKeel(t, "serve", "--listen", "127.0.0.1:0", "--data", data, "--metrics", addr)
-		if code != 1 || !strings.Contains(stderr, "keel: metrics listener "+addr+":") {
+		if code != 1 || !strings.Contains(stderr, "keel: admin listener "+addr+":") {
 			t.Errorf("--metrics %s: exit %d, stderr:\n%s\nwant exit 1 and an error naming the address", addr, code, stderr)
 		}
 	}
@@ -122,7 +122,7 @@ func TestPprofIsOptIn(t *testing.T) {
 		})
 	}
 	code, _, stderr := runKeel(t, "serve", "--listen", "127.0.0.1:0", "--data", filepath.Join(t.TempDir(), "data"), "--pprof")
-	if code != 1 || !strings.Contains(stderr, "flag --pprof: /debug/pprof/ is served on the metrics address: set metrics too") {
+	if code != 1 || !strings.Contains(stderr, "flag --pprof: /debug/pprof/ is served on the admin address: set admin too") {
 		t.Errorf("--pprof without --metrics: exit %d, stderr:\n%s\nwant exit 1 and why", code, stderr)
 	}
 }

@@ -250,11 +250,11 @@ func Hash(password string) (string, error) {
 	return hashPBKDF2(password, HashIterations)
 }
 
-// HashWeak hashes password as Mosquitto 2.0 does: $7$ with 101
-// iterations. It is for tests, which verify thousands of passwords; a
-// file of such hashes loads with a warning.
-func HashWeak(password string) (string, error) {
-	return hashPBKDF2(password, 101)
+// HashWithIterations hashes password as $7$ with the given iterations
+// (Mosquitto 2.0 writes 101). It is for tests, which verify thousands of
+// passwords; a file of fewer than HashIterations loads with a warning.
+func HashWithIterations(password string, iterations int) (string, error) {
+	return hashPBKDF2(password, iterations)
 }
 
 func hashPBKDF2(password string, iterations int) (string, error) {

@@ -107,6 +107,26 @@ func (l *Limiter) Acquire(ctx context.Context, remote net.Addr) (done func(ok bo
 	}, packet.CodeSuccess
 }
 
+// InBackoff says whether remote is refused for its failures: for
+// verifications that take no slot (SCRAM, whose cost is the client's).
+func (l *Limiter) InBackoff(remote net.Addr) bool {
+	addr, ok := addrOf(remote)
+	if !ok {
+		return false
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.mu.addrs[addr]
+	return b != nil && l.opt.Now().Before(b.until)
+}
+
+// Record notes the outcome of a verification made without Acquire.
+func (l *Limiter) Record(remote net.Addr, ok bool) {
+	if addr, has := addrOf(remote); has {
+		l.record(addr, ok)
+	}
+}
+
 // record notes a verification's outcome for addr.
 func (l *Limiter) record(addr netip.Addr, ok bool) {
 	l.mu.Lock()

@@ -66,6 +66,12 @@ type Options struct {
 	// MaxPacketSize bounds inbound packets (5.0: sent as Maximum Packet
 	// Size); 0 means MQTT's maximum.
 	MaxPacketSize uint32
+	// TopicAliasMaximum (5.0) is how many topic aliases the server may
+	// use in the PUBLISHes it sends (sent as Topic Alias Maximum; 0: none
+	// [MQTT-3.1.2-27]). The client resolves them: OnMessage sees the full
+	// topic name, with the Topic Alias property as it came. A mapping lasts
+	// one connection [MQTT-3.3.2-7].
+	TopicAliasMaximum uint16
 	// Props are extra CONNECT properties (5.0), merged under the ones the
 	// fields above set.
 	Props packet.Properties
@@ -140,6 +146,7 @@ type Client struct {
 	connack *packet.Connack
 
 	keepAlive time.Duration // negotiated [MQTT-3.1.2-21]; 0: off
+	aliasMax  uint16        // Topic Alias Maximum sent in CONNECT (5.0)
 	maxOut    uint32        // server's Maximum Packet Size; 0: none
 	window    int           // outbound QoS 1/2 flows allowed
 
@@ -251,6 +258,10 @@ func (c *Client) connectPacket() *packet.Connect {
 			cp.Props.MaximumPacketSize = o.MaxPacketSize
 			cp.Props.Set(packet.PropMaximumPacketSize)
 		}
+		if o.TopicAliasMaximum > 0 {
+			cp.Props.TopicAliasMaximum = o.TopicAliasMaximum
+			cp.Props.Set(packet.PropTopicAliasMaximum)
+		}
 	}
 	if w := o.Will; w != nil {
 		cp.WillFlag, cp.WillTopic, cp.WillPayload = true, w.Topic, w.Payload
@@ -274,7 +285,11 @@ func (c *Client) handshake(ctx context.Context) error {
 		stop()
 		c.nc.SetDeadline(time.Time{})
 	}()
-	b, err := c.connectPacket().Append(nil, c.version)
+	cp := c.connectPacket()
+	if cp.Props.Has(packet.PropTopicAliasMaximum) {
+		c.aliasMax = cp.Props.TopicAliasMaximum
+	}
+	b, err := cp.Append(nil, c.version)
 	if err != nil {
 		return err
 	}

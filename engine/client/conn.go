@@ -17,7 +17,8 @@ type readState struct {
 	ackPub   packet.Publish
 	ackEvent Ack
 	ack      packet.Ack
-	queued   bool // acknowledgements queued since the writer was last woken
+	queued   bool              // acknowledgements queued since the writer was last woken
+	aliases  map[uint16]string // topic aliases the server assigned on this connection
 }
 
 func (c *Client) readLoop() {
@@ -40,6 +41,11 @@ func (c *Client) read(rs *readState) error {
 		case packet.PUBLISH:
 			if err := packet.DecodePublish(first, body, c.version, &rs.pub); err != nil {
 				return err
+			}
+			if rs.pub.Props.Has(packet.PropTopicAlias) {
+				if err := c.resolveAlias(rs, &rs.pub); err != nil {
+					return err
+				}
 			}
 			c.inbound(rs, &rs.pub)
 		case packet.PUBACK, packet.PUBREC, packet.PUBCOMP:
@@ -95,6 +101,32 @@ func (c *Client) read(rs *readState) error {
 			c.signal()
 		}
 	}
+}
+
+// resolveAlias sets the topic name of a PUBLISH that carries a topic alias
+// (5.0): an empty name is the one last given with that alias, a name sets
+// the alias to it.
+func (c *Client) resolveAlias(rs *readState, p *packet.Publish) error {
+	a := p.Props.TopicAlias // never 0: the codec refuses it [MQTT-3.3.2-8]
+	if a > c.aliasMax {
+		// [MQTT-3.3.2-11] the server must stay within our maximum.
+		return protocolErr("topic alias %d above our Topic Alias Maximum %d", a, c.aliasMax)
+	}
+	if p.Topic == "" {
+		t, ok := rs.aliases[a]
+		if !ok {
+			return protocolErr("topic alias %d used before it was given a topic", a)
+		}
+		p.Topic = t
+		return nil
+	}
+	if rs.aliases == nil {
+		rs.aliases = make(map[uint16]string)
+	}
+	if rs.aliases[a] != p.Topic {
+		rs.aliases[a] = string([]byte(p.Topic)) // p.Topic aliases the read buffer
+	}
+	return nil
 }
 
 // inbound hands a PUBLISH to the application and queues its
