@@ -37,14 +37,16 @@ import (
 //	GET  /api/sessions/{id}  one session
 //	GET  /api/queues         sessions with queued messages, largest first
 //	GET  /api/retained       ?prefix=&after=&limit=  (paged by topic)
+//	GET  /api/listeners      the MQTT listeners: address, transport, counters
 //	POST /api/backup         {"dest": "/abs/dir"}: a checkpoint while serving
+//	GET  /console/           the web console (console.go); / redirects there
 //	     /debug/pprof/       only with pprof = true
 //
 // The /api/ views are keel inspect's, read from a Pebble snapshot by the
 // same code (inspect.go) on the HTTP goroutine: the broker's core is not
 // asked anything and never waits. One view or backup runs at a time.
-// /api/ answers loopback peers only (403 otherwise, logged): sessions
-// name clients, and a backup writes where it is told.
+// /api/ and /console/ answer loopback peers only (403 otherwise, logged):
+// sessions name clients, and a backup writes where it is told.
 
 // adminServer is the admin listener; serve owns it and shuts it down.
 type adminServer struct {
@@ -61,9 +63,10 @@ type adminServer struct {
 
 // adminState is what serve hands over once the broker runs.
 type adminState struct {
-	b       *engine.Broker
-	l       *wal.Log
-	metrics http.Handler
+	b         *engine.Broker
+	l         *wal.Log
+	metrics   http.Handler
+	listeners []mqttListener
 }
 
 // startAdmin serves the admin routes on ln. serve binds ln first, so that
@@ -91,8 +94,12 @@ func startAdmin(ln net.Listener, withPprof bool, logger *slog.Logger) *adminServ
 }
 
 // ready hands the running broker to the admin routes.
-func (a *adminServer) ready(b *engine.Broker, l *wal.Log, listeners []*listener.Server) {
-	a.state.Store(&adminState{b: b, l: l, metrics: metricsHandler(b, listeners)})
+func (a *adminServer) ready(b *engine.Broker, l *wal.Log, listeners []mqttListener) {
+	var srvs []*listener.Server
+	for _, m := range listeners {
+		srvs = append(srvs, m.srv)
+	}
+	a.state.Store(&adminState{b: b, l: l, metrics: metricsHandler(b, srvs), listeners: listeners})
 }
 
 // stop makes /readyz answer 503 from now on (serve is shutting down).
@@ -133,7 +140,10 @@ func (a *adminServer) mux(withPprof bool) *http.ServeMux {
 	}))
 	mux.HandleFunc("GET /api/queues", a.api(func(st *adminState, r *http.Request) (any, error) { return a.view(st, r, "queues", "") }))
 	mux.HandleFunc("GET /api/retained", a.api(func(st *adminState, r *http.Request) (any, error) { return a.view(st, r, "retained", "") }))
+	mux.HandleFunc("GET /api/listeners", a.api(func(st *adminState, r *http.Request) (any, error) { return listenersOf(st.listeners), nil }))
 	mux.HandleFunc("POST /api/backup", a.api(a.backup))
+	mux.Handle("GET /console/", a.consoleHandler())
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/", http.StatusFound) })
 	if withPprof {
 		// Profiles and traces show what a broker is doing to anyone who
 		// can reach the address, so they are opt-in.
@@ -243,7 +253,11 @@ func (a *adminServer) view(st *adminState, r *http.Request, view, id string) (an
 		s := st.b.Stats()
 		sv.Broker = &brokerInfo{Version: buildVersion(), UptimeSeconds: s.Uptime.Seconds(), ClientsConnected: s.ClientsConnected,
 			MessagesReceived: s.MessagesReceived, MessagesSent: s.MessagesSent, StoreSyncs: s.StoreSyncs,
-			StoreTxns: s.StoreTxns, CommitFailures: s.CommitFailures}
+			StoreTxns: s.StoreTxns, CommitFailures: s.CommitFailures,
+			SessionsPersistent: s.SessionsPersistent, SessionsOffline: s.SessionsOffline,
+			QueuedMessages: s.QueuedMessages, QueuedBytes: s.QueuedBytes, Retained: s.Retained, StoreBytes: s.StoreBytes,
+			Dropped: s.Dropped, Refused: s.Refused, DedupHits: s.DedupHits, DedupIDs: s.DedupIDs,
+			Fsync: fsyncSummary(s.StoreSyncLatency)}
 		if err := st.b.Err(); err != nil {
 			sv.Broker.StoreFailed = err.Error()
 		}

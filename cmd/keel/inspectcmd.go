@@ -96,6 +96,53 @@ type brokerInfo struct {
 	StoreTxns        uint64  `json:"store_txns"`
 	CommitFailures   uint64  `json:"commit_failures"`
 	StoreFailed      string  `json:"store_failed,omitempty"`
+
+	// The broker's own counts (its memory, not the snapshot's scan): what
+	// /metrics serves, for the console.
+	SessionsPersistent int64             `json:"sessions_persistent"`
+	SessionsOffline    int64             `json:"sessions_offline"`
+	QueuedMessages     int64             `json:"queued_messages"` // queued and in flight
+	QueuedBytes        int64             `json:"queued_bytes"`    // shared bodies counted once
+	Retained           int               `json:"retained"`
+	StoreBytes         uint64            `json:"store_bytes"`
+	Dropped            map[string]uint64 `json:"dropped"` // by reason, every reason present
+	Refused            map[string]uint64 `json:"refused"` // by reason, every reason present
+	DedupHits          uint64            `json:"dedup_hits"`
+	DedupIDs           int64             `json:"dedup_ids"`
+	Fsync              fsyncInfo         `json:"fsync"`
+}
+
+// fsyncInfo sums up the WAL's fsync latency histogram since the start.
+type fsyncInfo struct {
+	Count      uint64  `json:"count"`
+	SumSeconds float64 `json:"sum_seconds"`
+	// P50 and P99 are the upper bounds of the buckets that hold the
+	// median and the 99th percentile (0: no sync yet; -1: above the
+	// last bucket).
+	P50Seconds float64 `json:"p50_le_seconds"`
+	P99Seconds float64 `json:"p99_le_seconds"`
+}
+
+func fsyncSummary(h wal.Histogram) fsyncInfo {
+	f := fsyncInfo{Count: h.Count(), SumSeconds: h.Sum.Seconds()}
+	quantile := func(q float64) float64 {
+		if f.Count == 0 {
+			return 0
+		}
+		want := uint64(q*float64(f.Count) + 0.5)
+		if want < 1 {
+			want = 1
+		}
+		var n uint64
+		for i, le := range h.Bounds {
+			if n += h.Counts[i]; n >= want {
+				return le.Seconds()
+			}
+		}
+		return -1
+	}
+	f.P50Seconds, f.P99Seconds = quantile(0.5), quantile(0.99)
+	return f
 }
 
 // buildView picks view out of in. id is the session view's client id.

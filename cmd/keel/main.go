@@ -26,7 +26,6 @@ import (
 
 	"github.com/keelmq/keel/engine"
 	"github.com/keelmq/keel/engine/auth"
-	"github.com/keelmq/keel/listener"
 	"github.com/keelmq/keel/wal"
 )
 
@@ -221,11 +220,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 		return err
 	}
 	if admin != nil {
-		var srvs []*listener.Server
-		for _, s := range servers {
-			srvs = append(srvs, s.srv)
-		}
-		admin.ready(b, l, srvs)
+		admin.ready(b, l, servers)
 	}
 	logger.Info("keel listening", "addr", servers[0].addr, "data", cfg.Data, "version", buildVersion(),
 		"startup", time.Since(t0).Round(time.Millisecond))
