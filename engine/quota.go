@@ -23,14 +23,17 @@ import (
 //     reason codes: the publisher is disconnected without an ack, and its
 //     packets after that one are ignored, so it resends them in order.
 //     What cannot be refused (QoS 0, wills, retained messages sent on
-//     SUBSCRIBE) is dropped for the full session, counted.
+//     SUBSCRIBE) is dropped for the full session, counted, as under
+//     QueueDropNew.
 //   - QueueDropNew: accepted; the full session does not get it (counted
 //     queue_full / memory_queue_full).
 //   - QueueDropOldest: accepted; the full session loses its oldest queued
 //     message, one not in flight, deleted in the same Txn as the new
 //     entry (counted queue_full_oldest / memory_queue_full_oldest). When
 //     nothing queued can go (everything is in flight, or the message alone
-//     is over MaxQueuedBytes) the new one is dropped instead.
+//     is over MaxQueuedBytes) the new one is dropped instead. Retained
+//     messages sent on SUBSCRIBE (deliver without admit) evict nothing:
+//     they are dropped for a full session.
 //
 // Every drop is also logged with the client id, at most once per
 // dropLogEvery per session, with the count since the last line.
