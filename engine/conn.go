@@ -46,7 +46,7 @@ type conn struct {
 	// Owned by the core goroutine.
 	sess      *session
 	connected bool // CONNACK accepted
-	refused   bool // a 3.1.1 publish was refused for a full queue: the rest is ignored (quota.go)
+	refused   bool // a publish was refused for a full queue: the rest is ignored (quota.go)
 	group     grouping
 
 	// Read side only.

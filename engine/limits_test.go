@@ -9,6 +9,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/packet"
 )
 
@@ -152,4 +153,27 @@ func TestPublishRate311BackPressure(t *testing.T) {
 		t.Fatalf("PublishesThrottled = %d, want 1", n)
 	}
 	wantCount(t, tb, "refused", "publish_rate", 0)
+}
+
+// A QoS 2 PUBLISH refused with PUBREC 0x97 (here: its topic is too deep)
+// ends its flow: the client may use the packet id for a new message
+// [MQTT-4.3.3-9], which is a new message to the broker too, checked by
+// the ACL like any other.
+func TestRefusedQoS2IDIsFree(t *testing.T) {
+	acl, err := auth.ParseACL("acl", strings.NewReader("topic readwrite q/#\ntopic read w/#\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := startBroker(t, Options{MaxTopicLevels: 3, Authorizer: auth.NewLive(acl)})
+	c := dialRaw(t, tb.addr, packet.V5)
+	c.connect("pub", true, nil)
+	c.publish(8, "q/a/b/c", 2, "too deep")
+	if a := c.expectAck(packet.PUBREC, 8); a.ReasonCode != packet.CodeQuotaExceeded {
+		t.Fatalf("PUBREC for 4 levels: reason %#x, want 0x97", a.ReasonCode)
+	}
+	c.publish(8, "w/a", 2, "not allowed") // a new message with the same id
+	if a := c.expectAck(packet.PUBREC, 8); a.ReasonCode != packet.CodeNotAuthorized {
+		t.Fatalf("PUBREC for a denied topic on the freed id: reason %#x, want 0x87", a.ReasonCode)
+	}
+	c.ping()
 }

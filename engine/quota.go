@@ -19,9 +19,10 @@ import (
 //   - QueueRefuse: a client's QoS 1/2 PUBLISH that would add an entry to a
 //     full queue is refused as a whole before anything of it is written or
 //     routed (all or nothing: a retry cannot double it for the others).
-//     5.0: PUBACK/PUBREC 0x97 Quota exceeded; 3.1 and 3.1.1, which have no
-//     reason codes: the publisher is disconnected without an ack, and its
-//     packets after that one are ignored, so it resends them in order.
+//     5.0: PUBACK/PUBREC 0x97 Quota exceeded and DISCONNECT 0x97; 3.1 and
+//     3.1.1, which have no reason codes: the publisher is disconnected
+//     without an ack. Its packets after that one are ignored, so it
+//     resends them in order (refuseQueueFull).
 //     What cannot be refused (QoS 0, wills, retained messages sent on
 //     SUBSCRIBE) is dropped for the full session, counted, as under
 //     QueueDropNew.
@@ -216,25 +217,30 @@ func (b *Broker) dropped(s *session, why dropReason) {
 }
 
 // refuseQueueFull answers a client's QoS 1/2 PUBLISH that admit refused:
-// nothing of it was written. 5.0: PUBACK/PUBREC 0x97 Quota exceeded (which
-// ends a QoS 2 flow). 3.1 and 3.1.1 have no reason code to say it with,
-// and an ack would claim a message that is not stored: the publisher is
-// disconnected without one, after the acks it is owed, and whatever else
-// it sent meanwhile is ignored, so that it resends from that message on,
-// in order.
+// nothing of it was written. 5.0: PUBACK/PUBREC 0x97 Quota exceeded, then
+// DISCONNECT 0x97; 3.1 and 3.1.1, which have no reason code to say it
+// with (an ack would claim a message that is not stored): the connection
+// is closed without an ack. Either way after the acks it is owed, and
+// whatever else it sent meanwhile is ignored: not acknowledged, not
+// routed. So the publisher resends from the refused message on, in order
+// (its session resends what was not acknowledged), and never finds a
+// later message accepted ahead of a refused one: had the connection stayed
+// open, a message pipelined behind the refused one could be accepted, and
+// the refused one, retried (or resent by its session after a crash that
+// lost the 0x97), would arrive after it.
 func (b *Broker) refuseQueueFull(c *conn, p *packet.Publish, why refuseReason) {
 	b.stats.reasons.refuse(why)
 	b.refusedLog.log(c.log, "publish refused: a subscriber's queue is full", "listener", c.info.Listener, "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
+	c.refused = true
+	c.setEndReason("publish refused: a subscriber's queue is full")
 	if c.version == packet.V5 {
 		kind := packet.PUBACK
 		if p.QoS == 2 {
 			kind = packet.PUBREC
 		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: kind, PacketID: p.PacketID, ReasonCode: packet.CodeQuotaExceeded}, decIn: true}, nil)
-		return
+		b.emit(c, outItem{pkt: &packet.Disconnect{ReasonCode: packet.CodeQuotaExceeded}}, nil)
 	}
-	c.refused = true
-	c.setEndReason("publish refused: a subscriber's queue is full")
 	b.emit(c, outItem{close: true}, nil)
 }
 

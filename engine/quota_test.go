@@ -9,7 +9,6 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 
-	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/packet"
 )
 
@@ -98,6 +97,24 @@ func pub5(t *testing.T, pc *paho5, topic string, qos byte, retain bool, payload 
 	return r.ReasonCode
 }
 
+// refused5 publishes with a fresh Paho 5.0 client and checks the refusal:
+// PUBACK/PUBREC 0x97, then DISCONNECT 0x97.
+func refused5(t *testing.T, tb *testBroker, topic string, qos byte, retain bool, payload string) {
+	t.Helper()
+	pc := dialPaho5(t, tb.addr, &paho.Connect{ClientID: "refused", CleanStart: true}, nil)
+	if rc := pub5(t, pc, topic, qos, retain, payload); rc != byte(packet.CodeQuotaExceeded) {
+		t.Fatalf("publish %s %q QoS %d over the quota: reason %#x, want 0x97", topic, payload, qos, rc)
+	}
+	select {
+	case d := <-pc.disc:
+		if d.ReasonCode != byte(packet.CodeQuotaExceeded) {
+			t.Fatalf("DISCONNECT after the refusal: reason %#x, want 0x97", d.ReasonCode)
+		}
+	case <-time.After(pahoWait):
+		t.Fatalf("no DISCONNECT after the refusal")
+	}
+}
+
 // refuse: a 5.0 publish for a full session gets PUBACK/PUBREC 0x97 and is
 // delivered to nobody, retained nowhere; what was accepted arrives once
 // the session drains, and the queue takes messages again.
@@ -114,16 +131,12 @@ func TestQueueFullRefuse5(t *testing.T) {
 		}
 		watch.in.expect(t, msg{topic: "q/a", payload: fmt.Sprint(i), qos: qos})
 	}
-	// The queue holds 3: QoS 1 and QoS 2 (and a retained one) are refused.
-	if rc := pub5(t, pub, "q/a", 1, false, "x1"); rc != byte(packet.CodeQuotaExceeded) {
-		t.Fatalf("QoS 1 over the quota: reason %#x, want 0x97", rc)
-	}
-	if rc := pub5(t, pub, "q/a", 2, false, "x2"); rc != byte(packet.CodeQuotaExceeded) {
-		t.Fatalf("QoS 2 over the quota: reason %#x, want 0x97", rc)
-	}
-	if rc := pub5(t, pub, "q/r", 1, true, "x3"); rc != byte(packet.CodeQuotaExceeded) {
-		t.Fatalf("retained QoS 1 over the quota: reason %#x, want 0x97", rc)
-	}
+	// The queue holds 3: QoS 1 and QoS 2 (and a retained one) are
+	// refused, and the publisher disconnected (its later packets are not
+	// taken, so nothing it pipelined overtakes the refused one).
+	refused5(t, tb, "q/a", 1, false, "x1")
+	refused5(t, tb, "q/a", 2, false, "x2")
+	refused5(t, tb, "q/r", 1, true, "x3")
 	// QoS 0 cannot be refused: the full session (which queues QoS 0)
 	// loses it, counted; the
 	// others get it.
@@ -139,8 +152,7 @@ func TestQueueFullRefuse5(t *testing.T) {
 	late.expectNothing(100 * time.Millisecond) // the refused retained message was not stored
 
 	wantPayloads(t, "drained", drain(t, tb, "full"), "0", "1", "2")
-	// Room again: accepted, and the packet id of the refused QoS 2 flow
-	// was freed [MQTT-4.3.3-9].
+	// Room again: accepted.
 	if rc := pub5(t, pub, "q/a", 2, false, "after"); rc != 0 {
 		t.Fatalf("after the drain: reason %#x, want 0", rc)
 	}
@@ -265,9 +277,7 @@ func TestQueueBytesQuota(t *testing.T) {
 			t.Fatalf("publish %c: reason %#x, want 0", c, rc)
 		}
 	}
-	if rc := pub5(t, pub, "q/a", 1, false, kb('d')); rc != byte(packet.CodeQuotaExceeded) {
-		t.Fatalf("fourth kilobyte: reason %#x, want 0x97", rc)
-	}
+	refused5(t, tb, "q/a", 1, false, kb('d'))
 	if rc := pub5(t, pub, "q/a", 1, false, "small"); rc != 0 {
 		t.Fatalf("a small one that fits: reason %#x, want 0", rc)
 	}
@@ -285,7 +295,7 @@ func TestMemoryQueueFull(t *testing.T) {
 		reason string              // counted
 		n      uint64
 	}{
-		{QueueRefuse, []packet.ReasonCode{0, 0, 0, 0x97, 0x97}, []string{"1", "2", "3"}, "refused/memory_queue_full", 2},
+		{QueueRefuse, []packet.ReasonCode{0, 0, 0, 0x97, 0x97}, []string{"1", "2", "3"}, "refused/memory_queue_full", 2}, // each refusal disconnects
 		{QueueDropNew, []packet.ReasonCode{0, 0, 0, 0, 0}, []string{"1", "2", "3"}, "dropped/memory_queue_full", 2},
 		{QueueDropOldest, []packet.ReasonCode{0, 0, 0, 0, 0}, []string{"1", "4", "5"}, "dropped/memory_queue_full_oldest", 2},
 	} {
@@ -304,6 +314,11 @@ func TestMemoryQueueFull(t *testing.T) {
 				pub.publish(uint16(i), "m/a", 1, fmt.Sprint(i))
 				if a := pub.expectAck(packet.PUBACK, uint16(i)); a.ReasonCode != tc.codes[i-1] {
 					t.Fatalf("PUBACK %d: reason %#x, want %#x", i, a.ReasonCode, tc.codes[i-1])
+				}
+				if tc.codes[i-1] != 0 {
+					pub.expectDisconnect(packet.CodeQuotaExceeded)
+					pub = dialRaw(t, tb.addr, packet.V5)
+					pub.connect("pub", true, nil)
 				}
 				if i == 1 {
 					first = sub.expectPublish() // in the window; not acked yet
@@ -324,32 +339,26 @@ func TestMemoryQueueFull(t *testing.T) {
 	}
 }
 
-// A QoS 2 PUBLISH refused with PUBREC 0x97 ends its flow: the client may
-// use the packet id for a new message [MQTT-4.3.3-9], which is a new
-// message to the broker too, checked by the ACL like any other.
-func TestQueueFullRefusedQoS2IDIsFree(t *testing.T) {
-	acl, err := auth.ParseACL("acl", strings.NewReader("topic readwrite q/#\ntopic read w/#\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	tb := startBroker(t, Options{MaxQueuedMessages: 1, Authorizer: auth.NewLive(acl)})
+// A 5.0 refusal for a full queue ends the connection after the PUBREC
+// 0x97 and its DISCONNECT 0x97: a PUBLISH pipelined behind the refused one
+// is neither acknowledged nor routed, so it cannot overtake it.
+func TestQueueFullRefuseIgnoresTheRest5(t *testing.T) {
+	tb := startBroker(t, Options{MaxQueuedMessages: 1})
 	offline(t, tb, "full", "q/#", 2)
+	watch := dialRaw(t, tb.addr, packet.V5)
+	watch.connect("watch", true, nil)
+	watch.subscribe(1, "w/#", 1)
 	c := dialRaw(t, tb.addr, packet.V5)
 	c.connect("pub", true, nil)
-	c.publish(7, "q/a", 2, "kept")
-	if a := c.expectAck(packet.PUBREC, 7); a.ReasonCode != 0 {
-		t.Fatalf("first PUBREC: reason %#x, want 0", a.ReasonCode)
-	}
-	c.send(&packet.Ack{Kind: packet.PUBREL, PacketID: 7})
-	c.expectAck(packet.PUBCOMP, 7)
+	c.pubAcked(7, "q/a", "kept")
 	c.publish(8, "q/a", 2, "refused")
+	c.publish(9, "w/a", 1, "behind the refused one")
 	if a := c.expectAck(packet.PUBREC, 8); a.ReasonCode != packet.CodeQuotaExceeded {
 		t.Fatalf("PUBREC over the quota: reason %#x, want 0x97", a.ReasonCode)
 	}
-	c.publish(8, "w/a", 2, "not allowed") // a new message with the same id
-	if a := c.expectAck(packet.PUBREC, 8); a.ReasonCode != packet.CodeNotAuthorized {
-		t.Fatalf("PUBREC for a denied topic on the freed id: reason %#x, want 0x87", a.ReasonCode)
-	}
+	c.expectDisconnect(packet.CodeQuotaExceeded)
+	watch.expectNothing(100 * time.Millisecond)
+	wantCount(t, tb, "refused", "queue_full", 1)
 	wantPayloads(t, "drained", drain(t, tb, "full"), "kept")
 }
 
@@ -372,7 +381,10 @@ func TestQueueFullWithDedup(t *testing.T) {
 	if a := c.expectAck(packet.PUBACK, 3); a.ReasonCode != packet.CodeQuotaExceeded {
 		t.Fatalf("a new message into a full queue: reason %#x, want 0x97", a.ReasonCode)
 	}
+	c.expectDisconnect(packet.CodeQuotaExceeded)
 	wantPayloads(t, "drained", drain(t, tb, "full"), "one")
+	c = dialRaw(t, tb.addr, packet.V5)
+	c.connect("meter", true, nil)
 	c.pubID(4, 1, "q/a", "two (retry)", "id-2")
 	if a := c.expectAck(packet.PUBACK, 4); a.ReasonCode != 0 {
 		t.Fatalf("the refused message's retry: reason %#x, want 0", a.ReasonCode)

@@ -102,7 +102,6 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		seen := b.seenBefore(c, p)
 		if !seen {
 			if ok, why := b.admit(m, s, true); !ok {
-				c.freeQoS2(p.PacketID)
 				b.refuseQueueFull(c, p, why)
 				return
 			}
