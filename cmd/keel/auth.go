@@ -53,6 +53,7 @@ func loadAuth(cfg *config, limiter *auth.Limiter, logger *slog.Logger) (*authSta
 		}
 		st.acl, st.aclRules = a, a.Len()
 	}
+	st.acl = bridgeACL{st.acl} // bridges are not held to the ACL (bridge.go)
 	for _, l := range cfg.listeners() {
 		f := &auth.Files{AllowAnonymous: cfg.anonymous(l), Limiter: limiter}
 		f.SetPasswords(st.passwords)

@@ -42,6 +42,7 @@ type config struct {
 	// its own and the top level sets none of its keys.
 	Default listenerConfig
 	Named   []*listenerConfig // [listener NAME] sections, in file order
+	Bridges []*bridgeConfig   // [bridge NAME] sections, in file order (bridge.go)
 
 	// origin says where each top-level key was set ("config FILE:LINE" or
 	// "flag --NAME"), for errors found after parsing.
@@ -393,9 +394,11 @@ func (c *config) load(path string) error {
 	}
 	defer f.Close()
 	var sec *listenerConfig // the section being read; nil: the top level
+	var bsec *bridgeConfig  // the [bridge NAME] section being read, if any
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
+		raw := strings.TrimSpace(sc.Text()) // a bridge section's, whose '#' is a wildcard but at the start
+		line := raw
 		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = strings.TrimSpace(line[:i])
 		}
@@ -404,9 +407,17 @@ func (c *config) load(path string) error {
 		}
 		at := fmt.Sprintf("config %s:%d", path, n)
 		if strings.HasPrefix(line, "[") {
+			if b, ok, err := c.bridgeSection(line, at); ok {
+				if err != nil {
+					return err
+				}
+				bsec, sec = b, nil
+				continue
+			}
+			bsec = nil
 			m := sectionRE.FindStringSubmatch(line)
 			if m == nil {
-				return fmt.Errorf("%s: want a section [listener NAME] (NAME of letters, digits, '_', '.', '-'), got %q", at, line)
+				return fmt.Errorf("%s: want a section [listener NAME] or [bridge NAME] (NAME of letters, digits, '_', '.', '-'), got %q", at, line)
 			}
 			if m[1] == c.Default.Name {
 				return fmt.Errorf("%s: listener name %q is the top-level listener's; choose another", at, m[1])
@@ -420,6 +431,12 @@ func (c *config) load(path string) error {
 			l.section = at
 			sec = &l
 			c.Named = append(c.Named, sec)
+			continue
+		}
+		if bsec != nil {
+			if err := bsec.line(raw, at); err != nil {
+				return err
+			}
 			continue
 		}
 		key, val, ok := strings.Cut(line, "=")
@@ -528,7 +545,7 @@ func (c *config) validate() error {
 			return fmt.Errorf("%s: %v", c.where("acl_file"), err)
 		}
 	}
-	return nil
+	return c.validateBridges()
 }
 
 // anonymous is whether l lets in clients without a username: its own
@@ -677,5 +694,6 @@ func (c *config) effective() string {
 			line(k.name, k.get(l))
 		}
 	}
+	c.effectiveBridges(&b)
 	return b.String()
 }

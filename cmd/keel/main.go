@@ -205,7 +205,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	logAuth(logger, "authentication", &cfg, st)
 	cfg.Engine.Logger = logger
 	cfg.Engine.Version = buildVersion()
-	cfg.Engine.Authenticator = authn
+	cfg.Engine.Authenticator = bridgeAuthn{authn}
 	cfg.Engine.Authorizer = acl
 	cfg.Engine.SessionOwners = sessionOwners(&cfg)
 	b, err := engine.New(cfg.Engine, l)
@@ -213,8 +213,15 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 		l.Close()
 		return err
 	}
+	bridges, err := startBridges(&cfg, b, logger)
+	if err != nil {
+		b.Close()
+		l.Close()
+		return err
+	}
 	servers, err := startListeners(cfg, b, logger)
 	if err != nil {
+		stopBridges(bridges)
 		b.Close()
 		l.Close()
 		return err
@@ -259,6 +266,7 @@ serving:
 	for _, s := range servers {
 		s.ln.Close()
 	}
+	stopBridges(bridges)
 	b.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
