@@ -134,10 +134,35 @@ type Options struct {
 	// deliveries are resent as above.
 	CompletionHold   time.Duration
 	MaxOutboundBytes int // per connection before it is cut as a slow consumer; 0: 64 MiB
-	MaxMemQueue      int // per non-persistent session; 0: 10000
+	MaxMemQueue      int // per non-persistent session, messages waiting for its window; 0: 10000; negative: no limit
 	ConnectTimeout   time.Duration
 	WriteTimeout     time.Duration
 	SysInterval      time.Duration // $SYS publish period; 0: 10 s; negative: off
+
+	// Queue quotas (quota.go): per persistent session, its stored entries
+	// (queued and in flight) and their bytes as stored, a shared body
+	// counted for each session. 0: 1,000,000 entries and 1 GiB; negative:
+	// no limit. QueueFull says what a full queue does, MaxMemQueue's too
+	// (zero: refuse).
+	MaxQueuedMessages int64
+	MaxQueuedBytes    int64
+	QueueFull         QueueFullPolicy
+
+	// Topic and subscription limits (limits.go). MaxSubscriptions: per
+	// session, 0: no limit. MaxTopicLevels: levels of a topic name or
+	// filter, 0: 128, negative: no limit. MaxTopicLength: bytes, 0:
+	// 65535 (MQTT's own limit).
+	MaxSubscriptions int
+	MaxTopicLevels   int
+	MaxTopicLength   int
+
+	// MaxPublishRate bounds the PUBLISH packets a connection may send per
+	// second (a token bucket of MaxPublishBurst, 0: the rate, at least
+	// 1); 0: no limit. Over it a 5.0 QoS 1/2 PUBLISH gets PUBACK/PUBREC
+	// 0x97; anything else waits: the connection is not read until the
+	// rate allows it (back-pressure, nothing dropped).
+	MaxPublishRate  float64
+	MaxPublishBurst int
 
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
@@ -205,6 +230,18 @@ func (o *Options) fill() {
 	if o.MaxMemQueue == 0 {
 		o.MaxMemQueue = 10000
 	}
+	if o.MaxQueuedMessages == 0 {
+		o.MaxQueuedMessages = 1_000_000
+	}
+	if o.MaxQueuedBytes == 0 {
+		o.MaxQueuedBytes = 1 << 30
+	}
+	if o.MaxTopicLevels == 0 {
+		o.MaxTopicLevels = 128
+	}
+	if o.MaxTopicLength == 0 {
+		o.MaxTopicLength = 65535
+	}
 	if o.ConnectTimeout == 0 {
 		o.ConnectTimeout = 10 * time.Second
 	}
@@ -244,6 +281,9 @@ type Stats struct {
 	StoreTxns        uint64        // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	StoreSyncLatency wal.Histogram // latency of those syncs
 	CommitFailures   uint64
+	// PublishesThrottled counts PUBLISH packets a connection had to wait
+	// to send, over Options.MaxPublishRate (back-pressure: none dropped).
+	PublishesThrottled uint64
 
 	SessionsPersistent int64 // stored sessions, online or not
 	SessionsOffline    int64 // stored sessions with no connection
@@ -251,10 +291,10 @@ type Stats struct {
 	QueuedBytes        int64 // their bytes, shared bodies counted once
 
 	// Dropped counts messages not delivered to a session, by reason
-	// (too_large, queue_full, expired, offline_qos0); Refused counts
+	// (counters.go: too_large, queue_full, expired, ...); Refused counts
 	// packets refused instead of acknowledged, by reason (store_failed,
-	// not_authorized, keep_alive).
-	// Every reason is present, zero or not.
+	// not_authorized, queue_full, ...). Every reason is present, zero or
+	// not.
 	Dropped map[string]uint64
 	Refused map[string]uint64
 
@@ -266,7 +306,7 @@ type Stats struct {
 
 type stats struct {
 	received, sent, recvPackets, commitFailures atomic.Uint64
-	dedupHits                                   atomic.Uint64
+	throttled, dedupHits                        atomic.Uint64 // throttled: PUBLISH packets that waited for MaxPublishRate (limits.go)
 	connected, dedupIDs                         atomic.Int64
 	reasons                                     reasonCounters
 	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
@@ -310,8 +350,9 @@ type Broker struct {
 	// between commit and send.
 	afterSync atomic.Pointer[func()]
 
-	sweeper *sweeper
-	connLog connLogger
+	sweeper    *sweeper
+	connLog    connLogger
+	refusedLog connLogger // publishes refused for a full queue
 
 	// Owned by the core goroutine.
 	core core
@@ -345,6 +386,7 @@ type core struct {
 	groupGen     uint64
 	groupTargets []target
 	repull       map[*session]struct{}
+	dropLog      map[*session]*dropTally // sessions that lost messages to a full queue (quota.go)
 	scratch      map[*session]*routeTarget
 	targets      []*routeTarget
 }
@@ -388,6 +430,7 @@ type event struct {
 	graceful bool
 	will     bool
 	denied   []bool // PUBLISH: [0] refused by the Authorizer; SUBSCRIBE: per filter
+	overRate bool   // PUBLISH: over MaxPublishRate (limits.go)
 	fn       func()
 }
 
@@ -437,6 +480,7 @@ func (b *Broker) load() error {
 	c.timers = make(map[*session]*timer)
 	c.rr = make(map[string]int)
 	c.repull = make(map[*session]struct{})
+	c.dropLog = make(map[*session]*dropTally)
 	c.scratch = make(map[*session]*routeTarget)
 	c.txn = &wal.Txn{}
 	if b.opts.DedupWindow > 0 {
@@ -534,6 +578,9 @@ type ConnInfo struct {
 	// reached; the CONNECT is read (to know the version) and refused with
 	// 0x97 (5.0) / return code 3 (3.1.1).
 	OverLimit bool
+	// OverRate: the connection rate limit is reached; the CONNECT is
+	// refused with 0x9F (5.0) / return code 3 (3.1.1).
+	OverRate bool
 	// Deadline, if set, is when the CONNECT must have been read (the
 	// listener's handshake deadline); it shortens ConnectTimeout.
 	Deadline time.Time
@@ -665,6 +712,10 @@ func (b *Broker) handle(ev event) {
 	case evConnect:
 		b.onConnect(ev.c, ev.pkt.(*packet.Connect), ev.reply)
 	case evPublish:
+		if ev.overRate {
+			b.refuseRate(ev.c, ev.pkt.(*packet.Publish))
+			return
+		}
 		b.onPublish(ev.c, ev.pkt.(*packet.Publish), len(ev.denied) > 0)
 	case evAck:
 		b.onAck(ev.c, ev.pkt.(*packet.Ack))
@@ -901,6 +952,7 @@ func (b *Broker) Stats() Stats {
 		DedupHits:        b.stats.dedupHits.Load(),
 		DedupIDs:         b.stats.dedupIDs.Load(),
 	}
+	st.PublishesThrottled = b.stats.throttled.Load()
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()
 		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline

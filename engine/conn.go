@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/keelmq/keel/engine/auth"
 	"github.com/keelmq/keel/engine/clock"
 	"github.com/keelmq/keel/engine/packet"
@@ -44,6 +46,7 @@ type conn struct {
 	// Owned by the core goroutine.
 	sess      *session
 	connected bool // CONNACK accepted
+	refused   bool // a publish was refused for a full queue: the rest is ignored (quota.go)
 	group     grouping
 
 	// Read side only.
@@ -75,7 +78,9 @@ type conn struct {
 	authData    []byte
 	reauth      auth.Exchange
 	reauthSteps int
-	present     bool // CONNACK's session present; set by the core before it replies
+	present     bool          // CONNACK's session present; set by the core before it replies
+	freed       freedIDs      // inbound QoS 2 ids the core refused, for the reader (quota.go)
+	pubRate     *rate.Limiter // Options.MaxPublishRate; read side only (limits.go)
 }
 
 // outItem is one thing for the writer to send.
@@ -471,6 +476,9 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		c.send(outItem{pkt: &packet.Connack{ReasonCode: code}}, outItem{close: true})
 		return false
 	}
+	if c.info.OverRate {
+		return refuse(packet.CodeConnectionRateExceeded, packet.RetServerUnavailable)
+	}
 	if c.info.OverLimit {
 		// Over max_connections: 5.0 Quota exceeded, 3.1.1 Server unavailable.
 		return refuse(packet.CodeQuotaExceeded, packet.RetServerUnavailable)
@@ -529,6 +537,7 @@ func (c *conn) handshake(cp *packet.Connect) bool {
 		}
 	}
 	c.topicAliasMax = c.b.opts.TopicAliasMaximum
+	c.pubRate = c.b.publishLimiter()
 	return true
 }
 
@@ -562,6 +571,7 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 		c.b.stats.recvPackets.Add(1)
 		switch p := p.(type) {
 		case *packet.Publish:
+			c.takeFreedQoS2()
 			_, resend := c.qos2Open[p.PacketID] // a QoS 2 flow already received
 			resend = resend && p.QoS == 2
 			if code, msg := c.checkPublish(p); code != 0 {
@@ -574,6 +584,8 @@ func (c *conn) readLoop(br *bufio.Reader) (graceful, will bool) {
 			if !resend && !c.allow(p.Topic, auth.Write) {
 				ev.denied = deniedOne
 				c.deniedPublish(p)
+			} else if !resend && c.pubRate != nil {
+				ev.overRate = c.throttlePublish(p) // limits.go
 			}
 			c.b.post(ev)
 		case *packet.Ack:

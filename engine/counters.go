@@ -7,27 +7,37 @@ import "sync/atomic"
 type dropReason uint8
 
 const (
-	dropTooLarge      dropReason = iota // over the client's Maximum Packet Size [MQTT-3.1.2-25]
-	dropQueueFull                       // a non-persistent session's memory queue is full (Options.MaxMemQueue)
-	dropExpired                         // its Message Expiry Interval passed while it waited [MQTT-3.3.2-5]
-	dropOfflineQoS0                     // QoS 0 for an offline persistent session (Options.QueueQoS0 off)
-	dropNotAuthorized                   // the subscriber may not read the topic (Options.Authorizer)
+	dropTooLarge           dropReason = iota // over the client's Maximum Packet Size [MQTT-3.1.2-25]
+	dropQueueFull                            // a persistent session's queue is full: the new message (quota.go)
+	dropExpired                              // its Message Expiry Interval passed while it waited [MQTT-3.3.2-5]
+	dropOfflineQoS0                          // QoS 0 for an offline persistent session (Options.QueueQoS0 off)
+	dropNotAuthorized                        // the subscriber may not read the topic (Options.Authorizer)
+	dropQueueFullOldest                      // a persistent session's queue is full: its oldest queued message (drop_oldest)
+	dropMemQueueFull                         // a non-persistent session's memory queue is full: the new message
+	dropMemQueueFullOldest                   // a non-persistent session's memory queue is full: its oldest (drop_oldest)
 	numDropReasons
 )
 
-var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0", "not_authorized"}
+var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0", "not_authorized",
+	"queue_full_oldest", "memory_queue_full", "memory_queue_full_oldest"}
 
 // Why a packet that asked for an ack was refused (Stats.Refused).
 type refuseReason uint8
 
 const (
-	refuseStoreFailed   refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
-	refuseNotAuthorized                     // authentication or the ACL said no
-	refuseKeepAlive                         // a 3.1.1 CONNECT asking a keep alive over Options.MaxKeepAlive
+	refuseStoreFailed      refuseReason = iota // the commit failed (I/O error, disk full), or an earlier one did
+	refuseNotAuthorized                        // authentication or the ACL said no
+	refuseKeepAlive                            // a 3.1.1 CONNECT asking a keep alive over Options.MaxKeepAlive
+	refuseQueueFull                            // a QoS 1/2 PUBLISH for a full persistent queue (queue_full = refuse)
+	refuseMemQueueFull                         // a QoS 1/2 PUBLISH for a full memory queue (queue_full = refuse)
+	refuseTopicLimits                          // a PUBLISH topic or SUBSCRIBE filter over max_topic_levels / max_topic_length
+	refuseMaxSubscriptions                     // a SUBSCRIBE filter beyond the session's max_subscriptions
+	refusePublishRate                          // a 5.0 QoS 1/2 PUBLISH over max_publish_rate
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive"}
+var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive", "queue_full", "memory_queue_full",
+	"topic_limits", "max_subscriptions", "publish_rate"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

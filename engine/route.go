@@ -51,7 +51,8 @@ func expired(m *wal.Message, nowMs int64) bool { return m.ExpireAt != 0 && nowMs
 
 // onPublish handles an inbound PUBLISH (commit-before-send rows "PUBLISH
 // QoS 1 in", "PUBLISH QoS 2 in" and its resend, and "PUBLISH QoS 1/2
-// refused": denied by the Authorizer on the reader).
+// refused": denied by the Authorizer on the reader, or by a full queue,
+// quota.go).
 func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 	if !active(c) {
 		return
@@ -63,25 +64,55 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		b.refusePublish(c, p)
 		return
 	}
+	if !b.topicFits(p.Topic) {
+		b.refuseTopic(c, p)
+		return
+	}
 	switch p.QoS {
 	case 0:
 		b.publish(toMessage(p, c.version, now), s)
 	// The ack is queued before the deliveries: all are released together
 	// after the same sync, and the publisher's ack is the latency that
-	// waits on it. Per connection, order is unchanged.
+	// waits on it. Per connection, order is unchanged. The quotas are
+	// applied before either (admit): a refused publish writes nothing.
 	case 1:
+		m := toMessage(p, c.version, now)
+		// A duplicate (dedup window) was stored and acknowledged before:
+		// it is acknowledged again, never refused, and not matched.
+		seen := b.seenBefore(c, p)
+		if !seen {
+			if ok, why := b.admit(m, s, true); !ok {
+				b.refuseQueueFull(c, p, why)
+				return
+			}
+		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID}, decIn: true},
 			&packet.Ack{Kind: packet.PUBACK, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
-		if !b.duplicate(c, p) {
-			b.publish(toMessage(p, c.version, now), s)
+		if !b.duplicate(c, p) && !seen {
+			b.publishAdmitted(m)
 		}
 	case 2:
+		if _, resend := s.InQoS2[p.PacketID]; resend {
+			// Recorded already: not routed again [MQTT-4.3.3-10].
+			b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
+				&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
+			return
+		}
+		m := toMessage(p, c.version, now)
+		seen := b.seenBefore(c, p)
+		if !seen {
+			if ok, why := b.admit(m, s, true); !ok {
+				b.refuseQueueFull(c, p, why)
+				return
+			}
+		}
 		b.emit(c, outItem{pkt: &packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID}},
 			&packet.Ack{Kind: packet.PUBREC, PacketID: p.PacketID, ReasonCode: packet.CodeUnspecifiedError})
 		// First arrival: the packet id is recorded with the message so a
 		// resend, even after a crash, is not routed twice [MQTT-4.3.3-10].
-		if b.core.sessions.Received(b.core.txn, s, p.PacketID) && !b.duplicate(c, p) {
-			b.publish(toMessage(p, c.version, now), s)
+		b.core.sessions.Received(b.core.txn, s, p.PacketID)
+		if !b.duplicate(c, p) && !seen {
+			b.publishAdmitted(m)
 		}
 	}
 }
@@ -92,9 +123,32 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 // usual, after the sync of what came before it: a duplicate is
 // acknowledged only once the original is on disk.
 func (b *Broker) duplicate(c *conn, p *packet.Publish) bool {
-	w := b.core.dedup
-	if w == nil || c.version != packet.V5 || len(p.Props.User) == 0 {
+	scope, id, ok := b.dedupID(c, p)
+	if !ok {
 		return false
+	}
+	w := b.core.dedup
+	dup := w.Seen(b.core.txn, scope, id, b.now())
+	if dup {
+		b.stats.dedupHits.Add(1)
+	}
+	b.stats.dedupIDs.Store(int64(w.Len()))
+	return dup
+}
+
+// seenBefore is duplicate without recording anything: the queue quotas
+// (admit) are not applied to a duplicate, which was stored already, and a
+// publish they refuse must leave no id in the window.
+func (b *Broker) seenBefore(c *conn, p *packet.Publish) bool {
+	scope, id, ok := b.dedupID(c, p)
+	return ok && b.core.dedup.Has(scope, id, b.now())
+}
+
+// dedupID is p's dedup scope and message id, if the window is on and p
+// carries one.
+func (b *Broker) dedupID(c *conn, p *packet.Publish) (scope, id string, ok bool) {
+	if b.core.dedup == nil || c.version != packet.V5 || len(p.Props.User) == 0 {
+		return "", "", false
 	}
 	for _, u := range p.Props.User {
 		if u.Key != b.opts.DedupProperty {
@@ -104,14 +158,9 @@ func (b *Broker) duplicate(c *conn, p *packet.Publish) bool {
 		if b.opts.DedupByUsername && !c.id.Anonymous {
 			scope = "u:" + c.id.Username
 		}
-		dup := w.Seen(b.core.txn, scope, u.Value, b.now())
-		if dup {
-			b.stats.dedupHits.Add(1)
-		}
-		b.stats.dedupIDs.Store(int64(w.Len()))
-		return dup
+		return scope, u.Value, true
 	}
-	return false
+	return "", "", false
 }
 
 // refusePublish answers a PUBLISH the Authorizer refused: nothing is
@@ -133,18 +182,29 @@ func (b *Broker) refusePublish(c *conn, p *packet.Publish) {
 }
 
 // publish stores the retained update and routes m to every matching
-// session. from is the publishing session (nil for wills and $SYS).
+// session, within the queue quotas (it cannot be refused: what a full
+// queue cannot take is dropped for it). from is the publishing session
+// (nil for wills and $SYS).
 func (b *Broker) publish(m *wal.Message, from *session) {
+	b.admit(m, from, false)
+	b.publishAdmitted(m)
+}
+
+// publishAdmitted stores the retained update of m and delivers it to the
+// targets admit found.
+func (b *Broker) publishAdmitted(m *wal.Message) {
 	if m.Retain {
 		// [MQTT-3.3.1-5] store (or, with an empty payload, clear
 		// [MQTT-3.3.1-10]) the retained message for the topic.
 		b.core.retained.Set(b.core.txn, m)
 	}
-	b.route(m, from)
+	b.route(m)
 }
 
-// route delivers m to every session with a matching subscription.
-func (b *Broker) route(m *wal.Message, from *session) {
+// match finds the sessions m goes to (core.targets): every matching
+// subscription of a session merged into one target, one member of each
+// shared subscription group.
+func (b *Broker) match(m *wal.Message, from *session) {
 	c := &b.core
 	clear(c.scratch)
 	c.targets = c.targets[:0]
@@ -195,11 +255,12 @@ func (b *Broker) route(m *wal.Message, from *session) {
 		}
 		add(pick)
 	}
+}
+
+// route delivers m to the targets match found (and admit kept).
+func (b *Broker) route(m *wal.Message) {
+	c := &b.core
 	if len(c.targets) == 0 {
-		return
-	}
-	if m.ExpireAt != 0 && expired(m, b.now().UnixMilli()) {
-		b.stats.reasons.drop(dropExpired)
 		return
 	}
 	// A body stored once serves every persistent session it is queued for.
@@ -249,6 +310,10 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 		case to != nil:
 			b.emit(to, outItem{pub: &outPub{msg: d.Msg, retain: d.Retain, subIDs: d.SubIDs}}, nil)
 		case s.Persistent && b.opts.QueueQoS0:
+			if b.full(s, d.Msg) {
+				b.dropped(s, dropQueueFull)
+				return
+			}
 			c.sessions.Enqueue(c.txn, s, d)
 		case s.Persistent:
 			b.stats.reasons.drop(dropOfflineQoS0)
@@ -258,14 +323,26 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 	if to == nil && !s.Persistent {
 		return
 	}
-	if to != nil && s.CanSendNow(to.window()) {
+	now := to != nil && s.CanSendNow(to.window())
+	if (s.Persistent || !now) && b.full(s, d.Msg) {
+		// Still full after admit (drop_new, nothing could be evicted), or
+		// a delivery admit did not see (retained on SUBSCRIBE).
+		why := dropQueueFull
+		if !s.Persistent {
+			why = dropMemQueueFull
+		}
+		b.dropped(s, why)
+		c.sessions.Unref(c.txn, d.Shared)
+		return
+	}
+	if now {
 		f := c.sessions.Bind(c.txn, s, d)
 		b.emit(to, outItem{pub: &outPub{msg: d.Msg, qos: d.QoS, pid: f.PacketID, retain: d.Retain, subIDs: d.SubIDs}}, nil)
 		return
 	}
 	if !c.sessions.Enqueue(c.txn, s, d) {
-		b.stats.reasons.drop(dropQueueFull)
-		b.log.Warn("queue full: message dropped for a non-persistent session", "client", s.ClientID)
+		b.dropped(s, dropMemQueueFull) // not reached: full said there was room
+		c.sessions.Unref(c.txn, d.Shared)
 	}
 }
 

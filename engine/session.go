@@ -236,6 +236,11 @@ func (b *Broker) publishWill(s *session, now time.Time) {
 	w := s.Will
 	s.Will = nil
 	m := w.Message
+	if !b.topicFits(m.Topic) {
+		b.stats.reasons.refuse(refuseTopicLimits)
+		b.log.Info("will not published: topic over max_topic_levels or max_topic_length", "client", s.ClientID)
+		return
+	}
 	if live := b.opts.Authorizer; live != nil && s.Creator != nil {
 		// Checked again as it is published: a right revoked since the
 		// CONNECT (a reload) holds for the will too.
@@ -268,6 +273,7 @@ func (b *Broker) endSessions(list ...*session) {
 		}
 		b.cancelTimer(s)
 		delete(core.repull, s)
+		delete(core.dropLog, s)
 		if s.Persistent {
 			persistent = append(persistent, s.ClientID)
 		}
@@ -323,6 +329,16 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe, denied []bool) {
 			codes[i] = packet.CodeUnspecifiedError
 			if c.version == packet.V5 {
 				codes[i] = packet.CodeTopicFilterInvalid
+			}
+			continue
+		}
+		if why, ok := b.subscriptionFits(s, sub.Filter); !ok {
+			// Over a limit: 0x97 (5.0) / 0x80 (3.1.1) for that filter.
+			b.stats.reasons.refuse(why)
+			b.refusedLog.log(c.log, "subscription refused", "listener", c.info.Listener, "reason", refuseNames[why])
+			codes[i] = packet.CodeUnspecifiedError
+			if c.version == packet.V5 {
+				codes[i] = packet.CodeQuotaExceeded
 			}
 			continue
 		}
@@ -427,4 +443,6 @@ func ownedBy(s *session, c *conn) bool {
 	return o == nil || (o.Anonymous == c.id.Anonymous && o.Username == c.id.Username)
 }
 
-func active(c *conn) bool { return c.connected && c.sess != nil && c.sess.Owner == target(c) }
+func active(c *conn) bool {
+	return c.connected && !c.refused && c.sess != nil && c.sess.Owner == target(c)
+}

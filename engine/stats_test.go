@@ -71,7 +71,7 @@ func TestSessionAndQueueCounts(t *testing.T) {
 // Messages that are not delivered are counted by reason, and so are
 // refusals.
 func TestDropsCountedByReason(t *testing.T) {
-	tb := startBroker(t, Options{MaxMemQueue: 1})
+	tb := startBroker(t, Options{MaxMemQueue: 1, QueueFull: QueueDropNew})
 	small := dialRaw(t, tb.addr, packet.V5)
 	small.connect("small", true, func(cp *packet.Connect) {
 		cp.Props.MaximumPacketSize = 64
@@ -92,7 +92,7 @@ func TestDropsCountedByReason(t *testing.T) {
 	p.pubAcked(3, "d/2", "second")                   // waits in memory (MaxMemQueue 1)
 	p.pubAcked(4, "d/3", "third")                    // queue full
 	small.expectPub("d/q0", "qos 0")
-	want := map[string]uint64{"too_large": 1, "offline_qos0": 1, "queue_full": 1, "expired": 0}
+	want := map[string]uint64{"too_large": 1, "offline_qos0": 1, "memory_queue_full": 1, "queue_full": 0, "expired": 0}
 	got := tb.b.Stats().Dropped
 	for k, v := range want {
 		if got[k] != v {

@@ -28,11 +28,20 @@ func (b *Broker) publishSys() {
 		{"$SYS/broker/retained messages/count", strconv.Itoa(st.Retained)},
 		{"$SYS/broker/store/bytes", strconv.FormatUint(st.StoreBytes, 10)},
 	}
+	// Every drop and refusal reason, zero or not, in the order of
+	// counters.go.
+	for _, r := range dropNames {
+		vals = append(vals, struct{ topic, v string }{"$SYS/broker/messages/dropped/" + r, strconv.FormatUint(st.Dropped[r], 10)})
+	}
+	for _, r := range refuseNames {
+		vals = append(vals, struct{ topic, v string }{"$SYS/broker/refused/" + r, strconv.FormatUint(st.Refused[r], 10)})
+	}
 	scratch := &wal.Txn{}
 	for _, v := range vals {
 		m := &wal.Message{Topic: v.topic, Payload: []byte(v.v), Retain: true}
 		b.core.retained.Set(scratch, m)
-		b.route(m, nil)
+		b.admit(m, nil, false)
+		b.route(m)
 	}
 	b.stats.sysRetained.Store(int64(len(vals)))
 }

@@ -41,6 +41,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
 // Info is what the listener knows of a connection.
@@ -64,6 +66,10 @@ type Info struct {
 	// reached: the handler refuses the client (MQTT: CONNACK 0x97, or
 	// return code 3) once it knows how to say so, and closes.
 	OverLimit bool
+	// OverRate says the connection rate limit (Limit.Rate) is reached:
+	// the handler refuses the client (MQTT: CONNACK 0x9F, or return code
+	// 3) and closes.
+	OverRate bool
 	// Deadline is when the handshake must be over: the listener spent
 	// part of it on the PROXY header, TLS and the WebSocket upgrade, and
 	// the handler reads the MQTT CONNECT by then. Zero: no deadline.
@@ -302,9 +308,27 @@ func (s *Server) serveConn(nc net.Conn) {
 }
 
 // serveClient hands a connection whose handshake is over to the handler,
-// within the limits: one over them is handed over marked OverLimit, and
-// counted as refused rather than open.
+// within the limits: one over them is handed over marked OverRate or
+// OverLimit, and counted as refused rather than open.
 func (s *Server) serveClient(c net.Conn, info Info) {
+	g := s.Global
+	if g != nil && g.Rate != nil && !g.Rate.Allow() {
+		s.stats.refuse(refuseConnectionRate)
+		info.OverRate = true
+		s.Handler.ServeConn(c, info)
+		return
+	}
+	if g != nil && g.PerAddress > 0 {
+		if addr, ok := ipOf(info.Remote); ok {
+			if !g.acquireAddr(addr) {
+				s.stats.refuse(refusePerAddress)
+				info.OverLimit = true
+				s.Handler.ServeConn(c, info)
+				return
+			}
+			defer g.releaseAddr(addr)
+		}
+	}
 	if !s.acquire() {
 		s.stats.refuse(refuseMaxConnections)
 		info.OverLimit = true
@@ -339,11 +363,61 @@ func (s *Server) release() {
 	}
 }
 
-// Limit is a connection limit shared by listeners (keel's top-level
-// max_connections).
+// Limit is the connection limits shared by listeners (keel's top-level
+// max_connections, max_connection_rate, max_connections_per_address).
+// Its exported fields are set before the listeners serve.
 type Limit struct {
-	Max int64 // 0: none
-	n   atomic.Int64
+	Max int64 // clients at once; 0: none
+	// Rate, if set, bounds the new clients per second (a token bucket and
+	// its burst), counted once their handshake (PROXY, TLS, WebSocket) is
+	// over: a client over it is handed over with Info.OverRate.
+	Rate *rate.Limiter
+	// PerAddress bounds the clients from one IP address (Info.Remote) at
+	// once; 0: none. A client over it is handed over with Info.OverLimit.
+	PerAddress int
+
+	n  atomic.Int64
+	mu struct {
+		sync.Mutex
+		addrs map[netip.Addr]int // clients per address, while PerAddress > 0
+	}
+}
+
+func (l *Limit) acquireAddr(a netip.Addr) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.addrs == nil {
+		l.mu.addrs = make(map[netip.Addr]int)
+	}
+	if l.mu.addrs[a] >= l.PerAddress {
+		return false
+	}
+	l.mu.addrs[a]++
+	return true
+}
+
+func (l *Limit) releaseAddr(a netip.Addr) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.addrs[a]--; l.mu.addrs[a] <= 0 {
+		delete(l.mu.addrs, a)
+	}
+}
+
+// ipOf is the IP address of a client address.
+func ipOf(a net.Addr) (netip.Addr, bool) {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return ip.Unmap(), ok
+	case nil:
+		return netip.Addr{}, false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
 }
 
 // Open is how many clients hold a place under the limit.

@@ -12,10 +12,13 @@ const (
 	refuseProxyInvalid                       // a trusted peer's PROXY header missing, malformed or of the wrong version
 	refuseWebSocket                          // a refused WebSocket upgrade (no MQTT subprotocol, wrong path or origin, not an upgrade)
 	refuseMaxConnections                     // over the listener's or the global limit (the handler answers with a CONNACK refusal)
+	refuseConnectionRate                     // over Limit.Rate (the handler answers with a CONNACK refusal)
+	refusePerAddress                         // over Limit.PerAddress (the handler answers with a CONNACK refusal)
 	numRefuseReasons
 )
 
-var refuseNames = [numRefuseReasons]string{"handshake_timeout", "proxy_untrusted", "proxy_invalid", "websocket", "max_connections"}
+var refuseNames = [numRefuseReasons]string{"handshake_timeout", "proxy_untrusted", "proxy_invalid", "websocket", "max_connections",
+	"connection_rate", "max_connections_per_address"}
 
 // RefuseReasons are the keys of Stats.Refused, in a fixed order.
 func RefuseReasons() []string { return refuseNames[:] }

@@ -2,6 +2,7 @@ package sessions
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/keelmq/keel/wal"
 )
@@ -113,6 +114,7 @@ func (st *Store[O]) Bind(txn *wal.Txn, s *Session[O], d Delivery) *Flight {
 	if s.Persistent {
 		f.Seq, f.Shared = st.nextSeq(), d.Shared
 		st.addEntry(s, 1, 0)
+		st.addShared(s, f.Shared, 1)
 		st.writeEntry(txn, s, f, wal.EntrySent)
 	}
 	s.Inflight[f.PacketID] = f
@@ -133,6 +135,7 @@ func (st *Store[O]) Enqueue(txn *wal.Txn, s *Session[O], d Delivery) bool {
 	}
 	f := &Flight{Seq: st.nextSeq(), QoS: d.QoS, Retain: d.Retain, SubIDs: d.SubIDs, Shared: d.Shared, Msg: d.Msg}
 	st.addEntry(s, 1, 0)
+	st.addShared(s, f.Shared, 1)
 	st.writeEntry(txn, s, f, wal.EntryQueued)
 	if !s.Backlog {
 		s.Backlog, s.cursor = true, f.Seq
@@ -163,6 +166,7 @@ func (st *Store[O]) MarkReleased(txn *wal.Txn, s *Session[O], f *Flight) {
 	f.State, f.Msg = Released, nil
 	if s.Persistent {
 		st.writeEntry(txn, s, f, wal.EntryReleased)
+		st.addShared(s, f.Shared, -1)
 		st.Unref(txn, f.Shared)
 	}
 	f.Shared = 0
@@ -279,6 +283,7 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 func (st *Store[O]) drop(txn *wal.Txn, s *Session[O], f *Flight) {
 	txn.Delete(wal.QueueKey(s.ClientID, f.Seq))
 	st.addEntry(s, -1, -int64(f.size))
+	st.addShared(s, f.Shared, -1)
 	st.Unref(txn, f.Shared)
 }
 
@@ -298,6 +303,7 @@ func (st *Store[O]) End(txn *wal.Txn, s *Session[O]) {
 		p := wal.SessionPrefix(s.ClientID)
 		txn.DeleteRange(p, wal.PrefixEnd(p))
 		st.addEntry(s, -s.queued, -s.queuedBytes)
+		s.sharedBytes = 0
 	}
 	s.Persistent = false
 	s.Backlog = false
@@ -330,4 +336,73 @@ func SharedRefs(snap wal.Reader, client string, chunk int, fn func(ids []uint64)
 		fn(ids)
 	}
 	return err
+}
+
+// OldestHidden reports whether s has queued entries (not in flight) and a
+// read shows none of them: every one was written in a Txn not yet
+// submitted, so EvictOldest cannot find them until it is. It reads at
+// most one entry.
+func (st *Store[O]) OldestHidden(s *Session[O]) (bool, error) {
+	if s.Waiting() <= 0 {
+		return false, nil
+	}
+	_, _, ok, err := st.oldestQueued(s)
+	return !ok, err
+}
+
+// EvictOldest deletes s's oldest queued entry, one not in flight, in txn
+// and reports whether there was one a read shows (see OldestHidden): the
+// drop_oldest policy of a full queue, which makes room in the same Txn as
+// the entry that takes it. A shared body loses the entry's reference. It
+// reads at most one entry.
+func (st *Store[O]) EvictOldest(txn *wal.Txn, s *Session[O]) (bool, error) {
+	if s.Waiting() <= 0 {
+		return false, nil
+	}
+	seq, v, ok, err := st.oldestQueued(s)
+	if !ok || err != nil {
+		return false, err
+	}
+	h, err := wal.PeekEntry(v)
+	if err != nil {
+		return false, fmt.Errorf("sessions: queue entry %d of %q: %w", seq, s.ClientID, err)
+	}
+	// Every entry at or after the cursor is queued (Session.Backlog):
+	// the cursor moves past the one deleted, so that a read that still
+	// shows it (txn is not submitted yet) does not offer it again.
+	s.cursor = seq + 1
+	f := &Flight{Seq: seq, Shared: h.Shared, size: len(v)}
+	if h.State == wal.EntryReleased {
+		f.Shared = 0
+	}
+	st.drop(txn, s, f)
+	return true, nil
+}
+
+// oldestQueued reads s's first entry at or after its cursor: the oldest
+// queued one a read shows.
+func (st *Store[O]) oldestQueued(s *Session[O]) (seq uint64, v []byte, ok bool, err error) {
+	if !s.Backlog {
+		return 0, nil, false, nil
+	}
+	err = st.store.Scan(wal.QueueKey(s.ClientID, s.cursor), wal.PrefixEnd(wal.QueuePrefix(s.ClientID)), func(k, val []byte) error {
+		seq, _ = wal.ParseQueueSeq(k)
+		v, ok = append([]byte(nil), val...), true
+		return errStopScan
+	})
+	if err != nil && !errors.Is(err, errStopScan) {
+		return 0, nil, false, err
+	}
+	return seq, v, ok, nil
+}
+
+// DropOldestPending drops the oldest message waiting in the memory queue
+// of non-persistent s and reports whether there was one.
+func (st *Store[O]) DropOldestPending(s *Session[O]) bool {
+	if s.Persistent || len(s.Pending) == 0 {
+		return false
+	}
+	s.Pending[0] = nil
+	s.Pending = s.Pending[1:]
+	return true
 }

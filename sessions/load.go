@@ -15,10 +15,25 @@ import (
 // were deleted before a crash.
 func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O], error) {
 	st := &Store[O]{store: store, Sessions: make(map[string]*Session[O]), refs: make(map[uint64]body)}
+	// Shared bodies first: their sizes, so that each session's queue
+	// counts the bodies it references (Session.Queued). Their references
+	// are counted from the queue entries below.
+	err := store.Scan(wal.MessagePrefix(), wal.PrefixEnd(wal.MessagePrefix()), func(k, v []byte) error {
+		id, ok := wal.ParseMessageKey(k)
+		if !ok {
+			return nil
+		}
+		st.seq = max(st.seq, id)
+		st.refs[id] = body{size: int32(len(v))}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
 	var queued, inflight, subs int
 	var staleShared []uint64
 	var s *Session[O] // the session of the previous key: keys come grouped by session
-	err := store.Scan(wal.AllSessionsPrefix(), wal.PrefixEnd(wal.AllSessionsPrefix()), func(k, v []byte) error {
+	err = store.Scan(wal.AllSessionsPrefix(), wal.PrefixEnd(wal.AllSessionsPrefix()), func(k, v []byte) error {
 		clientBytes, kind, rest, ok := wal.ParseSessionKeyBytes(k)
 		if !ok {
 			return fmt.Errorf("sessions: bad key %q", k)
@@ -61,6 +76,7 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 				b := st.refs[h.Shared]
 				b.refs++
 				st.refs[h.Shared] = b
+				s.sharedBytes += int64(b.size)
 			}
 			st.addEntry(s, 1, int64(len(v)))
 			if h.State == wal.EntryQueued {
@@ -94,6 +110,7 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 				st.garbage = append(st.garbage, wal.QueueKey(client, old.Seq))
 				st.addEntry(s, -1, -int64(old.size))
 				if old.Shared != 0 {
+					s.sharedBytes -= int64(st.refs[old.Shared].size)
 					staleShared = append(staleShared, old.Shared)
 				}
 			} else {
@@ -112,35 +129,21 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 		return nil, err
 	}
 	for _, id := range staleShared {
-		// A body left without references is collected by the scan below.
-		if b := st.refs[id]; b.refs > 1 {
-			b.refs--
-			st.refs[id] = b
-		} else {
-			delete(st.refs, id)
-		}
-	}
-	// Shared bodies: find the highest id, and drop orphans (a body whose
-	// last reference went away: its release was lost, never written, or
-	// left to a sweep that a stop cut short).
-	err = store.Scan(wal.MessagePrefix(), wal.PrefixEnd(wal.MessagePrefix()), func(k, v []byte) error {
-		id, ok := wal.ParseMessageKey(k)
-		if !ok {
-			return nil
-		}
-		st.seq = max(st.seq, id)
-		b, ok := st.refs[id]
-		if !ok {
-			st.garbage = append(st.garbage, append([]byte(nil), k...))
-			return nil
-		}
-		b.size = int32(len(v))
+		b := st.refs[id]
+		b.refs--
 		st.refs[id] = b
-		st.totals.bodyBytes.Add(int64(len(v)))
-		return nil
-	})
-	if err != nil {
-		return nil, err
+	}
+	// Drop orphans: a body whose last reference went away (its release
+	// was lost, never written, or left to a sweep that a stop cut short).
+	for id, b := range st.refs {
+		if b.refs <= 0 {
+			if b.size > 0 { // else referenced once, and not stored
+				st.garbage = append(st.garbage, wal.MessageKey(id))
+			}
+			delete(st.refs, id)
+			continue
+		}
+		st.totals.bodyBytes.Add(int64(b.size))
 	}
 	for client, s := range st.Sessions {
 		if s.Protocol == 0 {

@@ -120,14 +120,29 @@ type Session[O any] struct {
 	online bool
 
 	// The session's stored queue: entries (queued and in flight) and
-	// their bytes.
+	// their bytes; sharedBytes is the bytes of the shared bodies they
+	// reference, each counted for every entry that references it.
 	queued      int64
 	queuedBytes int64
+	sharedBytes int64
 }
 
 // Queued is the number of entries in s's stored queue (queued and in
-// flight) and their bytes (shared bodies not included).
-func (s *Session[O]) Queued() (entries, bytes int64) { return s.queued, s.queuedBytes }
+// flight) and their bytes as stored, a shared body counted for each entry
+// that references it: what s alone would hold on disk. A non-persistent
+// session has none.
+func (s *Session[O]) Queued() (entries, bytes int64) {
+	return s.queued, s.queuedBytes + s.sharedBytes
+}
+
+// Waiting is the number of entries in s's stored queue that are queued
+// and not in flight: what EvictOldest may take.
+func (s *Session[O]) Waiting() int64 {
+	if !s.Persistent {
+		return 0
+	}
+	return s.queued - int64(len(s.Inflight))
+}
 
 // New returns an empty, non-persistent session.
 func New[O any](clientID string) *Session[O] {
@@ -277,6 +292,16 @@ func (st *Store[O]) addEntry(s *Session[O], d int64, b int64) {
 	s.queuedBytes += b
 	st.totals.entries.Add(d)
 	st.totals.entryBytes.Add(b)
+}
+
+// addShared counts a reference of s's queue to shared body id (sign +1)
+// or its end (-1) in s's bytes. The totals count each body once
+// (StoreShared, Unref). REQUIRES: the body is still referenced (call it
+// before the Unref that may free it).
+func (st *Store[O]) addShared(s *Session[O], id uint64, sign int64) {
+	if id != 0 {
+		s.sharedBytes += sign * int64(st.refs[id].size)
+	}
 }
 
 func (st *Store[O]) nextSeq() uint64 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -260,5 +261,103 @@ func TestFlowsSurviveAPowerCut(t *testing.T) {
 	// q1 shares the body stored once.
 	if len(got) != 2 || got[0] != "shared" || got[1] != "q2" || c.Backlog {
 		t.Fatalf("refill: got %v (backlog %v), want [shared q2] and the backlog ended", got, c.Backlog)
+	}
+}
+
+// Queued counts a shared body for every session that queues it, the same
+// at run time and after Load; EvictOldest takes the oldest queued entry
+// (never one in flight), releases its body's reference, and sees only what
+// was submitted.
+func TestQueuedAndEvictOldest(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	l, err := wal.Open(wal.Options{Dir: "d", FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := load(t, l)
+	sess := func(id string) *Session[*owner] {
+		s := New[*owner](id)
+		s.Persistent, s.Protocol, s.Expiry = true, 5, NeverExpire
+		st.Sessions[id] = s
+		return s
+	}
+	a, o := sess("a"), sess("o")
+	payload := make([]byte, 600)
+	rand.NewChaCha8([32]byte{1}).Read(payload) // not compressible
+	big := &wal.Message{Topic: "t", Payload: payload, QoS: 1}
+	small := &wal.Message{Topic: "t", Payload: []byte("small"), QoS: 1}
+	var inflight *Flight
+	commit(t, l, func(txn *wal.Txn) {
+		st.Save(txn, a)
+		st.Save(txn, o)
+		inflight = st.Bind(txn, a, Delivery{Msg: small, QoS: 1}) // oldest, but in flight
+		id := st.StoreShared(txn, big, 2)
+		st.Enqueue(txn, a, Delivery{Msg: big, QoS: 1, Shared: id})
+		st.Enqueue(txn, o, Delivery{Msg: big, QoS: 1, Shared: id})
+		st.Enqueue(txn, a, Delivery{Msg: small, QoS: 1})
+	})
+	n, bytes := a.Queued()
+	if n != 3 || bytes < 600 { // the body counted for a
+		t.Fatalf("a queued: %d entries, %d bytes; want 3 and the shared body counted", n, bytes)
+	}
+	same := func(what string) {
+		t.Helper()
+		fs, l = reopen(t, fs, l)
+		re := load(t, l)
+		for id, s := range st.Sessions {
+			wn, wb := s.Queued()
+			if gn, gb := re.Sessions[id].Queued(); gn != wn || gb != wb {
+				t.Fatalf("%s: %s after Load: %d entries, %d bytes; at run time %d and %d", what, id, gn, gb, wn, wb)
+			}
+		}
+		if re.Garbage() != 0 {
+			t.Fatalf("%s: Load found %d dead keys, want none", what, re.Garbage())
+		}
+		st = re
+		a, o = st.Sessions["a"], st.Sessions["o"]
+	}
+	same("queued")
+
+	// Evicting a's oldest queued entry takes the shared one, not the
+	// flight; the body stays for o.
+	commit(t, l, func(txn *wal.Txn) {
+		if ok, err := st.EvictOldest(txn, a); !ok || err != nil {
+			t.Fatalf("EvictOldest a: %v, %v", ok, err)
+		}
+	})
+	if n, bytes := a.Queued(); n != 2 || bytes > 200 {
+		t.Fatalf("a after the eviction: %d entries, %d bytes; want 2, without the body", n, bytes)
+	}
+	if a.Inflight[inflight.PacketID] == nil {
+		t.Fatalf("the flight was evicted")
+	}
+	same("a evicted")
+	commit(t, l, func(txn *wal.Txn) {
+		if ok, err := st.EvictOldest(txn, o); !ok || err != nil {
+			t.Fatalf("EvictOldest o: %v, %v", ok, err)
+		}
+		if ok, _ := st.EvictOldest(txn, o); ok {
+			t.Fatalf("EvictOldest on an empty queue: evicted")
+		}
+	})
+	if s := st.Stats(); s.Queued != 2 {
+		t.Fatalf("after both evictions: %d entries, want 2", s.Queued)
+	}
+	same("o evicted") // and the body went with its last reference (no garbage)
+	if s := st.Stats(); s.QueuedBytes != a.queuedBytes {
+		t.Fatalf("stored bytes: %d, want only a's inline entries (%d)", s.QueuedBytes, a.queuedBytes)
+	}
+
+	// An entry a Txn not yet submitted holds is not visible to a read.
+	txn := &wal.Txn{}
+	st.Enqueue(txn, o, Delivery{Msg: small, QoS: 1})
+	if hidden, err := st.OldestHidden(o); !hidden || err != nil {
+		t.Fatalf("OldestHidden: %v, %v; want true", hidden, err)
+	}
+	if ok, _ := st.EvictOldest(txn, o); ok {
+		t.Fatalf("EvictOldest found an entry not yet submitted")
+	}
+	if hidden, _ := st.OldestHidden(a); hidden {
+		t.Fatalf("OldestHidden a: true, want false (its queued entry is stored)")
 	}
 }

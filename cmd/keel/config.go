@@ -34,6 +34,7 @@ type config struct {
 	LogJSON           bool // log_format = json
 	CompressThreshold int
 	MaxConnections    int // all listeners together; 0: no limit
+	Conn              connLimits
 	PasswordFile      string
 	ACLFile           string
 	// MaxVerifications is auth.LimiterOptions.Concurrent: password
@@ -93,7 +94,7 @@ type key[T any] struct {
 
 // configKeys are the top-level keys, in the order the README's table and
 // keel.conf.example list them (a test holds all three equal).
-var configKeys = []key[config]{
+var configKeys = append([]key[config]{
 	{"data", func(c *config, v string) error { c.Data = v; return nil }, func(c *config) string { return c.Data }},
 	{"admin", func(c *config, v string) error { c.Admin = v; return nil }, func(c *config) string { return c.Admin }},
 	{"admin_token_file", func(c *config, v string) error { c.AdminTokenFile = v; return nil }, func(c *config) string { return c.AdminTokenFile }},
@@ -218,7 +219,7 @@ var configKeys = []key[config]{
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
-}
+}, quotaKeys...) // the queue quotas' keys follow (quotas.go)
 
 // listenerKeys are the keys of a [listener NAME] section; at the top level
 // they configure the default listener (max_connections there is the

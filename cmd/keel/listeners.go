@@ -21,6 +21,7 @@ type mqttListener struct {
 func startListeners(cfg config, b *engine.Broker, logger *slog.Logger) ([]mqttListener, error) {
 	h := listener.HandlerFunc(func(nc net.Conn, info listener.Info) { b.ServeConn(nc, engine.ConnInfo(info)) })
 	global := &listener.Limit{Max: int64(cfg.MaxConnections)}
+	cfg.Conn.apply(global)
 	var out []mqttListener
 	fail := func(err error) ([]mqttListener, error) {
 		for _, m := range out {

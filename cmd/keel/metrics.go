@@ -48,14 +48,15 @@ var (
 		metric("keel_messages_sent_total", "PUBLISH packets sent.", counter, func(s *engine.Stats) float64 { return float64(s.MessagesSent) }),
 		metric("keel_store_syncs_total", "Synced commits to the write-ahead log (fsyncs).", counter, func(s *engine.Stats) float64 { return float64(s.StoreSyncs) }),
 		metric("keel_store_txns_total", "Batches of broker state committed; divided by syncs, the group commit's batching.", counter, func(s *engine.Stats) float64 { return float64(s.StoreTxns) }),
+		metric("keel_publishes_throttled_total", "PUBLISH packets a client had to wait to send, over max_publish_rate (none dropped).", counter, func(s *engine.Stats) float64 { return float64(s.PublishesThrottled) }),
 		metric("keel_dedup_hits_total", "QoS 1/2 publishes acknowledged and not routed again: the dedup window had their message id.", counter, func(s *engine.Stats) float64 { return float64(s.DedupHits) }),
 		metric("keel_dedup_ids", "Message ids the dedup window holds.", gauge, func(s *engine.Stats) float64 { return float64(s.DedupIDs) }),
 		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
 	}
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
-		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic).", []string{"reason"}, nil)
+		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a persistent session's queue is full: the new message), queue_full_oldest (its oldest, under queue_full = drop_oldest), memory_queue_full and memory_queue_full_oldest (the same for a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic).", []string{"reason"}, nil)
 	refusedDesc = prometheus.NewDesc("keel_refusals_total",
-		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), keep_alive (a 3.1.1 CONNECT over max_keepalive).", []string{"reason"}, nil)
+		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), keep_alive (a 3.1.1 CONNECT over max_keepalive), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse), topic_limits (a topic or filter over max_topic_levels or max_topic_length), max_subscriptions, publish_rate (a 5.0 QoS 1/2 publish over max_publish_rate).", []string{"reason"}, nil)
 	fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
 		"Latency of the write-ahead log's fsyncs (fdatasync); its count is keel_store_syncs_total.", nil, nil)
 )
@@ -106,7 +107,7 @@ var (
 	descListenerAccepted = prometheus.NewDesc("keel_listener_connections_accepted_total",
 		"Connections a listener handed to the broker as clients.", []string{"listener"}, nil)
 	descListenerRefused = prometheus.NewDesc("keel_listener_connections_refused_total",
-		"Connections a listener refused, by reason (handshake_timeout, proxy_untrusted, proxy_invalid, websocket, max_connections).",
+		"Connections a listener refused, by reason (handshake_timeout, proxy_untrusted, proxy_invalid, websocket, max_connections, connection_rate, max_connections_per_address).",
 		[]string{"listener", "reason"}, nil)
 	descListenerTLSFailures = prometheus.NewDesc("keel_listener_tls_handshake_failures_total",
 		"Failed TLS handshakes (plain TCP on a TLS port, a client certificate refused, ...).", []string{"listener"}, nil)

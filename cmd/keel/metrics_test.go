@@ -40,7 +40,9 @@ func TestMetricsExposeTheStoreAndBroker(t *testing.T) {
 		"keel_sessions_persistent 0", "keel_sessions_offline 0", "keel_queued_messages 0", "keel_queued_bytes 0",
 		`keel_messages_dropped_total{reason="too_large"} 0`, `keel_messages_dropped_total{reason="queue_full"} 0`,
 		`keel_messages_dropped_total{reason="expired"} 0`, `keel_messages_dropped_total{reason="offline_qos0"} 0`,
-		`keel_refusals_total{reason="store_failed"} 0`} {
+		`keel_messages_dropped_total{reason="queue_full_oldest"} 0`, `keel_messages_dropped_total{reason="memory_queue_full"} 0`,
+		`keel_refusals_total{reason="store_failed"} 0`, `keel_refusals_total{reason="queue_full"} 0`,
+		`keel_refusals_total{reason="memory_queue_full"} 0`} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)
 		}

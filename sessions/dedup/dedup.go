@@ -132,6 +132,17 @@ func (w *Window) Seen(txn *wal.Txn, scopeName, id string, now time.Time) bool {
 	return false
 }
 
+// Has reports whether scope routed id in the window, as Seen does, but
+// records and sweeps nothing.
+func (w *Window) Has(scopeName, id string, now time.Time) bool {
+	s := w.scopes[scopeName]
+	if s == nil {
+		return false
+	}
+	exp, ok := s.ids[id]
+	return ok && exp > now.UnixMilli()
+}
+
 func (w *Window) scope(name string) *scope {
 	s := w.scopes[name]
 	if s == nil {
