@@ -26,7 +26,7 @@ func (st *Store[O]) Save(txn *wal.Txn, s *Session[O]) {
 // whether one existed. Row "SUBSCRIBE on a persistent session".
 func (st *Store[O]) Subscribe(txn *wal.Txn, s *Session[O], filter string, sub Subscription) (existed bool) {
 	_, existed = s.Subs[filter]
-	s.Subs[filter] = sub
+	s.setSub(filter, sub)
 	if s.Persistent {
 		r := toRecord(sub)
 		txn.Set(wal.SubscriptionKey(s.ClientID, filter), wal.AppendSubscription(nil, &r))
@@ -54,7 +54,7 @@ func (st *Store[O]) Received(txn *wal.Txn, s *Session[O], pid uint16) (first boo
 	if _, seen := s.InQoS2[pid]; seen {
 		return false
 	}
-	s.InQoS2[pid] = struct{}{}
+	s.setInQoS2(pid)
 	if s.Persistent {
 		txn.Set(wal.InboundKey(s.ClientID, pid), nil)
 	}
@@ -117,7 +117,7 @@ func (st *Store[O]) Bind(txn *wal.Txn, s *Session[O], d Delivery) *Flight {
 		st.addShared(s, f.Shared, 1)
 		st.writeEntry(txn, s, f, wal.EntrySent)
 	}
-	s.Inflight[f.PacketID] = f
+	s.setInflight(f)
 	return f
 }
 
@@ -212,7 +212,7 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 			continue
 		}
 		f.PacketID, f.State = s.nextPacketID(), Sent
-		s.Inflight[f.PacketID] = f
+		s.setInflight(f)
 		send(f)
 	}
 	if !s.Persistent || !s.Backlog {
@@ -261,7 +261,7 @@ func (st *Store[O]) Refill(txn *wal.Txn, s *Session[O], w int, unseen bool,
 			}
 			f.PacketID, f.State = s.nextPacketID(), Sent
 			st.writeEntry(txn, s, f, wal.EntrySent)
-			s.Inflight[f.PacketID] = f
+			s.setInflight(f)
 			send(f)
 			return nil
 		})
@@ -308,8 +308,8 @@ func (st *Store[O]) End(txn *wal.Txn, s *Session[O]) {
 	s.Persistent = false
 	s.Backlog = false
 	s.Pending, s.Resend = nil, nil
-	s.Inflight = make(map[uint16]*Flight)
-	s.InQoS2 = make(map[uint16]struct{})
+	s.Inflight = nil
+	s.InQoS2 = nil
 }
 
 // SharedRefs calls fn with the shared body ids referenced by client's

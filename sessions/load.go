@@ -60,7 +60,7 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 			if err != nil {
 				return fmt.Errorf("sessions: subscription %q of %q: %w", rest, client, err)
 			}
-			s.Subs[string(rest)] = fromRecord(sub)
+			s.setSub(string(rest), fromRecord(sub))
 			subs++
 		case wal.KindQueue:
 			if len(rest) != 8 {
@@ -116,12 +116,12 @@ func Load[O any](store wal.Store, logger *slog.Logger, now time.Time) (*Store[O]
 			} else {
 				inflight++
 			}
-			s.Inflight[e.PacketID] = f
+			s.setInflight(f)
 		case wal.KindInbound:
 			if len(rest) != 2 {
 				return fmt.Errorf("sessions: bad inbound key %q", k)
 			}
-			s.InQoS2[uint16(rest[0])<<8|uint16(rest[1])] = struct{}{}
+			s.setInQoS2(uint16(rest[0])<<8 | uint16(rest[1]))
 		}
 		return nil
 	})

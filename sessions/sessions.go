@@ -85,7 +85,9 @@ type Session[O any] struct {
 	// nil for a session restored from a format-1 record.
 	Creator *wal.Owner
 
-	// Subscriptions by filter (the filter as subscribed, $share included).
+	// Subscriptions by filter (the filter as subscribed, $share included);
+	// nil until the first. The maps here are read by others, written only
+	// through the Store.
 	Subs map[string]Subscription
 
 	// Outbound window: packet id -> flight.
@@ -144,14 +146,31 @@ func (s *Session[O]) Waiting() int64 {
 	return s.queued - int64(len(s.Inflight))
 }
 
-// New returns an empty, non-persistent session.
+// New returns an empty, non-persistent session. Its maps are made at
+// their first entry: most sessions of a fleet never use some of them.
 func New[O any](clientID string) *Session[O] {
-	return &Session[O]{
-		ClientID: clientID,
-		Subs:     make(map[string]Subscription),
-		Inflight: make(map[uint16]*Flight),
-		InQoS2:   make(map[uint16]struct{}),
+	return &Session[O]{ClientID: clientID}
+}
+
+func (s *Session[O]) setSub(filter string, sub Subscription) {
+	if s.Subs == nil {
+		s.Subs = make(map[string]Subscription)
 	}
+	s.Subs[filter] = sub
+}
+
+func (s *Session[O]) setInflight(f *Flight) {
+	if s.Inflight == nil {
+		s.Inflight = make(map[uint16]*Flight)
+	}
+	s.Inflight[f.PacketID] = f
+}
+
+func (s *Session[O]) setInQoS2(pid uint16) {
+	if s.InQoS2 == nil {
+		s.InQoS2 = make(map[uint16]struct{})
+	}
+	s.InQoS2[pid] = struct{}{}
 }
 
 // nextPacketID returns a free packet id for an outbound message.

@@ -148,8 +148,8 @@ func countKeys(t *testing.T, r wal.Reader, prefix []byte) (int, error) {
 
 func TestNextPacketIDSkipsInUse(t *testing.T) {
 	s := New[*owner]("c")
-	s.Inflight[1] = &Flight{PacketID: 1}
-	s.Inflight[2] = &Flight{PacketID: 2}
+	s.setInflight(&Flight{PacketID: 1})
+	s.setInflight(&Flight{PacketID: 2})
 	if got := s.nextPacketID(); got != 3 {
 		t.Fatalf("got %d, want 3", got)
 	}
