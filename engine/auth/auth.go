@@ -296,7 +296,10 @@ const DefaultCacheSize = 1024
 // message. It is emptied when the Live's generation changes (a reload)
 // and when it is full (so it is bounded by its size, whatever topics a
 // client uses). It is safe for concurrent use: the reader asks for
-// PUBLISH, delivery asks for Read.
+// PUBLISH, delivery asks for Read. SUBSCRIBE's decisions are not kept: a
+// filter is asked about once, when it is subscribed, and a fleet's
+// connections would each hold their filters' verdicts for nothing. Its
+// map is made at the first decision it keeps.
 type Cache struct {
 	live     *Live
 	id       Identity
@@ -322,15 +325,16 @@ func NewCache(live *Live, id Identity, clientID string, size int) *Cache {
 	if size <= 0 {
 		size = DefaultCacheSize
 	}
-	c := &Cache{live: live, id: id, clientID: clientID, max: size}
-	c.mu.m = make(map[cacheKey]bool)
-	return c
+	return &Cache{live: live, id: id, clientID: clientID, max: size}
 }
 
 // Allow is live's verdict for the client on topic, from the cache when it
 // has one of the current generation.
 func (c *Cache) Allow(topic string, access Access) bool {
 	az, gen := c.live.Load()
+	if access == Subscribe {
+		return az.Allow(c.id, c.clientID, topic, access)
+	}
 	k := cacheKey{topic, access}
 	c.mu.Lock()
 	if c.mu.gen != gen {
@@ -345,7 +349,9 @@ func (c *Cache) Allow(topic string, access Access) bool {
 	v = az.Allow(c.id, c.clientID, topic, access)
 	c.mu.Lock()
 	if c.mu.gen == gen { // not reloaded meanwhile
-		if len(c.mu.m) >= c.max {
+		if c.mu.m == nil {
+			c.mu.m = make(map[cacheKey]bool)
+		} else if len(c.mu.m) >= c.max {
 			clear(c.mu.m)
 		}
 		c.mu.m[k] = v
