@@ -28,6 +28,7 @@
 //	go run ./bench seams -h              # both, keel before/after and Mosquitto, interleaved (see seams.sh)
 //	go run ./bench connects -h           # logins at an offered rate: CONNACKs/s, latency, broker CPU (any broker)
 //	go run ./bench auth -h               # fan-in with a 1,000-rule ACL and passwords, and a connect storm: keel vs Mosquitto (see auth.sh)
+//	go run ./bench conns -h              # N idle connections: RSS per connection, connect rate, keep-alive round (see conns.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
 package main
 
@@ -59,6 +60,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "connects" {
 		os.Exit(connectsMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "conns" {
+		os.Exit(connsMain(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floorMain(os.Args[2:]))
