@@ -1,8 +1,8 @@
 package main
 
 import (
-	"crypto/subtle"
 	"context"
+	"crypto/subtle"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
