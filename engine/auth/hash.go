@@ -74,6 +74,13 @@ func parseHash(s string) (hasher, error) {
 		return parseArgon2id(s)
 	case strings.HasPrefix(s, "$"):
 		kind, _, _ := strings.Cut(s[1:], "$")
+		if len(kind) > 12 || strings.IndexFunc(kind, func(r rune) bool {
+			return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+		}) >= 0 {
+			// Not a hash type's name: perhaps a plain-text password that
+			// starts with '$', which an error must not repeat.
+			return nil, errNotHashed
+		}
 		return nil, fmt.Errorf("unknown hash type $%s$ (Keel reads $7$, $6$, $2a$/$2b$/$2y$ and $argon2id$)", kind)
 	}
 	return nil, errNotHashed

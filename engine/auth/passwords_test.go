@@ -132,6 +132,7 @@ func TestPasswordFileBadLines(t *testing.T) {
 		{"no hash", "alice:", "no password hash"},
 		{"no user", ":" + good[3:], "empty username"},
 		{"plain text", "alice:secret", "not hashed"},
+		{"plain text with dollars", "alice:$ecr3t!$pa55", "not hashed"}, // never repeated in the error
 		{"unknown type", "alice:$5$abc$def", "unknown hash type $5$"},
 		{"bad iterations", "alice:$7$0$KVzVjMvTyZ+rp1/+$81/tfO0Jk+2xPXw9DFfk5H5IetNBbwi6okoeIiBoDB+K6TseAGk2zKRyMxCfkChgS2C5YGdf0LZhGO3d/OLJuA==", "iterations"},
 		{"short salt", "alice:$7$101$KVzV$81/tfO0Jk+2xPXw9DFfk5H5IetNBbwi6okoeIiBoDB+K6TseAGk2zKRyMxCfkChgS2C5YGdf0LZhGO3d/OLJuA==", "salt is 3 bytes"},
