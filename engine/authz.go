@@ -184,7 +184,8 @@ func (c *conn) enhancedConnect(ctx context.Context, a auth.Authenticator, req au
 			return id, code, false
 		}
 		c.send(outItem{pkt: authPacket(packet.CodeContinueAuthentication, method, out)})
-		p, err := packet.Read(br, c.version, c.b.opts.MaxPacketSize)
+		// Before authentication an AUTH is held to max_connect_size too.
+		p, err := packet.Read(br, c.version, min(c.b.opts.MaxPacketSize, c.b.opts.MaxConnectSize+5))
 		if err != nil {
 			c.setEndReason("connection lost during authentication")
 			c.kill()

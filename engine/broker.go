@@ -164,6 +164,32 @@ type Options struct {
 	MaxPublishRate  float64
 	MaxPublishBurst int
 
+	// Before authentication (preauth.go): MaxConnectSize bounds a
+	// CONNECT's Remaining Length (0: 64 KiB); MaxPreauthBytes is the
+	// bytes all connections together may hold for CONNECTs being read or
+	// authenticated (0: 64 MiB; negative: no limit).
+	MaxConnectSize  uint32
+	MaxPreauthBytes int64
+
+	// Flapping (flapping.go): with FlappingDetect, a client id that
+	// connects more than FlappingMaxConnects times (0: 15) within
+	// FlappingWindow (0: 1 minute) is refused for FlappingBan (0: 5
+	// minutes). FlappingMaxTracked bounds the client ids followed at once
+	// (0: 100,000).
+	FlappingDetect      bool
+	FlappingMaxConnects int
+	FlappingWindow      time.Duration
+	FlappingBan         time.Duration
+	FlappingMaxTracked  int
+
+	// QueueLimits, if set, gives a persistent session its own
+	// MaxQueuedMessages and MaxQueuedBytes (same meaning, 0: the broker's)
+	// from its client id and the username that created it; ok false: the
+	// broker's. It is asked when a client connects to the session and for
+	// each session restored at start, on the core goroutine
+	// (quotaoverride.go).
+	QueueLimits func(clientID, username string) (messages, bytes int64, ok bool)
+
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
 	// deadlines (keep alive, connect and write timeouts) stay on the
@@ -266,6 +292,13 @@ func (o *Options) fill() {
 	if o.DedupMaxIDs == 0 {
 		o.DedupMaxIDs = 100_000
 	}
+	if o.MaxConnectSize == 0 {
+		o.MaxConnectSize = 64 << 10
+	}
+	if o.MaxPreauthBytes == 0 {
+		o.MaxPreauthBytes = 64 << 20
+	}
+	o.fillFlapping() // flapping.go
 }
 
 // Stats are the broker's plain counters; cmd registers them with
@@ -302,6 +335,10 @@ type Stats struct {
 	// dedup window had their message id; DedupIDs is the ids it holds.
 	DedupHits uint64
 	DedupIDs  int64
+
+	// PreauthBytes is the bytes reserved now for CONNECTs being read or
+	// authenticated (Options.MaxPreauthBytes).
+	PreauthBytes int64
 }
 
 type stats struct {
@@ -350,6 +387,8 @@ type Broker struct {
 	// between commit and send.
 	afterSync atomic.Pointer[func()]
 
+	preauth atomic.Int64 // bytes reserved of Options.MaxPreauthBytes (preauth.go)
+
 	sweeper    *sweeper
 	connLog    connLogger
 	refusedLog connLogger // publishes refused for a full queue
@@ -387,6 +426,7 @@ type core struct {
 	groupTargets []target
 	repull       map[*session]struct{}
 	dropLog      map[*session]*dropTally // sessions that lost messages to a full queue (quota.go)
+	flap         flapping                // client ids followed for flapping (flapping.go)
 	scratch      map[*session]*routeTarget
 	targets      []*routeTarget
 }
@@ -953,6 +993,7 @@ func (b *Broker) Stats() Stats {
 		DedupIDs:         b.stats.dedupIDs.Load(),
 	}
 	st.PublishesThrottled = b.stats.throttled.Load()
+	st.PreauthBytes = b.preauth.Load()
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()
 		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline

@@ -81,6 +81,7 @@ type conn struct {
 	present     bool          // CONNACK's session present; set by the core before it replies
 	freed       freedIDs      // inbound QoS 2 ids the core refused, for the reader (quota.go)
 	pubRate     *rate.Limiter // Options.MaxPublishRate; read side only (limits.go)
+	preauth     int64         // bytes of Options.MaxPreauthBytes this connection holds; reader only (preauth.go)
 }
 
 // outItem is one thing for the writer to send.
@@ -396,7 +397,11 @@ func (c *conn) serve() {
 		dl = d
 	}
 	c.nc.SetReadDeadline(dl)
-	p, err := packet.Read(br, 0, c.b.opts.MaxPacketSize)
+	defer c.releasePreauth()
+	p, ok, err := c.readConnect(br) // preauth.go
+	if !ok {
+		return
+	}
 	if err != nil {
 		c.refuseConnect(p, err)
 		return
@@ -419,6 +424,7 @@ func (c *conn) serve() {
 	case accepted = <-reply:
 	case <-c.b.quit: // the core stopped before it took the CONNECT
 	}
+	c.releasePreauth() // the CONNECT is decided
 	if !accepted {
 		c.mu.Lock()
 		answered := c.mu.closed // the core refused with a CONNACK and a close

@@ -33,11 +33,14 @@ const (
 	refuseTopicLimits                          // a PUBLISH topic or SUBSCRIBE filter over max_topic_levels / max_topic_length
 	refuseMaxSubscriptions                     // a SUBSCRIBE filter beyond the session's max_subscriptions
 	refusePublishRate                          // a 5.0 QoS 1/2 PUBLISH over max_publish_rate
+	refuseConnectSize                          // a CONNECT over max_connect_size (preauth.go)
+	refusePreauthBudget                        // a CONNECT the pre-authentication budget could not hold (preauth.go)
+	refuseFlapping                             // a CONNECT of a client id banned for flapping (flapping.go)
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive", "queue_full", "memory_queue_full",
-	"topic_limits", "max_subscriptions", "publish_rate"}
+	"topic_limits", "max_subscriptions", "publish_rate", "connect_size", "preauth_budget", "flapping"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

@@ -28,6 +28,10 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 	}
 	c.clientID = id
 	c.log = c.log.With("client", id)
+	if b.flapped(c, cp.ClientID) { // flapping.go
+		reply <- false
+		return
+	}
 
 	if s := core.sessions.Sessions[id]; s != nil && b.opts.SessionOwners && !ownedBy(s, c) {
 		// The session, online or stored, belongs to another user: it is

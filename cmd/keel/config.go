@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -219,7 +220,7 @@ var configKeys = append([]key[config]{
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
-}, quotaKeys...) // the queue quotas' keys follow (quotas.go)
+}, slices.Concat(quotaKeys, limitKeys)...) // the queue quotas' keys follow (quotas.go), then limitKeys (limitkeys.go)
 
 // listenerKeys are the keys of a [listener NAME] section; at the top level
 // they configure the default listener (max_connections there is the
