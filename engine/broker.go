@@ -540,6 +540,7 @@ func (b *Broker) load() error {
 		}
 	}
 	for _, s := range st.Sessions {
+		b.resolveLimits(s) // quotaoverride.go
 		// Every restored session is offline now. One that was connected
 		// when the broker stopped lost its connection without DISCONNECT:
 		// its clocks start now, and its will is due [MQTT-3.1.2-8].

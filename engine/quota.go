@@ -90,8 +90,8 @@ func (b *Broker) full(s *session, m *wal.Message) bool {
 		return b.opts.MaxMemQueue > 0 && len(s.Pending) >= b.opts.MaxMemQueue
 	}
 	n, bytes := s.Queued()
-	return (b.opts.MaxQueuedMessages > 0 && n >= b.opts.MaxQueuedMessages) ||
-		(b.opts.MaxQueuedBytes > 0 && bytes+msgSize(m) > b.opts.MaxQueuedBytes)
+	maxN, maxB := b.queueLimits(s) // quotaoverride.go
+	return (maxN > 0 && n >= maxN) || (maxB > 0 && bytes+msgSize(m) > maxB)
 }
 
 // wouldQueue reports whether deliver(s, m at qos) adds an entry to s's
@@ -180,7 +180,7 @@ func (b *Broker) evict(s *session, m *wal.Message) {
 		}
 		return
 	}
-	if b.opts.MaxQueuedBytes > 0 && msgSize(m) > b.opts.MaxQueuedBytes {
+	if _, maxB := b.queueLimits(s); maxB > 0 && msgSize(m) > maxB {
 		return // it would not fit in an empty queue: deliver drops it
 	}
 	for n := 0; n < maxEvictions && b.full(s, m); n++ {

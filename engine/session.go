@@ -87,6 +87,7 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		s.Creator = &wal.Owner{Anonymous: c.id.Anonymous, Username: c.id.Username}
 	}
 	s.DisconnectedAt = time.Time{}
+	b.resolveLimits(s) // quotaoverride.go
 	core.sessions.Attach(s, c, expiry > 0)
 	s.Resend = nil
 	c.sess = s

@@ -116,6 +116,12 @@ type Session[O any] struct {
 	// The engine sets it.
 	DisconnectedAt time.Time
 
+	// MaxQueued and MaxQueuedBytes are the session's own queue bounds,
+	// set by the engine (its per-client overrides); 0: the engine's
+	// default, negative: no limit. Not stored.
+	MaxQueued      int64
+	MaxQueuedBytes int64
+
 	// Owner is the session's live end while it is online (Attach,
 	// Detach).
 	Owner  O

@@ -50,6 +50,7 @@ type config struct {
 	Default listenerConfig
 	Named   []*listenerConfig // [listener NAME] sections, in file order
 	Bridges []*bridgeConfig   // [bridge NAME] sections, in file order (bridge.go)
+	Quotas  []*quotaConfig    // [quota NAME] sections, in file order (quotasection.go)
 
 	// origin says where each top-level key was set ("config FILE:LINE" or
 	// "flag --NAME"), for errors found after parsing.
@@ -423,6 +424,7 @@ func (c *config) load(path string) error {
 	defer f.Close()
 	var sec *listenerConfig // the section being read; nil: the top level
 	var bsec *bridgeConfig  // the [bridge NAME] section being read, if any
+	var qsec *quotaConfig   // the [quota NAME] section being read, if any
 	sc := bufio.NewScanner(f)
 	for n := 1; sc.Scan(); n++ {
 		raw := strings.TrimSpace(sc.Text()) // a bridge section's, whose '#' is a wildcard but at the start
@@ -435,6 +437,14 @@ func (c *config) load(path string) error {
 		}
 		at := fmt.Sprintf("config %s:%d", path, n)
 		if strings.HasPrefix(line, "[") {
+			if q, ok, err := c.quotaSection(line, at); ok {
+				if err != nil {
+					return err
+				}
+				qsec, bsec, sec = q, nil, nil
+				continue
+			}
+			qsec = nil
 			if b, ok, err := c.bridgeSection(line, at); ok {
 				if err != nil {
 					return err
@@ -445,7 +455,7 @@ func (c *config) load(path string) error {
 			bsec = nil
 			m := sectionRE.FindStringSubmatch(line)
 			if m == nil {
-				return fmt.Errorf("%s: want a section [listener NAME] or [bridge NAME] (NAME of letters, digits, '_', '.', '-'), got %q", at, line)
+				return fmt.Errorf("%s: want a section [listener NAME] or [bridge NAME] or [quota NAME] (NAME of letters, digits, '_', '.', '-'), got %q", at, line)
 			}
 			if m[1] == c.Default.Name {
 				return fmt.Errorf("%s: listener name %q is the top-level listener's; choose another", at, m[1])
@@ -459,6 +469,12 @@ func (c *config) load(path string) error {
 			l.section = at
 			sec = &l
 			c.Named = append(c.Named, sec)
+			continue
+		}
+		if qsec != nil {
+			if err := qsec.line(line, at); err != nil {
+				return err
+			}
 			continue
 		}
 		if bsec != nil {
@@ -572,6 +588,9 @@ func (c *config) validate() error {
 		if _, err := auth.LoadACL(c.ACLFile); err != nil {
 			return fmt.Errorf("%s: %v", c.where("acl_file"), err)
 		}
+	}
+	if err := c.validateQuotas(); err != nil { // quotasection.go
+		return err
 	}
 	return c.validateBridges()
 }
@@ -741,5 +760,6 @@ func (c *config) effective() string {
 		}
 	}
 	c.effectiveBridges(&b)
+	c.effectiveQuotas(&b)
 	return b.String()
 }

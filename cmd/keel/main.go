@@ -218,6 +218,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	cfg.Engine.Authenticator = bridgeAuthn{authn}
 	cfg.Engine.Authorizer = acl
 	cfg.Engine.SessionOwners = sessionOwners(&cfg)
+	cfg.Engine.QueueLimits = cfg.queueLimits() // quotasection.go
 	b, err := engine.New(cfg.Engine, l)
 	if err != nil {
 		l.Close()
