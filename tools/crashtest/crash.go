@@ -120,6 +120,7 @@ func (r *run) awaitKillMoment(ctx context.Context, rng *rand.Rand, plan *crashPl
 
 // kill SIGKILLs the broker and counts the crash.
 func (r *run) kill(kind string, plan *crashPlan) error {
+	r.quota.killing.Add(1) // before the connections drop (quota.go)
 	if err := r.b.kill(); err != nil {
 		return err
 	}

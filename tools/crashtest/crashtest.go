@@ -64,6 +64,10 @@ type Config struct {
 	// every client log in (auth.go). BrokerCmd gets the files' paths as
 	// {passwd} and {acl}.
 	Auth bool
+	// Quota runs keel with small queue quotas and queue_full = refuse
+	// (quota.go): refused publishes are not acknowledged, and must not
+	// be delivered.
+	Quota bool
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
@@ -124,6 +128,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("crashtest: window %d: want 1..60000", c.Window)
 	case c.Broker == BrokerCmd && len(c.BrokerCmd) == 0:
 		return c, errors.New("crashtest: broker cmd needs a command line")
+	case c.Quota && (c.Broker != BrokerKeel || c.Mode == ModeManySessions || c.Mode == ModeRetainWill):
+		return c, errors.New("crashtest: quota mode runs keel in the online, offline or replay-crash mode")
 	case c.Broker != BrokerKeel && c.Broker != BrokerMosquitto && c.Broker != BrokerCmd:
 		return c, fmt.Errorf("crashtest: unknown broker %q", c.Broker)
 	}
@@ -153,6 +159,7 @@ type Result struct {
 	QoS     byte
 	Version byte
 	Auth    bool
+	Quota   bool
 	Seed    uint64
 
 	Crashes      int
@@ -177,6 +184,9 @@ func (r Result) Summary() string {
 	auth := ""
 	if r.Auth {
 		auth = " auth=1"
+	}
+	if r.Quota {
+		auth += " quota=1"
 	}
 	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
 		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
@@ -213,6 +223,7 @@ type run struct {
 	b      *broker
 	// passwords by user, when Config.Auth; read-only once the run starts.
 	passwords map[string]string
+	quota     quotaState // Config.Quota (quota.go)
 
 	events  [2]atomic.Uint64 // by evAck, evDelivery
 	target  [2]atomic.Uint64 // kill once events[i] reaches it; 0: off
@@ -361,6 +372,13 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if cfg.Auth {
 			argv = append(argv, "--password-file", "{passwd}", "--acl-file", "{acl}")
 		}
+		if cfg.Quota {
+			conf, err := writeQuotaConf(work)
+			if err != nil {
+				return Result{}, fmt.Errorf("crashtest: %w", err)
+			}
+			argv = append(argv, "--config", conf)
+		}
 	case BrokerMosquitto:
 		conf := filepath.Join(work, "mosquitto.conf")
 		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, work); err != nil {
@@ -421,6 +439,7 @@ func (r *run) result() Result {
 		QoS:          r.cfg.QoS,
 		Version:      r.cfg.Version,
 		Auth:         r.cfg.Auth,
+		Quota:        r.cfg.Quota,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),
@@ -629,5 +648,6 @@ func (r *run) runStandard(ctx context.Context) error {
 	cancelClients()
 	wg.Wait()
 	r.addTally("", verify(accepted.snapshot(), ledgers, func(msgKey) []int { return all }))
+	r.quotaCheck(ledgers) // quota.go
 	return nil
 }

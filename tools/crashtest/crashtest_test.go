@@ -133,6 +133,11 @@ var cases = []testCase{
 	// With a password file and an ACL (auth.go): every client logs in, and
 	// sessions are owned by their user across every restart.
 	{"online/qos2/auth", Config{Mode: ModeOnline, QoS: 2, Version: 5, Crashes: 3, Auth: true}},
+	// With small queue quotas and queue_full = refuse (quota.go), keel
+	// only: refused publishes are not acknowledged (5.0: 0x97; 3.1.1: a
+	// disconnect) and never delivered, and some must be refused.
+	{"offline/qos2/quota", Config{Mode: ModeOffline, QoS: 2, Crashes: 3, Quota: true}},
+	{"offline/qos2/v5/quota", Config{Mode: ModeOffline, QoS: 2, Version: 5, Crashes: 3, Quota: true}},
 }
 
 // TestCrash runs a short crash test per mode. Against keel (the default)
@@ -167,6 +172,9 @@ func TestCrash(t *testing.T) {
 	}
 
 	for i, tc := range cases {
+		if tc.cfg.Quota && base.Broker != BrokerKeel {
+			continue // the quota keys are keel's
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			merge(&cfg, base)
@@ -192,6 +200,9 @@ func TestCrash(t *testing.T) {
 			}
 			if res.Crashes == 0 {
 				t.Errorf("no crash happened")
+			}
+			if tc.cfg.Quota && res.Details["refused_0x97"]+res.Details["publisher_closed_by_broker"] == 0 {
+				t.Errorf("quota: nothing was refused, so the run proves nothing about the quotas")
 			}
 			if tc.cfg.Auth && res.Accepted == 0 {
 				t.Errorf("accepted=0: nothing was published, so the run proves nothing")

@@ -266,6 +266,7 @@ func (c *client) ended(cn *conn) {
 	switch err := cn.c.Err(); {
 	case errors.As(err, &perr):
 		c.r.anomaly("malformed_from_broker", "%s: %v", c.id, err)
+	case errors.As(err, &derr) && c.r.quotaDisconnect(derr.Code): // quota.go
 	case errors.As(err, &derr):
 		c.r.anomaly("server_disconnect", "%s: broker sent DISCONNECT %#x", c.id, byte(derr.Code))
 	case errors.Is(err, mqtt.ErrProtocol):
@@ -306,6 +307,9 @@ func (c *client) onAck(a *mqtt.Ack) {
 		k, ok = decodePayload(a.Publish.Payload, c.r.nonce)
 	}
 	if a.Code >= 0x80 {
+		if c.r.quotaRefusal(&ackInfo{code: a.Code, key: k, ok: ok}) { // quota.go
+			return
+		}
 		c.r.anomaly("publish_rejected", "%s: %v rejected with code %#x", c.id, k, byte(a.Code))
 		return
 	}
@@ -332,6 +336,7 @@ func (c *client) runPublisher(ctx context.Context, src source, stop <-chan struc
 		p.nextAt = time.Now()
 	}
 	for {
+		kills := c.r.quota.killing.Load()
 		cn, err := c.connect(ctx)
 		if err != nil {
 			return
@@ -340,6 +345,7 @@ func (c *client) runPublisher(ctx context.Context, src source, stop <-chan struc
 			c.disconnect(cn)
 			return
 		}
+		c.r.quotaPublisherClosed(kills) // quota.go
 		c.close(cn)
 		if ctx.Err() != nil {
 			return
