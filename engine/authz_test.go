@@ -363,7 +363,9 @@ func TestWillCheckedWhenPublished(t *testing.T) {
 // (5.0: CONNACK 0x81; 3.1.1: closed without one), and neither reaches the
 // password file.
 func TestBadCredentials(t *testing.T) {
-	tb := startBroker(t, authOptions(t))
+	opts := authOptions(t)
+	opts.MaxConnectSize = 256 << 10 // two 64 KiB fields are over the default max_connect_size (preauth.go)
+	tb := startBroker(t, opts)
 	huge := strings.Repeat("u", 65535)
 	for _, v := range []byte{packet.V5, packet.V311} {
 		c := dialRaw(t, tb.addr, v)
