@@ -584,6 +584,9 @@ type ConnInfo struct {
 	// Deadline, if set, is when the CONNECT must have been read (the
 	// listener's handshake deadline); it shortens ConnectTimeout.
 	Deadline time.Time
+	// BytesIn and BytesOut, if set, count the MQTT bytes this connection
+	// reads and writes (the listener's traffic counters).
+	BytesIn, BytesOut *atomic.Uint64
 }
 
 // ServeConn runs one client connection to its end. It is the listener's

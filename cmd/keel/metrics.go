@@ -113,6 +113,10 @@ var (
 		"Failed TLS handshakes (plain TCP on a TLS port, a client certificate refused, ...).", []string{"listener"}, nil)
 	descListenerTLSReloadFailures = prometheus.NewDesc("keel_listener_tls_reload_failures_total",
 		"TLS reloads (SIGHUP) that failed and kept the previous certificates.", []string{"listener"}, nil)
+	descListenerBytesIn = prometheus.NewDesc("keel_listener_received_bytes_total",
+		"MQTT bytes received from a listener's clients (TLS and WebSocket framing not counted).", []string{"listener"}, nil)
+	descListenerBytesOut = prometheus.NewDesc("keel_listener_sent_bytes_total",
+		"MQTT bytes sent to a listener's clients (TLS and WebSocket framing not counted).", []string{"listener"}, nil)
 )
 
 // listenerCollector reads each listener's plain counters at scrape time,
@@ -120,7 +124,7 @@ var (
 type listenerCollector []*listener.Server
 
 func (lc listenerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descListenerOpen, descListenerAccepted, descListenerRefused, descListenerTLSFailures, descListenerTLSReloadFailures} {
+	for _, d := range []*prometheus.Desc{descListenerOpen, descListenerAccepted, descListenerRefused, descListenerTLSFailures, descListenerTLSReloadFailures, descListenerBytesIn, descListenerBytesOut} {
 		ch <- d
 	}
 }
@@ -135,5 +139,7 @@ func (lc listenerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descListenerTLSFailures, prometheus.CounterValue, float64(st.TLSHandshakeFailures), s.Name)
 		ch <- prometheus.MustNewConstMetric(descListenerTLSReloadFailures, prometheus.CounterValue, float64(st.TLSReloadFailures), s.Name)
+		ch <- prometheus.MustNewConstMetric(descListenerBytesIn, prometheus.CounterValue, float64(st.BytesIn), s.Name)
+		ch <- prometheus.MustNewConstMetric(descListenerBytesOut, prometheus.CounterValue, float64(st.BytesOut), s.Name)
 	}
 }
