@@ -6,6 +6,7 @@
 #   tools/crashtest/campaign.sh                 # all modes, QoS 1 and 2
 #   CRASHES=50 MODES="online offline" QOS="2" tools/crashtest/campaign.sh
 #   AUTH=1 CRASHES=30 tools/crashtest/campaign.sh   # with a password file and an ACL (-auth)
+#   TLS=1 CRASHES=60 tools/crashtest/campaign.sh    # every client over TLS (-tls)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -18,6 +19,8 @@ SESSIONS=${SESSIONS:-10000}
 PER_SESSION=${PER_SESSION:-6}
 # AUTH=1: the broker runs with a password file and an ACL, every client logs in.
 AUTH=${AUTH:-0}
+# TLS=1: the broker's listener is TLS, every client connects over it.
+TLS=${TLS:-0}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -25,13 +28,16 @@ go build -o "$work/keel" ./cmd/keel || exit 2
 go build -o "$work/crashtest" ./tools/crashtest || exit 2
 
 status=0
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH TLS=$TLS"
 for mode in $MODES; do
 	for qos in $QOS; do
 		args=(-keel "$work/keel" -mode "$mode" -qos "$qos" -v "$V" -crashes "$CRASHES"
 			-duration 60m -timeout 90m -log warn)
 		if [ "$AUTH" = 1 ]; then
 			args+=(-auth)
+		fi
+		if [ "$TLS" = 1 ]; then
+			args+=(-tls)
 		fi
 		if [ "$mode" = many-sessions ]; then
 			args+=(-sessions "$SESSIONS" -per-session "$PER_SESSION")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -64,6 +65,10 @@ type Config struct {
 	// every client log in (auth.go). BrokerCmd gets the files' paths as
 	// {passwd} and {acl}.
 	Auth bool
+	// TLS serves the broker's listener over TLS and has every client
+	// connect over it (tls.go). BrokerCmd gets the files' paths as
+	// {cafile}, {certfile} and {keyfile}.
+	TLS bool
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
@@ -153,6 +158,7 @@ type Result struct {
 	QoS     byte
 	Version byte
 	Auth    bool
+	TLS     bool
 	Seed    uint64
 
 	Crashes      int
@@ -177,6 +183,9 @@ func (r Result) Summary() string {
 	auth := ""
 	if r.Auth {
 		auth = " auth=1"
+	}
+	if r.TLS {
+		auth += " tls=1"
 	}
 	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
 		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
@@ -213,6 +222,8 @@ type run struct {
 	b      *broker
 	// passwords by user, when Config.Auth; read-only once the run starts.
 	passwords map[string]string
+	// tls is the clients' TLS configuration when Config.TLS, else nil.
+	tls *tls.Config
 
 	events  [2]atomic.Uint64 // by evAck, evDelivery
 	target  [2]atomic.Uint64 // kill once events[i] reaches it; 0: off
@@ -347,6 +358,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			return Result{}, fmt.Errorf("crashtest: auth files: %w", err)
 		}
 	}
+	if cfg.TLS {
+		if r.tls, err = writeTLSFiles(work); err != nil {
+			return Result{}, fmt.Errorf("crashtest: TLS files: %w", err)
+		}
+	}
 	var argv []string
 	switch cfg.Broker {
 	case BrokerKeel:
@@ -361,9 +377,16 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if cfg.Auth {
 			argv = append(argv, "--password-file", "{passwd}", "--acl-file", "{acl}")
 		}
+		if cfg.TLS {
+			conf, err := writeKeelTLSConf(work)
+			if err != nil {
+				return Result{}, fmt.Errorf("crashtest: %w", err)
+			}
+			argv = append(argv, "--config", conf)
+		}
 	case BrokerMosquitto:
 		conf := filepath.Join(work, "mosquitto.conf")
-		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, work); err != nil {
+		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, cfg.TLS, work); err != nil {
 			return Result{}, fmt.Errorf("crashtest: %w", err)
 		}
 		argv = []string{"mosquitto", "-c", conf}
@@ -387,6 +410,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		// What a command does with the files is its own business; keel
 		// and mosquitto are started with them here and must use them.
 		if err := r.checkAnonymousRefused(ctx); err != nil {
+			r.problem("%v", err)
+		}
+	}
+
+	if cfg.TLS && cfg.Broker != BrokerCmd {
+		if err := r.checkPlainRefused(ctx); err != nil {
 			r.problem("%v", err)
 		}
 	}
@@ -421,6 +450,7 @@ func (r *run) result() Result {
 		QoS:          r.cfg.QoS,
 		Version:      r.cfg.Version,
 		Auth:         r.cfg.Auth,
+		TLS:          r.cfg.TLS,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),
