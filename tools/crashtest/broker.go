@@ -242,7 +242,7 @@ func buildKeel(ctx context.Context, dir string) (string, error) {
 // without persistence: Mosquitto then keeps nothing across kill -9, which
 // is what the tester must detect. With auth it reads the -auth files in
 // work and lets no anonymous client in.
-func writeMosquittoConf(path, addr string, auth, withTLS bool, work string) error {
+func writeMosquittoConf(path, addr string, auth, withTLS, ws bool, work string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -262,6 +262,9 @@ func writeMosquittoConf(path, addr string, auth, withTLS bool, work string) erro
 		}
 	}
 	conf := "listener " + port + " 127.0.0.1\n"
+	if ws {
+		conf += "protocol websockets\n"
+	}
 	if withTLS {
 		conf += "cafile " + filepath.Join(work, tlsCAFile) + "\ncertfile " + filepath.Join(work, tlsCertFile) +
 			"\nkeyfile " + filepath.Join(work, tlsKeyFile) + "\n"

@@ -7,6 +7,7 @@
 #   CRASHES=50 MODES="online offline" QOS="2" tools/crashtest/campaign.sh
 #   AUTH=1 CRASHES=30 tools/crashtest/campaign.sh   # with a password file and an ACL (-auth)
 #   TLS=1 CRASHES=60 tools/crashtest/campaign.sh    # every client over TLS (-tls)
+#   TLS=1 WS=1 CRASHES=60 tools/crashtest/campaign.sh   # over wss:// (-tls -ws)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,6 +22,8 @@ PER_SESSION=${PER_SESSION:-6}
 AUTH=${AUTH:-0}
 # TLS=1: the broker's listener is TLS, every client connects over it.
 TLS=${TLS:-0}
+# WS=1: MQTT over WebSocket (with TLS=1: wss).
+WS=${WS:-0}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -28,7 +31,7 @@ go build -o "$work/keel" ./cmd/keel || exit 2
 go build -o "$work/crashtest" ./tools/crashtest || exit 2
 
 status=0
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH TLS=$TLS"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH TLS=$TLS WS=$WS"
 for mode in $MODES; do
 	for qos in $QOS; do
 		args=(-keel "$work/keel" -mode "$mode" -qos "$qos" -v "$V" -crashes "$CRASHES"
@@ -38,6 +41,9 @@ for mode in $MODES; do
 		fi
 		if [ "$TLS" = 1 ]; then
 			args+=(-tls)
+		fi
+		if [ "$WS" = 1 ]; then
+			args+=(-ws)
 		fi
 		if [ "$mode" = many-sessions ]; then
 			args+=(-sessions "$SESSIONS" -per-session "$PER_SESSION")

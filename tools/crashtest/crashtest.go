@@ -69,6 +69,9 @@ type Config struct {
 	// connect over it (tls.go). BrokerCmd gets the files' paths as
 	// {cafile}, {certfile} and {keyfile}.
 	TLS bool
+	// WebSocket serves MQTT over WebSocket (path /mqtt) and has every
+	// client dial it so (tls.go); with TLS, wss://.
+	WebSocket bool
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
@@ -159,6 +162,7 @@ type Result struct {
 	Version byte
 	Auth    bool
 	TLS     bool
+	WS      bool
 	Seed    uint64
 
 	Crashes      int
@@ -186,6 +190,9 @@ func (r Result) Summary() string {
 	}
 	if r.TLS {
 		auth += " tls=1"
+	}
+	if r.WS {
+		auth += " ws=1"
 	}
 	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
 		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
@@ -377,8 +384,8 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if cfg.Auth {
 			argv = append(argv, "--password-file", "{passwd}", "--acl-file", "{acl}")
 		}
-		if cfg.TLS {
-			conf, err := writeKeelTLSConf(work)
+		if cfg.TLS || cfg.WebSocket {
+			conf, err := writeKeelListenerConf(work, cfg.TLS, cfg.WebSocket)
 			if err != nil {
 				return Result{}, fmt.Errorf("crashtest: %w", err)
 			}
@@ -386,7 +393,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		}
 	case BrokerMosquitto:
 		conf := filepath.Join(work, "mosquitto.conf")
-		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, cfg.TLS, work); err != nil {
+		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, cfg.TLS, cfg.WebSocket, work); err != nil {
 			return Result{}, fmt.Errorf("crashtest: %w", err)
 		}
 		argv = []string{"mosquitto", "-c", conf}
@@ -414,7 +421,7 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		}
 	}
 
-	if cfg.TLS && cfg.Broker != BrokerCmd {
+	if (cfg.TLS || cfg.WebSocket) && cfg.Broker != BrokerCmd {
 		if err := r.checkPlainRefused(ctx); err != nil {
 			r.problem("%v", err)
 		}
@@ -451,6 +458,7 @@ func (r *run) result() Result {
 		Version:      r.cfg.Version,
 		Auth:         r.cfg.Auth,
 		TLS:          r.cfg.TLS,
+		WS:           r.cfg.WebSocket,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),

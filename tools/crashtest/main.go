@@ -75,6 +75,7 @@ func main() {
 	flag.DurationVar(&cfg.DrainTimeout, "drain", 60*time.Second, "bound on the final drain")
 	flag.StringVar(&cfg.KeelPath, "keel", "", "keel binary (default: build ./cmd/keel into the work dir)")
 	flag.BoolVar(&cfg.TLS, "tls", false, "serve the broker's listener over TLS with a certificate made for the run, every client over TLS (see tls.go)")
+	flag.BoolVar(&cfg.WebSocket, "ws", false, "serve MQTT over WebSocket, every client over it (with -tls: wss; see tls.go)")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the broker with a password file and an ACL file, every client logged in (see auth.go)")
 	flag.BoolVar(&mosquitto, "mosquitto", false, "test mosquitto without persistence instead (it must fail)")
 	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} {passwd} {acl} are replaced")

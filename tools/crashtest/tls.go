@@ -13,9 +13,12 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/coder/websocket"
 
 	mqtt "github.com/keelmq/keel/engine/client"
 )
@@ -26,6 +29,10 @@ import (
 // every client of the run connects over TLS, verifying it against that CA.
 // A kill -9 then also cuts TLS sessions mid-record; the oracle is the same.
 // BrokerCmd gets the files' paths as {cafile}, {certfile} and {keyfile}.
+//
+// WebSocket on (Config.WebSocket, -ws): the listener speaks MQTT over
+// WebSocket (subprotocol mqtt, path /mqtt) and every client dials it so;
+// with TLS too, that is wss://.
 const (
 	tlsCAFile   = "tls-ca.pem"
 	tlsCertFile = "tls-server.pem"
@@ -99,30 +106,54 @@ func writeTLSFiles(work string) (*tls.Config, error) {
 	return &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, nil
 }
 
-// writeKeelTLSConf writes the configuration file that gives keel's default
-// listener the run's certificate; --listen and --data come as flags.
-func writeKeelTLSConf(work string) (string, error) {
+// writeKeelListenerConf writes the configuration file that gives keel's
+// default listener the run's certificate and/or WebSocket; --listen and
+// --data come as flags.
+func writeKeelListenerConf(work string, withTLS, ws bool) (string, error) {
 	path := filepath.Join(work, tlsConfFile)
-	conf := fmt.Sprintf("# crashtest -tls (tools/crashtest/tls.go)\ncertfile = %s\nkeyfile = %s\n",
-		filepath.Join(work, tlsCertFile), filepath.Join(work, tlsKeyFile))
+	conf := "# crashtest -tls / -ws (tools/crashtest/tls.go)\n"
+	if withTLS {
+		conf += fmt.Sprintf("certfile = %s\nkeyfile = %s\n", filepath.Join(work, tlsCertFile), filepath.Join(work, tlsKeyFile))
+	}
+	if ws {
+		conf += "protocol = websockets\npath = /mqtt\n"
+	}
 	return path, os.WriteFile(path, []byte(conf), 0o644)
 }
 
-// dial is the run's client dialer: TLS when Config.TLS, else nil (plain
-// TCP to Options.Addr).
+// dial is the run's client dialer: TLS and/or WebSocket as configured,
+// else nil (plain TCP to Options.Addr).
 func (r *run) dial() func(ctx context.Context) (net.Conn, error) {
-	if r.tls == nil {
-		return nil
+	switch {
+	case r.cfg.WebSocket:
+		scheme, client := "ws", http.DefaultClient
+		if r.tls != nil {
+			scheme = "wss"
+			client = &http.Client{Transport: &http.Transport{TLSClientConfig: r.tls}}
+		}
+		url := scheme + "://" + r.addr + "/mqtt"
+		return func(ctx context.Context) (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+			defer cancel()
+			c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"mqtt"}, HTTPClient: client})
+			if err != nil {
+				return nil, err
+			}
+			// The connection outlives the dial: its context is not ctx.
+			return websocket.NetConn(context.Background(), c, websocket.MessageBinary), nil
+		}
+	case r.tls != nil:
+		return func(ctx context.Context) (net.Conn, error) {
+			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: connectTimeout}, Config: r.tls}
+			return d.DialContext(ctx, "tcp", r.addr)
+		}
 	}
-	return func(ctx context.Context) (net.Conn, error) {
-		d := tls.Dialer{NetDialer: &net.Dialer{Timeout: connectTimeout}, Config: r.tls}
-		return d.DialContext(ctx, "tcp", r.addr)
-	}
+	return nil
 }
 
 // checkPlainRefused connects over plain TCP: the broker must not answer
-// the CONNECT with a CONNACK, or TLS is not in force and the run proves
-// nothing about it.
+// the CONNECT with a CONNACK, or TLS (or WebSocket) is not in force and
+// the run proves nothing about it.
 func (r *run) checkPlainRefused(ctx context.Context) error {
 	c, err := mqtt.Connect(ctx, mqtt.Options{
 		Addr: r.addr, Version: r.cfg.Version, ClientID: r.prefix + "-plain", CleanStart: true,
@@ -130,7 +161,7 @@ func (r *run) checkPlainRefused(ctx context.Context) error {
 	})
 	if err == nil {
 		c.Close()
-		return errors.New("tls: the broker took a plain-TCP client: TLS is not in force")
+		return errors.New("crashtest: the broker took a plain-TCP MQTT client: TLS or WebSocket is not in force")
 	}
 	return nil
 }
