@@ -29,6 +29,7 @@
 //	go run ./bench connects -h           # logins at an offered rate: CONNACKs/s, latency, broker CPU (any broker)
 //	go run ./bench auth -h               # fan-in with a 1,000-rule ACL and passwords, and a connect storm: keel vs Mosquitto (see auth.sh)
 //	go run ./bench conns -h              # N idle connections: RSS per connection, connect rate, keep-alive round (see conns.sh)
+//	go run ./bench transports -h         # fan-in, sync and 10,000 connections over TLS and WebSocket: keel vs Mosquitto (see transports.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
 package main
 
@@ -64,6 +65,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "conns" {
 		os.Exit(connsMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "transports" {
+		os.Exit(transportsMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floorMain(os.Args[2:]))
 	}
@@ -97,6 +101,9 @@ func loadMain(args []string) int {
 	fs.StringVar(&cfg.pass, "password", "", "with -username: its password")
 	fs.StringVar(&cfg.subUser, "sub-username", "", "subscribers log in as this user instead of -username")
 	fs.StringVar(&cfg.subPass, "sub-password", "", "with -sub-username: its password")
+	trKind := fs.String("transport", "tcp", "tcp, tls, ws (MQTT over WebSocket) or wss")
+	cafile := fs.String("cafile", "", "with -transport tls or wss: the CA `file` that signed the broker's certificate")
+	wsPath := fs.String("ws-path", "/mqtt", "with -transport ws or wss: the HTTP path")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
 	paced := fs.Bool("fsync-paced", false, "with -fsync-probe: also time the prealloc write + fdatasync after a 150 µs idle pause each")
@@ -133,6 +140,12 @@ func loadMain(args []string) int {
 		return 2
 	}
 	cfg.version, cfg.qos, cfg.subAliases = byte(version), byte(qos), uint16(*subAliases)
+	tr, err := newTransport(*trKind, *cafile, *wsPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	cfg.transport = tr
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2

@@ -38,6 +38,7 @@ type config struct {
 	// subUser/subPass when set); none when user is empty.
 	user, pass       string
 	subUser, subPass string
+	transport        *transport // nil: plain TCP
 }
 
 func (c *config) validate() error {
@@ -186,6 +187,7 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		o := connOptions{
 			addr: cfg.addr, version: cfg.version, clientID: "kb-" + id + "-" + name,
 			persistent: cfg.persistent, expiry: 3600, username: cfg.user, password: cfg.pass,
+			transport: cfg.transport,
 		}
 		if name[0] == 's' && cfg.subUser != "" { // subscribers are s0, s1, ...
 			o.username, o.password = cfg.subUser, cfg.subPass

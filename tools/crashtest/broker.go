@@ -266,6 +266,11 @@ func writeMosquittoConf(path, addr string, auth, withTLS, ws bool, work string) 
 		conf += "protocol websockets\n"
 	}
 	if withTLS {
+		if os.Geteuid() == 0 && !auth {
+			// Started as root, Mosquitto runs as the user mosquitto, who
+			// cannot read the key in the private work dir.
+			anon += "user root\n"
+		}
 		conf += "cafile " + filepath.Join(work, tlsCAFile) + "\ncertfile " + filepath.Join(work, tlsCertFile) +
 			"\nkeyfile " + filepath.Join(work, tlsKeyFile) + "\n"
 	}
