@@ -15,7 +15,7 @@ const backupUsage = `Usage:
   keel backup DATA DEST                a stopped broker's data directory
   keel backup --admin HOST:PORT DEST   a running broker's, taken by it while it serves
 
-DEST must not exist. The backup is a consistent copy of the store (a
+DEST may also be given as --to DEST. DEST must not exist. The backup is a consistent copy of the store (a
 Pebble checkpoint): every message and session change acknowledged before
 the backup began is in it, and of what came meanwhile each commit is
 wholly there or wholly absent, as after a power cut. Tables are
@@ -54,9 +54,13 @@ type backupResult struct {
 func backupCmd(args []string, stdout, stderr io.Writer) int {
 	c := newSubcommand("backup", backupUsage)
 	admin := c.fs.String("admin", "", "")
+	to := c.fs.String("to", "", "")
 	pos, code, ok := c.parse(args, stdout, stderr)
 	if !ok {
 		return code
+	}
+	if *to != "" {
+		pos = append(pos, *to) // --to DEST is DEST, last
 	}
 	var res *backupResult
 	var err error
