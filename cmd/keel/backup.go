@@ -24,7 +24,8 @@ a backup costs little space until the broker compacts them.
 
 With --admin, the running broker writes DEST on its own machine (a
 relative DEST is made absolute here first), then opens the copy and
-checks it. Either way keel prints what the backup holds. Start a broker
+checks it; KEEL_ADMIN_TOKEN in the environment, if set, is sent as the
+admin token. Either way keel prints what the backup holds. Start a broker
 on it with keel restore DEST DATA (or keel serve --data DEST).
 Exit status: 0 done, 1 failed, 2 usage error.
 `
