@@ -280,7 +280,10 @@ type Stats struct {
 	StoreSyncs       uint64        // synced commits (fsyncs of the WAL)
 	StoreTxns        uint64        // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	StoreSyncLatency wal.Histogram // latency of those syncs
-	CommitFailures   uint64
+	// StoreMetricsReads counts the times the store read Pebble's metrics
+	// (wal.Stats.MetricsReads; 0 for a store that keeps no such count).
+	StoreMetricsReads uint64
+	CommitFailures    uint64
 	// PublishesThrottled counts PUBLISH packets a connection had to wait
 	// to send, over Options.MaxPublishRate (back-pressure: none dropped).
 	PublishesThrottled uint64
@@ -956,6 +959,7 @@ func (b *Broker) Stats() Stats {
 		DedupIDs:         b.stats.dedupIDs.Load(),
 	}
 	st.PublishesThrottled = b.stats.throttled.Load()
+	st.StoreMetricsReads = ws.MetricsReads
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()
 		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline

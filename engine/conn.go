@@ -110,7 +110,9 @@ func newConn(b *Broker, nc net.Conn, info ConnInfo) *conn {
 		b:    b,
 		nc:   nc,
 		info: info,
-		log:  b.log.With("remote", remote.String()),
+		// Every line of the connection names its remote address and
+		// listener, and from the CONNECT on its client id (onConnect).
+		log:  b.log.With("remote", remote.String(), "listener", info.Listener),
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
@@ -435,7 +437,7 @@ func (c *conn) serve() {
 		}
 		return
 	}
-	c.b.connLog.log(c.log, "client connected", "listener", c.info.Listener, "username", c.id.Username, "protocol", c.version,
+	c.b.connLog.log(c.log, "client connected", "username", c.id.Username, "protocol", c.version,
 		"clean_start", cp.CleanStart, "session_present", c.present, "keep_alive", c.keepAlive)
 	graceful, willOnDisconnect := c.readLoop(br)
 	c.b.post(event{kind: evClosed, c: c, graceful: graceful, will: willOnDisconnect})

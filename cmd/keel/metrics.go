@@ -51,6 +51,7 @@ var (
 		metric("keel_publishes_throttled_total", "PUBLISH packets a client had to wait to send, over max_publish_rate (none dropped).", counter, func(s *engine.Stats) float64 { return float64(s.PublishesThrottled) }),
 		metric("keel_dedup_hits_total", "QoS 1/2 publishes acknowledged and not routed again: the dedup window had their message id.", counter, func(s *engine.Stats) float64 { return float64(s.DedupHits) }),
 		metric("keel_dedup_ids", "Message ids the dedup window holds.", gauge, func(s *engine.Stats) float64 { return float64(s.DedupIDs) }),
+		metric("keel_store_metrics_reads_total", "Times the store read Pebble's metrics: one per scrape of this page (it takes one snapshot of the broker and the store); the admin API's stats and each $SYS update read them too.", counter, func(s *engine.Stats) float64 { return float64(s.StoreMetricsReads) }),
 		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
 	}
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
