@@ -57,7 +57,9 @@ done
 if [ "$DEDUP" = 1 ]; then
 	# The control: the window off, the same producers; exit 1 (duplicates)
 	# is the expected outcome, anything else fails the campaign.
-	line=$("$work/crashtest" -keel "$work/keel" -mode dedup -qos 1 -v 5 -crashes "$CRASHES" -dedup-window -1s \
+	# Its work dir (kept on a violation) inside ours, removed on exit.
+	mkdir -p "$work/control"
+	line=$("$work/crashtest" -keel "$work/keel" -work "$work/control" -mode dedup -qos 1 -v 5 -crashes "$CRASHES" -dedup-window -1s \
 		-duration 60m -timeout 90m -log warn 2>"$work/err.log" | tail -1)
 	rc=$?
 	case "$line" in
