@@ -38,6 +38,9 @@ type config struct {
 	// subUser/subPass when set); none when user is empty.
 	user, pass       string
 	subUser, subPass string
+	// msgID (5.0): every publish carries a unique message id in the user
+	// property with this name (keel's dedup window, bench dedup); "": none.
+	msgID string
 }
 
 func (c *config) validate() error {
@@ -54,6 +57,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-sub %d: want at least 0", c.subs)
 	case c.window < 1:
 		return fmt.Errorf("-window %d: want at least 1", c.window)
+	case c.msgID != "" && c.version != packet.V5:
+		return fmt.Errorf("-msg-id %q: a user property needs -v 5", c.msgID)
 	case c.count <= 0 && c.duration <= 0:
 		return errors.New("want -duration > 0 or -count > 0")
 	case c.count >= 1<<32:
