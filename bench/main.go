@@ -30,6 +30,7 @@
 //	go run ./bench auth -h               # fan-in with a 1,000-rule ACL and passwords, and a connect storm: keel vs Mosquitto (see auth.sh)
 //	go run ./bench conns -h              # N idle connections: RSS per connection, connect rate, keep-alive round (see conns.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
+//	go run ./bench bridge -h             # edge -> bridge -> central fan-in QoS 1: keel to keel vs Mosquitto to Mosquitto (see bridge.sh)
 //	go run ./bench dedup -h              # fan-in QoS 1 with message ids, keel's dedup window on and off (see dedup.sh)
 package main
 
@@ -64,6 +65,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == "conns" {
 		os.Exit(connsMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "bridge" {
+		os.Exit(bridgeMain(os.Args[2:]))
 	}
 	if len(os.Args) > 1 && os.Args[1] == "dedup" {
 		os.Exit(dedupMain(os.Args[2:]))
@@ -101,6 +105,7 @@ func loadMain(args []string) int {
 	fs.StringVar(&cfg.pass, "password", "", "with -username: its password")
 	fs.StringVar(&cfg.subUser, "sub-username", "", "subscribers log in as this user instead of -username")
 	fs.StringVar(&cfg.subPass, "sub-password", "", "with -sub-username: its password")
+	fs.StringVar(&cfg.subAddr, "sub-addr", "", "subscribers connect to this `host:port` instead of -addr (a bridged broker; see bench bridge)")
 	fs.StringVar(&cfg.msgID, "msg-id", "", "5.0: put a unique message id in this user `property` of every publish (keel's dedup window: msg-id)")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")

@@ -41,6 +41,9 @@ type config struct {
 	// msgID (5.0): every publish carries a unique message id in the user
 	// property with this name (keel's dedup window, bench dedup); "": none.
 	msgID string
+	// subAddr, if set, is where the subscribers connect (another broker:
+	// a bridge between the two, bench bridge); the publishers use addr.
+	subAddr string
 }
 
 func (c *config) validate() error {
@@ -194,6 +197,9 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		}
 		if name[0] == 's' && cfg.subUser != "" { // subscribers are s0, s1, ...
 			o.username, o.password = cfg.subUser, cfg.subPass
+		}
+		if name[0] == 's' && cfg.subAddr != "" {
+			o.addr = cfg.subAddr
 		}
 		return o
 	}
