@@ -17,7 +17,8 @@
 # work tree are not measured), NOTES (hand-written Markdown included after
 # the targets; default bench/ANALYSIS.md when it exists), EXTRA (bench
 # auth's section, carried into the report; default bench/AUTH.md when it
-# exists: bench/auth.sh measures it), SAVE (every
+# exists: bench/auth.sh measures it; bench/DEDUP.md and bench/BRIDGE.md,
+# from bench/dedup.sh and bench/bridge.sh, are carried too), SAVE (every
 # run's result as JSON; default OUT with .json for .md). To write the report
 # again from saved results, e.g. after editing bench/ANALYSIS.md:
 #
@@ -48,6 +49,11 @@ NOTES=${NOTES:-}
 [ -z "$NOTES" ] && [ -f bench/ANALYSIS.md ] && NOTES=bench/ANALYSIS.md
 EXTRA=${EXTRA:-}
 [ -z "$EXTRA" ] && [ -f bench/AUTH.md ] && EXTRA=bench/AUTH.md
+# bench/dedup.sh's and bench/bridge.sh's sections, carried likewise.
+CARRY=""
+for f in bench/DEDUP.md bench/BRIDGE.md; do
+	[ -f "$f" ] && CARRY="${CARRY:+$CARRY,}$f"
+done
 
 SRC=.
 if [ -n "${REV:-}" ]; then
@@ -90,5 +96,5 @@ run_child "$WORK/bench" matrix \
 	-keel-base "$KEEL_BASE_BIN" -keel-base-rev "$KEEL_BASE_REV" \
 	-mosquitto "$MOSQUITTO" \
 	-reps "$REPS" -duration "$DURATION" -warmup "$WARMUP" -v "$MQTT_VERSION" \
-	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -extra "$EXTRA" -save "$SAVE" \
+	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -extra "$EXTRA" -carry "$CARRY" -save "$SAVE" \
 	-command "${BASE:+BASE=$BASE }${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh"

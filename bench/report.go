@@ -305,6 +305,19 @@ func (m *matrix) markdown(todo []scenario) []byte {
 			p("%s\n", authBlock(b))
 		}
 	}
+	for _, f := range strings.Split(m.mc.carry, ",") {
+		begin, end := dedupBegin, dedupEnd
+		switch filepath.Base(strings.TrimSpace(f)) {
+		case "DEDUP.md":
+		case "BRIDGE.md":
+			begin, end = bridgeBegin, bridgeEnd
+		default:
+			continue
+		}
+		if b, err := os.ReadFile(strings.TrimSpace(f)); err == nil && len(bytes.TrimSpace(b)) > 0 {
+			p("%s\n%s\n%s\n\n", begin, strings.TrimSpace(string(b)), end)
+		}
+	}
 
 	p("## Details\n\n")
 	for _, s := range todo {
