@@ -158,7 +158,10 @@ func setDefault[T comparable](p *T, v T) {
 // earlier first delivery from the same publisher. In retain-will mode,
 // each retained topic checked after a restart counts as one accepted
 // value (lost if missing or older than the last acknowledged one), and
-// each will whose connection was lost counts as one accepted message.
+// each will whose connection was lost counts as one accepted message. In
+// the dedup mode Duplicated counts only copies routed twice (transmissions
+// of one message beyond the first that reached a subscriber), not
+// redeliveries of one copy (dedup.go).
 type Result struct {
 	Mode    string
 	QoS     byte

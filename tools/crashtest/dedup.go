@@ -60,6 +60,10 @@ import (
 // Every acknowledged message must reach every subscriber (lost), and the
 // first deliveries of each publisher must be in order (reordered): resends
 // go out in sequence order before anything new.
+//
+// keel is started with --config FILE holding dedup_window (dedupConf);
+// a -broker-cmd broker is on its own: it must dedup by the user property
+// msg-id for the run to pass.
 const ModeDedup = "dedup"
 
 const (

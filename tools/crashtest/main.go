@@ -15,7 +15,7 @@
 //	mode=online qos=2 v=4 [auth=1] [window=10m0s] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
 //
 // and exits 1 on any violation (lost > 0, duplicated > 0 at QoS 2 or in
-// the dedup mode, where it counts retries routed again (dedup.go),
+// the dedup mode, where it counts retries routed again: see dedup.go;
 // reordered > 0, sessions_lost > 0, or a problem such as the broker dying
 // by itself), 2 if the test could not run.
 //
