@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,7 +55,7 @@ func TestRunMsgID(t *testing.T) {
 			for _, u := range p.Props.User {
 				if u.Key == "msg-id" {
 					select {
-					case ids <- u.Value:
+					case ids <- strings.Clone(u.Value): // p aliases the read buffer
 					default:
 					}
 				}
