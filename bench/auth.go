@@ -386,31 +386,7 @@ const (
 // spliceSection puts md between the markers in the file at path: in place
 // of what is there, or before "## Details" (or at the end) the first time.
 func spliceSection(path string, md []byte) error {
-	return spliceMarked(path, md, authBegin, authEnd)
-}
-
-// spliceMarked puts md between the markers begin and end in the file at
-// path, as spliceSection does.
-func spliceMarked(path string, md []byte, begin, end string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	block := markedBlock(md, begin, end)
-	s := string(b)
-	if i := strings.Index(s, begin); i >= 0 {
-		j := strings.Index(s[i:], end)
-		if j < 0 {
-			return fmt.Errorf("%s: %q without %q", path, begin, end)
-		}
-		j += i + len(end)
-		s = s[:i] + strings.TrimSuffix(block, "\n") + s[j:]
-	} else if i := strings.Index(s, "\n## Details\n"); i >= 0 {
-		s = s[:i+1] + block + "\n" + s[i+1:]
-	} else {
-		s += "\n" + block
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
+	return spliceMarked(path, authBegin, authEnd, md)
 }
 
 func authBlock(md []byte) string { return markedBlock(md, authBegin, authEnd) }

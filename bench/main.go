@@ -31,6 +31,8 @@
 //	go run ./bench conns -h              # N idle connections: RSS per connection, connect rate, keep-alive round (see conns.sh)
 //	go run ./bench transports -h         # fan-in, sync and 10,000 connections over TLS and WebSocket: keel vs Mosquitto (see transports.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
+//	go run ./bench bridge -h             # edge -> bridge -> central fan-in QoS 1: keel to keel vs Mosquitto to Mosquitto (see bridge.sh)
+//	go run ./bench dedup -h              # fan-in QoS 1 with message ids, keel's dedup window on and off (see dedup.sh)
 package main
 
 import (
@@ -68,6 +70,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "transports" {
 		os.Exit(transportsMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "bridge" {
+		os.Exit(bridgeMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "dedup" {
+		os.Exit(dedupMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floorMain(os.Args[2:]))
 	}
@@ -104,6 +112,8 @@ func loadMain(args []string) int {
 	trKind := fs.String("transport", "tcp", "tcp, tls, ws (MQTT over WebSocket) or wss")
 	cafile := fs.String("cafile", "", "with -transport tls or wss: the CA `file` that signed the broker's certificate")
 	wsPath := fs.String("ws-path", "/mqtt", "with -transport ws or wss: the HTTP path")
+	fs.StringVar(&cfg.subAddr, "sub-addr", "", "subscribers connect to this `host:port` instead of -addr (a bridged broker; see bench bridge)")
+	fs.StringVar(&cfg.msgID, "msg-id", "", "5.0: put a unique message id in this user `property` of every publish (keel's dedup window: msg-id)")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
 	paced := fs.Bool("fsync-paced", false, "with -fsync-probe: also time the prealloc write + fdatasync after a 150 µs idle pause each")

@@ -39,6 +39,12 @@ type config struct {
 	user, pass       string
 	subUser, subPass string
 	transport        *transport // nil: plain TCP
+	// msgID (5.0): every publish carries a unique message id in the user
+	// property with this name (keel's dedup window, bench dedup); "": none.
+	msgID string
+	// subAddr, if set, is where the subscribers connect (another broker:
+	// a bridge between the two, bench bridge); the publishers use addr.
+	subAddr string
 }
 
 func (c *config) validate() error {
@@ -55,6 +61,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-sub %d: want at least 0", c.subs)
 	case c.window < 1:
 		return fmt.Errorf("-window %d: want at least 1", c.window)
+	case c.msgID != "" && c.version != packet.V5:
+		return fmt.Errorf("-msg-id %q: a user property needs -v 5", c.msgID)
 	case c.count <= 0 && c.duration <= 0:
 		return errors.New("want -duration > 0 or -count > 0")
 	case c.count >= 1<<32:
@@ -191,6 +199,9 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		}
 		if name[0] == 's' && cfg.subUser != "" { // subscribers are s0, s1, ...
 			o.username, o.password = cfg.subUser, cfg.subPass
+		}
+		if name[0] == 's' && cfg.subAddr != "" {
+			o.addr = cfg.subAddr
 		}
 		return o
 	}

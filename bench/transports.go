@@ -211,7 +211,7 @@ func transportsMain(args []string) int {
 		}
 	}
 	if tc.into != "" {
-		if err := spliceMarked(tc.into, md, transportsBegin, transportsEnd); err != nil {
+		if err := spliceMarked(tc.into, transportsBegin, transportsEnd, md); err != nil {
 			fmt.Fprintln(os.Stderr, "bench transports: -into:", err)
 			return 2
 		}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -32,7 +31,6 @@ const (
 	tlsCAFile   = "tls-ca.pem"
 	tlsCertFile = "tls-server.pem"
 	tlsKeyFile  = "tls-server.key"
-	tlsConfFile = "keel-tls.conf"
 )
 
 // writeTLSFiles makes the run's CA and server certificate in work and
@@ -49,19 +47,18 @@ func writeTLSFiles(work string) (*tls.Config, error) {
 	return &tls.Config{RootCAs: ca.Pool(), ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}, nil
 }
 
-// writeKeelListenerConf writes the configuration file that gives keel's
-// default listener the run's certificate and/or WebSocket; --listen and
-// --data come as flags.
-func writeKeelListenerConf(work string, withTLS, ws bool) (string, error) {
-	path := filepath.Join(work, tlsConfFile)
-	conf := "# crashtest -tls / -ws (tools/crashtest/tls.go)\n"
+// keelListenerConf is the configuration that gives keel's default
+// listener the run's certificate and/or WebSocket ("" for neither);
+// --listen and --data come as flags.
+func keelListenerConf(withTLS, ws bool, work string) string {
+	var conf string
 	if withTLS {
-		conf += fmt.Sprintf("certfile = %s\nkeyfile = %s\n", filepath.Join(work, tlsCertFile), filepath.Join(work, tlsKeyFile))
+		conf += fmt.Sprintf("# -tls (tls.go)\ncertfile = %s\nkeyfile = %s\n", filepath.Join(work, tlsCertFile), filepath.Join(work, tlsKeyFile))
 	}
 	if ws {
-		conf += "protocol = websockets\npath = /mqtt\n"
+		conf += "# -ws (tls.go)\nprotocol = websockets\npath = /mqtt\n"
 	}
-	return path, os.WriteFile(path, []byte(conf), 0o644)
+	return conf
 }
 
 // dial is the run's client dialer: TLS and/or WebSocket as configured,
