@@ -156,10 +156,9 @@ func transportsMain(args []string) int {
 			}
 		}
 		if has("sync") {
-			jobs = append(jobs, job{"fsync", "", ""})
-			for _, b := range []string{"keel", "mosquitto"} {
-				jobs = append(jobs, job{"sync", b, "tls"})
-			}
+			// The probe right before keel over TLS: the target compares
+			// the two of one rep.
+			jobs = append(jobs, job{"sync", "keel", "tcp"}, job{"fsync", "", ""}, job{"sync", "keel", "tls"}, job{"sync", "mosquitto", "tls"})
 		}
 	}
 	if has("conns") {
@@ -433,16 +432,16 @@ func (rep *transportsReport) markdown() []byte {
 		p("### %s, MQTT %s, over TLS\n\n", scenarioTitle("sync-qos1"), v)
 		p("`bench %s -transport tls`; the fsync probe (`bench -fsync-probe`, 64 B appended into preallocated space + fdatasync, as Pebble's WAL) "+
 			"runs on the same disk before each pair.\n\n", strings.Join(scenarioArgs("sync-qos1"), " "))
-		w.WriteString(mdRow("figure", "keel tls", "mosquitto tls"))
-		w.WriteString(mdSep(3))
+		w.WriteString(mdRow("figure", "keel tcp", "keel tls", "mosquitto tls"))
+		w.WriteString(mdSep(4))
 		for _, mt := range []metric{mAckP50,
 			{label: "PUBACK p99", get: func(r *result) float64 { return r.AckP99 }, fmt: fmtUS},
 			mPub, mOther} {
-			w.WriteString(mdRow(mt.label, summarize(rep.Sync["keel-tls"], mt.get).format(mt.fmt),
-				summarize(rep.Sync["mosquitto-tls"], mt.get).format(mt.fmt)))
+			w.WriteString(mdRow(mt.label, summarize(rep.Sync["keel-tcp"], mt.get).format(mt.fmt),
+				summarize(rep.Sync["keel-tls"], mt.get).format(mt.fmt), summarize(rep.Sync["mosquitto-tls"], mt.get).format(mt.fmt)))
 		}
 		fs := summarize(rep.Fsync, func(r *fsyncResult) float64 { return r.PreallocP50 })
-		w.WriteString(mdRow("one fsync, p50 (probe)", fs.format(fmtUS), ""))
+		w.WriteString(mdRow("one fsync, p50 (probe, before keel tls)", "", fs.format(fmtUS), ""))
 		p("\n")
 	}
 	if len(rep.Conns) > 0 {
@@ -484,14 +483,20 @@ func (rep *transportsReport) markdown() []byte {
 		w.WriteString(mdRow(fmt.Sprintf("fan-in over %s: keel durable ≥ 1.3 × Mosquitto in memory", t.label), ratio(k, m),
 			verdict(measured && k.med/m.med >= 1.3, measured)))
 	}
-	ack := summarize(rep.Sync["keel-tls"], mAckP50.get)
-	fs := summarize(rep.Fsync, func(r *fsyncResult) float64 { return r.PreallocP50 })
-	measured := ack.n > 0 && fs.n > 0
-	gap := "n/a"
-	if measured {
-		gap = fmt.Sprintf("%s over one fsync", fmtUS(ack.med-fs.med))
+	// The gap of each rep (keel's PUBACK p50 less the probe taken just
+	// before it), then their median: the disk's noise moves both.
+	var gaps []float64
+	if len(rep.Fsync) == len(rep.Sync["keel-tls"]) {
+		for i, r := range rep.Sync["keel-tls"] {
+			gaps = append(gaps, r.AckP50-rep.Fsync[i].PreallocP50)
+		}
 	}
-	w.WriteString(mdRow("sync QoS 1 over TLS: PUBACK p50 within 0.25 ms of one fsync", gap, verdict(measured && ack.med-fs.med <= 250, measured)))
+	g := summarize(gaps, func(v float64) float64 { return v })
+	gap := "n/a"
+	if g.n > 0 {
+		gap = g.format(fmtUS) + " over the fsync before it"
+	}
+	w.WriteString(mdRow("sync QoS 1 over TLS: PUBACK p50 within 0.25 ms of one fsync (median of each rep's gap)", gap, verdict(g.n > 0 && g.med <= 250, g.n > 0)))
 	p("\n")
 	if len(rep.Fails) > 0 {
 		p("Failed runs:\n\n")
