@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/engine/bridge"
 )
 
 // The admin API's actions on one client, beside the views (admin.go):
@@ -41,6 +43,13 @@ func (a *adminServer) action(name string, do func(ctx context.Context, b *engine
 		who := []any{"client", id, "peer", r.RemoteAddr, "auth", a.authMode()}
 		if id == "" {
 			return nil, &httpError{http.StatusBadRequest, errors.New("want a client id")}
+		}
+		if name == "delete_session" && strings.HasPrefix(id, bridge.ClientIDPrefix) {
+			// A bridge's session holds what is queued for its remote:
+			// deleting it would drop acknowledged messages. The bridge's
+			// [bridge] section is what owns it.
+			a.logger.Warn("admin: "+name+": refused for a bridge's session", who...)
+			return nil, &httpError{http.StatusConflict, fmt.Errorf("%q is a bridge's session (its queue for the remote): remove the [bridge] section instead", id)}
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), actionTimeout)
 		defer cancel()

@@ -93,6 +93,9 @@ func TestAdminActions(t *testing.T) {
 		{"DELETE", "/api/sessions/three", func(r *http.Request) { r.Header.Set("Authorization", "Bearer not-the-token-not-the-token") }, 401},
 		{"POST", "/api/clients/nobody/disconnect", nil, 404},
 		{"DELETE", "/api/sessions/nobody", nil, 404},
+		// A bridge's session is its queue for the remote: never deleted
+		// here (refused before it is looked up).
+		{"DELETE", "/api/sessions/$bridge%2Fcentral", nil, 409},
 		{"GET", "/api/clients/five/disconnect", nil, 405},
 	} {
 		if code, v := call(tc.method, tc.path, tc.set); code != tc.want {
