@@ -230,7 +230,7 @@ func (b *Broker) dropped(s *session, why dropReason) {
 // lost the 0x97), would arrive after it.
 func (b *Broker) refuseQueueFull(c *conn, p *packet.Publish, why refuseReason) {
 	b.stats.reasons.refuse(why)
-	b.refusedLog.log(c.log, "publish refused: a subscriber's queue is full", "listener", c.info.Listener, "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
+	b.refusedLog.log(c.log, "publish refused: a subscriber's queue is full", "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
 	c.refused = true
 	c.setEndReason("publish refused: a subscriber's queue is full")
 	if c.version == packet.V5 {

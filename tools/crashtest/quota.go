@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 
@@ -29,23 +27,18 @@ import (
 //     publisher_closed_by_broker for 3.1.1: publisher connections that
 //     ended with no kill since they were made), or the quotas were not
 //     exercised and the run proves nothing about them.
-const quotaFile = "quota.conf"
 
 // quotaMessages is max_queued_messages in quota mode: below the
 // subscribers' offline spells at the default rate (500 messages/s per
 // publisher, offline for up to 800 ms), above a window of 32 in flight.
 const quotaMessages = 10
 
-const quotaConf = `# crashtest -quota (tools/crashtest/quota.go)
-max_queued_messages = %d
-queue_full = refuse
-`
-
-// writeQuotaConf writes the broker's config file for quota mode into work
-// and returns its path.
-func writeQuotaConf(work string) (string, error) {
-	p := filepath.Join(work, quotaFile)
-	return p, os.WriteFile(p, fmt.Appendf(nil, quotaConf, quotaMessages), 0o644)
+// quotaConf is quota mode's part of keel's config file.
+func quotaConf(cfg Config) string {
+	if !cfg.Quota {
+		return ""
+	}
+	return fmt.Sprintf("# -quota (quota.go)\nmax_queued_messages = %d\nqueue_full = refuse\n", quotaMessages)
 }
 
 // quotaState is what quota mode tracks besides the ledgers.
