@@ -64,6 +64,10 @@ type Config struct {
 	// every client log in (auth.go). BrokerCmd gets the files' paths as
 	// {passwd} and {acl}.
 	Auth bool
+	// Bridge runs two keel processes, A bridged to B (bridge.go): publishers
+	// and subscribers on both, each message crossing the bridge; the kills
+	// alternate between A and B.
+	Bridge bool
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
@@ -127,6 +131,11 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Broker != BrokerKeel && c.Broker != BrokerMosquitto && c.Broker != BrokerCmd:
 		return c, fmt.Errorf("crashtest: unknown broker %q", c.Broker)
 	}
+	if c.Bridge {
+		if err := c.checkBridge(); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
 
@@ -153,6 +162,7 @@ type Result struct {
 	QoS     byte
 	Version byte
 	Auth    bool
+	Bridge  bool
 	Seed    uint64
 
 	Crashes      int
@@ -177,6 +187,9 @@ func (r Result) Summary() string {
 	auth := ""
 	if r.Auth {
 		auth = " auth=1"
+	}
+	if r.Bridge {
+		auth += " bridge=1"
 	}
 	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
 		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
@@ -211,6 +224,8 @@ type run struct {
 	prefix string // of client ids
 	addr   string
 	b      *broker
+	// Bridge mode: A (the bridge's side, also run.b at the start) and B.
+	sides [2]*broker
 	// passwords by user, when Config.Auth; read-only once the run starts.
 	passwords map[string]string
 
@@ -375,6 +390,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	r.b = &broker{args: expandArgs(argv, r.addr, data, work), addr: r.addr, logPath: filepath.Join(work, "broker.log")}
 	defer r.b.stop()
+	if cfg.Bridge {
+		if err := r.prepareBridge(ctx, work); err != nil {
+			return Result{}, fmt.Errorf("crashtest: %w", err)
+		}
+		defer r.sides[1].stop()
+	}
 	r.log.Info("starting broker", "argv", r.b.args, "work", work)
 
 	if err := r.b.start(); err != nil {
@@ -392,10 +413,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 
 	var phaseErr error
-	switch cfg.Mode {
-	case ModeManySessions:
+	switch {
+	case cfg.Bridge:
+		phaseErr = r.runBridge(ctx)
+	case cfg.Mode == ModeManySessions:
 		phaseErr = r.runMany(ctx)
-	case ModeRetainWill:
+	case cfg.Mode == ModeRetainWill:
 		phaseErr = r.runRetainWill(ctx)
 	default:
 		phaseErr = r.runStandard(ctx)
@@ -421,6 +444,7 @@ func (r *run) result() Result {
 		QoS:          r.cfg.QoS,
 		Version:      r.cfg.Version,
 		Auth:         r.cfg.Auth,
+		Bridge:       r.cfg.Bridge,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),

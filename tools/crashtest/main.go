@@ -8,10 +8,11 @@
 //	go run ./tools/crashtest -mode online -qos 2 -crashes 20
 //	go run ./tools/crashtest -mosquitto -crashes 5   # must report losses
 //	go run ./tools/crashtest -auth -mode offline -qos 2 -crashes 30   # with a password file and an ACL
+//	go run ./tools/crashtest -bridge -qos 2 -crashes 20   # two keels, A bridged to B, each killed in turn
 //
 // It prints one summary line
 //
-//	mode=online qos=2 v=4 [auth=1] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
+//	mode=online qos=2 v=4 [auth=1] [bridge=1] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
 //
 // and exits 1 on any violation (lost > 0, duplicated > 0 at QoS 2,
 // reordered > 0, sessions_lost > 0, or a problem such as the broker dying
@@ -75,6 +76,7 @@ func main() {
 	flag.DurationVar(&cfg.DrainTimeout, "drain", 60*time.Second, "bound on the final drain")
 	flag.StringVar(&cfg.KeelPath, "keel", "", "keel binary (default: build ./cmd/keel into the work dir)")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the broker with a password file and an ACL file, every client logged in (see auth.go)")
+	flag.BoolVar(&cfg.Bridge, "bridge", false, "two keel processes, A bridged to B both ways; publishers and subscribers on both, kills alternating (see bridge.go)")
 	flag.BoolVar(&mosquitto, "mosquitto", false, "test mosquitto without persistence instead (it must fail)")
 	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} {passwd} {acl} are replaced")
 	flag.StringVar(&cfg.DataDir, "data", "", "broker data directory (default: a fresh one in the work dir)")
