@@ -389,6 +389,7 @@ type core struct {
 	dropLog      map[*session]*dropTally // sessions that lost messages to a full queue (quota.go)
 	scratch      map[*session]*routeTarget
 	targets      []*routeTarget
+	sysExtra     map[string]struct{} // $SYS topics set by SetSys (sysextra.go)
 }
 
 type subKey struct {

@@ -390,6 +390,7 @@ func startBridges(cfg *config, b *engine.Broker, logger *slog.Logger) ([]*bridge
 		c := bc.Config
 		c.Logger = logger
 		c.LocalReceiveMaximum = cfg.Engine.ReceiveMaximum
+		c.SysInterval = cfg.Engine.SysInterval // $SYS/broker/bridges/NAME/...: with the broker's own
 		br, err := bridge.New(c, b)
 		if err != nil {
 			stopBridges(out)

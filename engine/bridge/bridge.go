@@ -127,9 +127,13 @@ type State struct {
 	// Connected: both sides are connected and have acknowledged the
 	// bridge's subscriptions.
 	Connected bool
-	Address   string // the remote address of the current or last connection
-	LastError string // why the last round ended, or why it could not start
-	Rounds    uint64 // connections made
+	// Phase is one of "connecting", "connected", "backing off" (waiting
+	// until RetryAt after a failed or ended round) and "stopped".
+	Phase     string
+	RetryAt   time.Time // when backing off: the next attempt
+	Address   string    // the remote address of the current or last connection
+	LastError string    // why the last round ended, or why it could not start
+	Rounds    uint64    // connections made
 }
 
 // Stats are a bridge's counters.
@@ -156,6 +160,7 @@ type Bridge struct {
 	stopped sync.Once
 	abrupt  atomic.Bool // kill: no DISCONNECT, as a crash
 	done    chan struct{}
+	sysDone chan struct{} // sysLoop's end; nil: no $SYS
 
 	mu struct {
 		sync.Mutex
@@ -178,6 +183,10 @@ func New(cfg Config, eng *engine.Broker) (*Bridge, error) {
 // Start runs the bridge until Close.
 func (b *Bridge) Start() {
 	go b.run() // owner: b.done, waited for by Close
+	if b.cfg.SysInterval > 0 {
+		b.sysDone = make(chan struct{})
+		go b.sysLoop() // owner: b.sysDone, waited for by Close
+	}
 }
 
 // Close disconnects both sides (a normal DISCONNECT: both sessions are
@@ -185,6 +194,9 @@ func (b *Bridge) Start() {
 func (b *Bridge) Close() {
 	b.stopped.Do(func() { close(b.stop) })
 	<-b.done
+	if b.sysDone != nil {
+		<-b.sysDone
+	}
 }
 
 // kill stops the bridge as a crash would: both connections are cut, with
@@ -211,16 +223,23 @@ func (b *Bridge) Name() string { return b.cfg.Name }
 
 func (b *Bridge) setState(f func(s *State)) {
 	b.mu.Lock()
+	old := b.mu.state
 	f(&b.mu.state)
+	st := b.mu.state
 	b.mu.Unlock()
+	if st.Phase != old.Phase || st.LastError != old.LastError {
+		b.publishState(st)
+	}
 }
 
 func (b *Bridge) run() {
 	defer close(b.done)
+	defer b.setState(func(s *State) { s.Connected, s.Phase = false, PhaseStopped })
 	fails := 0
 	next := 0 // the address to try first
 	fresh := false
 	for {
+		b.setState(func(s *State) { s.Phase, s.RetryAt = PhaseConnecting, time.Time{} })
 		connected, err := b.round(&next, fresh)
 		fresh = false
 		var again *freshStart
@@ -232,11 +251,13 @@ func (b *Bridge) run() {
 		if errors.Is(err, errStopped) {
 			return
 		}
-		b.setState(func(s *State) { s.Connected, s.LastError = false, err.Error() })
 		if connected {
 			fails = 0
 		}
 		wait := b.backoff(fails)
+		b.setState(func(s *State) {
+			s.Connected, s.LastError, s.Phase, s.RetryAt = false, err.Error(), PhaseBackingOff, time.Now().Add(wait)
+		})
 		fails++
 		b.log.Warn("bridge down: reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
@@ -335,7 +356,12 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 		"remote_session_present", rca.SessionPresent, "local_session_present", lca.SessionPresent, "window", window)
 	b.setState(func(s *State) { s.Address, s.LastError = addr, ""; s.Rounds++ })
 	r.local, r.remote = local, remote
-	defer b.setState(func(s *State) { s.Connected = false })
+	defer b.setState(func(s *State) {
+		s.Connected = false
+		if s.Phase == PhaseConnected {
+			s.Phase = PhaseConnecting
+		}
+	})
 	local.start()
 	remote.start()
 	if lca.SessionPresent && !rca.SessionPresent {
@@ -518,7 +544,7 @@ type relay struct {
 // subacked counts one SUBACK; the last makes the bridge Connected.
 func (r *relay) subacked() {
 	if r.subacks.Add(-1) == 0 {
-		r.b.setState(func(s *State) { s.Connected = true })
+		r.b.setState(func(s *State) { s.Connected, s.Phase = true, PhaseConnected })
 		r.b.log.Info("bridge subscribed")
 	}
 }
