@@ -70,3 +70,21 @@ func (b *Broker) setSys(topic, value string) {
 	b.admit(m, nil, false)
 	b.route(m)
 }
+
+// ConnectedFrom reports whether client id is connected here over a
+// connection whose remote address is addr: a bridge asks it with its own
+// socket's local address, and a yes means it dialled this very broker.
+// One map lookup on the core goroutine; false if the broker is closed.
+func (b *Broker) ConnectedFrom(clientID, addr string) bool {
+	done := make(chan bool, 1)
+	b.post(event{kind: evFunc, fn: func() {
+		c := b.core.online[clientID]
+		done <- c != nil && c.info.Remote != nil && c.info.Remote.String() == addr
+	}})
+	select {
+	case ok := <-done:
+		return ok
+	case <-b.quit:
+		return false
+	}
+}

@@ -251,6 +251,11 @@ func (b *Bridge) run() {
 		if errors.Is(err, errStopped) {
 			return
 		}
+		if errors.Is(err, ErrSelf) {
+			b.setState(func(s *State) { s.LastError = err.Error() })
+			b.log.Error("bridge stopped: it would loop", "err", err)
+			return
+		}
 		if connected {
 			fails = 0
 		}
@@ -290,6 +295,10 @@ func (b *Bridge) backoff(fails int) time.Duration {
 	return base + rand.N(hi-base)
 }
 
+// ErrSelf is a bridge whose remote is the broker it runs in: it stops
+// for good, with State.LastError saying so.
+var ErrSelf = errors.New("bridge to itself")
+
 // freshStart asks for the round again with a clean remote session.
 type freshStart struct{}
 
@@ -306,6 +315,20 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 	remote, rca, addr, err := b.dialRemote(next, b.cfg.CleanSession || fresh)
 	if err != nil {
 		return false, err
+	}
+	if b.eng.ConnectedFrom(b.cfg.ClientID, remote.nc.LocalAddr().String()) {
+		// The remote is this broker: every message out would come back
+		// in, and out again. A 5.0 session it made here is ended.
+		if b.cfg.Version == packet.V5 {
+			d := &packet.Disconnect{}
+			d.Props.SessionExpiry = 0
+			d.Props.Set(packet.PropSessionExpiry)
+			remote.start()
+			remote.send(d)
+			remote.flush(time.Second)
+		}
+		remote.close(nil)
+		return false, fmt.Errorf("%w: %s is one of this broker's own listeners (its CONNECT arrived here as client %q)", ErrSelf, addr, b.cfg.ClientID)
 	}
 	window := window311
 	if b.cfg.window311 > 0 {

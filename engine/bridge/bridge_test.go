@@ -647,6 +647,37 @@ func TestBridgeCredentialsRefused(t *testing.T) {
 		if st := e.br.State(); st.Connected || st.Rounds != 0 || strings.Contains(st.LastError, "wrong-secret") {
 			t.Fatalf("protocol %d: state %+v: want not connected, no round, no password", v, st)
 		}
+		// It backs off and tries again, and says when.
+		waitFor(t, "backing off", func() bool { st := e.br.State(); return st.Phase == PhaseBackingOff && !st.RetryAt.IsZero() })
+		waitFor(t, "a second refusal", func() bool { return b.Engine.Stats().Refused["not_authorized"] >= 2 })
 		t.Logf("protocol %d: %s", v, e.br.State().LastError)
+	}
+}
+
+// A bridge whose address is its own broker's listener: it stops at the
+// first connection with an error that says so, rather than loop every
+// message out and back in; a 5.0 session it made there is ended.
+func TestBridgeToItself(t *testing.T) {
+	for _, v := range []byte{packet.V311, packet.V5} {
+		b := enginetest.Start(t, enginetest.Options{})
+		cfg := bridgeConfig(t, b.Addr, v, "up/# out 2", "down/# in 2")
+		cfg.Logger = enginetest.Logger()
+		br, err := New(cfg, b.Engine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br.Start()
+		waitFor(t, "the bridge to stop", func() bool { return br.State().Phase == PhaseStopped })
+		st := br.State()
+		if !strings.Contains(st.LastError, "one of this broker's own listeners") || st.Connected || st.Rounds != 0 {
+			t.Fatalf("protocol %d: state %+v: want stopped, never connected, the reason in LastError", v, st)
+		}
+		br.Close()
+		if v == packet.V5 {
+			waitFor(t, "the session the bridge made on itself to end", func() bool {
+				return b.Engine.Stats().SessionsPersistent == 0 // the local one is made after the remote answered
+			})
+		}
+		t.Logf("protocol %d: %s", v, st.LastError)
 	}
 }
