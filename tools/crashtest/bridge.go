@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -73,7 +74,7 @@ bridge_protocol_version = %s
 try_private = false
 restart_timeout = 1
 keepalive_interval = 10
-`, bridgeName, addrB, r.cfg.QoS, r.cfg.QoS, r.prefix, version)
+`, bridgeName, addrB, r.cfg.QoS, r.cfg.QoS, r.prefix, version) + strings.Join(append(r.cfg.BridgeConf, ""), "\n")
 }
 
 // prepareBridge makes B (started here, and accepting when it returns) and

@@ -68,6 +68,9 @@ type Config struct {
 	// and subscribers on both, each message crossing the bridge; the kills
 	// alternate between A and B.
 	Bridge bool
+	// BridgeConf are extra key = value lines for A's [bridge] section
+	// (bridge mode): cleansession = true must make the run fail.
+	BridgeConf []string
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel

@@ -205,6 +205,24 @@ func TestCrash(t *testing.T) {
 		})
 	}
 
+	if which == "" || which == "keel" {
+		// The bridge mode can fail: with a clean session on B, what B
+		// queued for the bridge while A was down is gone.
+		t.Run("bridge/cleansession-must-fail", func(t *testing.T) {
+			cfg := Config{Mode: ModeOnline, QoS: 2, Crashes: 8, Bridge: true, BridgeConf: []string{"cleansession = true"}}
+			merge(&cfg, base)
+			cfg.WorkDir = t.TempDir()
+			res, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.Summary())
+			if res.Lost == 0 {
+				t.Errorf("seed %d: the bridge's remote session is clean, yet nothing was lost", res.Seed)
+			}
+		})
+	}
+
 	if which == "mosquitto" {
 		// Without crashes, mosquitto keeps its promises: the tester must
 		// not report anything.

@@ -77,6 +77,8 @@ func main() {
 	flag.StringVar(&cfg.KeelPath, "keel", "", "keel binary (default: build ./cmd/keel into the work dir)")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the broker with a password file and an ACL file, every client logged in (see auth.go)")
 	flag.BoolVar(&cfg.Bridge, "bridge", false, "two keel processes, A bridged to B both ways; publishers and subscribers on both, kills alternating (see bridge.go)")
+	var bridgeConf string
+	flag.StringVar(&bridgeConf, "bridge-conf", "", "with -bridge: extra `LINES` for A's [bridge] section, separated by ';' (e.g. 'cleansession = true', which must fail)")
 	flag.BoolVar(&mosquitto, "mosquitto", false, "test mosquitto without persistence instead (it must fail)")
 	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} {passwd} {acl} are replaced")
 	flag.StringVar(&cfg.DataDir, "data", "", "broker data directory (default: a fresh one in the work dir)")
@@ -86,6 +88,9 @@ func main() {
 	flag.Parse()
 
 	cfg.Crashes = crashes
+	if bridgeConf != "" {
+		cfg.BridgeConf = strings.Split(bridgeConf, ";")
+	}
 	if crashes == 0 {
 		cfg.Crashes = -1
 	}
