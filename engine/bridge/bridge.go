@@ -166,6 +166,10 @@ type Bridge struct {
 		sync.Mutex
 		state State
 	}
+	pub struct { // what $SYS shows of the state (setState)
+		sync.Mutex
+		phase, lastError string
+	}
 	forwarded, received, dropped, refused atomic.Uint64
 }
 
@@ -223,11 +227,14 @@ func (b *Bridge) Name() string { return b.cfg.Name }
 
 func (b *Bridge) setState(f func(s *State)) {
 	b.mu.Lock()
-	old := b.mu.state
 	f(&b.mu.state)
-	st := b.mu.state
 	b.mu.Unlock()
-	if st.Phase != old.Phase || st.LastError != old.LastError {
+	// $SYS gets the state as it is now, serialised, so that two changes
+	// from two goroutines cannot leave the older one published.
+	b.pub.Lock()
+	defer b.pub.Unlock()
+	if st := b.State(); st.Phase != b.pub.phase || st.LastError != b.pub.lastError {
+		b.pub.phase, b.pub.lastError = st.Phase, st.LastError
 		b.publishState(st)
 	}
 }
