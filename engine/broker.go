@@ -432,6 +432,7 @@ type core struct {
 	flap         flapping                // client ids followed for flapping (flapping.go)
 	scratch      map[*session]*routeTarget
 	targets      []*routeTarget
+	sysExtra     map[string]struct{} // $SYS topics set by SetSys (sysextra.go)
 }
 
 type subKey struct {

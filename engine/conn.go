@@ -32,6 +32,7 @@ type conn struct {
 
 	// Set before the connection is handed to the core; read-only after.
 	version        byte
+	bridge         bool // 3.1/3.1.1 CONNECT with Mosquitto's bridge flag (try_private): its subscriptions are No Local
 	clientID       string
 	keepAlive      uint16 // effective, after Server Keep Alive
 	clientMaxPkt   uint32 // 5.0 Maximum Packet Size of the client; 0: none
@@ -483,6 +484,7 @@ func (c *conn) refuseConnect(p packet.Packet, err error) {
 // fixes the connection's parameters. It answers and closes on refusal.
 func (c *conn) handshake(cp *packet.Connect) bool {
 	c.version = cp.ProtocolLevel
+	c.bridge = cp.Bridge
 	refuse := func(v5, v3 packet.ReasonCode) bool {
 		code := v3
 		if c.version == packet.V5 {

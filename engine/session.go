@@ -355,7 +355,12 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe, denied []bool) {
 			return
 		}
 		qos := min(sub.QoS, b.opts.MaximumQoS)
-		opts := sessions.Subscription{QoS: qos, NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, SubID: subID}
+		// A bridge that said so (try_private) gets nothing it published
+		// back, as from Mosquitto: No Local for 3.1.1.
+		// Retained flags as published, too, so that the bridge can
+		// retain here what was retained there.
+		noLocal := sub.NoLocal || c.bridge && !shared
+		opts := sessions.Subscription{QoS: qos, NoLocal: noLocal, RetainAsPublished: sub.RetainAsPublished || c.bridge, RetainHandling: sub.RetainHandling, SubID: subID}
 		existed := core.sessions.Subscribe(core.txn, s, sub.Filter, opts)
 		b.trieAdd(s, sub.Filter, opts)
 		codes[i] = packet.ReasonCode(qos) // [MQTT-3.9.3-1] granted QoS

@@ -43,5 +43,5 @@ func (b *Broker) publishSys() {
 		b.admit(m, nil, false)
 		b.route(m)
 	}
-	b.stats.sysRetained.Store(int64(len(vals)))
+	b.stats.sysRetained.Store(int64(len(vals) + len(b.core.sysExtra)))
 }

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/keelmq/keel/engine"
+	"github.com/keelmq/keel/engine/bridge"
 	"github.com/keelmq/keel/listener"
 	"github.com/keelmq/keel/wal"
 )
@@ -40,6 +41,7 @@ import (
 //	GET  /api/queues         sessions with queued messages, largest first
 //	GET  /api/retained       ?prefix=&after=&limit=  (paged by topic)
 //	GET  /api/listeners      the MQTT listeners: address, transport, counters
+//	GET  /api/bridges        each bridge: state, last error, queue, counters
 //	POST /api/backup         {"dest": "/abs/dir"}: a checkpoint while serving
 //	POST /api/clients/{id}/disconnect, DELETE /api/sessions/{id}: adminactions.go
 //	GET  /console/           the web console (console.go); / redirects there
@@ -74,6 +76,7 @@ type adminState struct {
 	l         *wal.Log
 	metrics   http.Handler
 	listeners []mqttListener
+	bridges   []*bridge.Bridge
 }
 
 // startAdmin serves the admin routes on ln. serve binds ln first, so that
@@ -131,12 +134,12 @@ func (a *adminServer) permit(w http.ResponseWriter, r *http.Request) (int, error
 }
 
 // ready hands the running broker to the admin routes.
-func (a *adminServer) ready(b *engine.Broker, l *wal.Log, listeners []mqttListener) {
+func (a *adminServer) ready(b *engine.Broker, l *wal.Log, listeners []mqttListener, bridges ...*bridge.Bridge) {
 	var srvs []*listener.Server
 	for _, m := range listeners {
 		srvs = append(srvs, m.srv)
 	}
-	a.state.Store(&adminState{b: b, l: l, metrics: metricsHandler(b, srvs), listeners: listeners})
+	a.state.Store(&adminState{b: b, l: l, metrics: metricsHandler(b, srvs, bridgeCollector(bridges)), listeners: listeners, bridges: bridges})
 }
 
 // stop makes /readyz answer 503 from now on (serve is shutting down).
@@ -178,6 +181,7 @@ func (a *adminServer) mux(withPprof bool) *http.ServeMux {
 	mux.HandleFunc("GET /api/queues", a.api(func(st *adminState, r *http.Request) (any, error) { return a.view(st, r, "queues", "") }))
 	mux.HandleFunc("GET /api/retained", a.api(func(st *adminState, r *http.Request) (any, error) { return a.view(st, r, "retained", "") }))
 	mux.HandleFunc("GET /api/listeners", a.api(func(st *adminState, r *http.Request) (any, error) { return listenersOf(st.listeners), nil }))
+	mux.HandleFunc("GET /api/bridges", a.api(func(st *adminState, r *http.Request) (any, error) { return bridgesOf(st.bridges), nil }))
 	mux.HandleFunc("POST /api/backup", a.api(a.backup))
 	a.actionRoutes(mux) // adminactions.go
 	mux.Handle("GET /console/", a.consoleHandler())

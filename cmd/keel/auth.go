@@ -175,7 +175,7 @@ func restartOnly(a, b *config) []string {
 	for name := range byName {
 		out = append(out, "[listener "+name+"]")
 	}
-	return out
+	return append(out, bridgesChanged(a, b)...)
 }
 
 // StartAuth offers enhanced authentication (SCRAM-SHA-512) by the rules

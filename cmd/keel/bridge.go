@@ -383,6 +383,36 @@ func (c *config) effectiveBridges(w *strings.Builder) {
 	}
 }
 
+// bridgesChanged names the [bridge NAME] sections that a and b do not
+// have alike (added, removed, or any key changed, the password included):
+// bridges are started once, so a reload (SIGHUP) applies none of it and
+// says so; the change takes effect at the next start.
+func bridgesChanged(a, b *config) []string {
+	text := func(c *config) map[string]string {
+		m := map[string]string{}
+		for _, bc := range c.Bridges {
+			one := &config{Bridges: []*bridgeConfig{bc}}
+			var w strings.Builder
+			one.effectiveBridges(&w)
+			m[bc.Name] = w.String() + "\x00" + string(bc.Password)
+		}
+		return m
+	}
+	ta, tb := text(a), text(b)
+	var out []string
+	for _, bc := range a.Bridges {
+		if v, ok := tb[bc.Name]; !ok || v != ta[bc.Name] {
+			out = append(out, "[bridge "+bc.Name+"]")
+		}
+	}
+	for _, bc := range b.Bridges {
+		if _, ok := ta[bc.Name]; !ok {
+			out = append(out, "[bridge "+bc.Name+"]")
+		}
+	}
+	return out
+}
+
 // startBridges starts every configured bridge on b.
 func startBridges(cfg *config, b *engine.Broker, logger *slog.Logger) ([]*bridge.Bridge, error) {
 	var out []*bridge.Bridge
@@ -390,6 +420,7 @@ func startBridges(cfg *config, b *engine.Broker, logger *slog.Logger) ([]*bridge
 		c := bc.Config
 		c.Logger = logger
 		c.LocalReceiveMaximum = cfg.Engine.ReceiveMaximum
+		c.SysInterval = cfg.Engine.SysInterval // $SYS/broker/bridges/NAME/...: with the broker's own
 		br, err := bridge.New(c, b)
 		if err != nil {
 			stopBridges(out)

@@ -384,3 +384,39 @@ func TestBridgeInsecureStillVerifiesTheChain(t *testing.T) {
 		t.Error("a certificate of another CA: accepted, want it refused")
 	}
 }
+
+// A reload does not restart bridges: a changed, added or removed [bridge]
+// section is named in the reload's warning (restartOnly), the password
+// included though it is never shown.
+func TestBridgeSectionsRestartOnly(t *testing.T) {
+	load := func(body string) *config {
+		t.Helper()
+		c := defaultConfig()
+		if err := c.load(writeConfig(t, "listen = 127.0.0.1:1999\n"+body)); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.validate(); err != nil {
+			t.Fatal(err)
+		}
+		return &c
+	}
+	base := "\n[bridge a]\naddress = 10.0.0.1:1883\ntopic = x/# out 1\nremote_password = one\n"
+	for _, tc := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"same", base, nil},
+		{"topic", "\n[bridge a]\naddress = 10.0.0.1:1883\ntopic = x/# out 2\nremote_password = one\n", []string{"[bridge a]"}},
+		{"password", "\n[bridge a]\naddress = 10.0.0.1:1883\ntopic = x/# out 1\nremote_password = two\n", []string{"[bridge a]"}},
+		{"added", base + "\n[bridge b]\naddress = 10.0.0.2:1883\ntopic = y/# in 1\n", []string{"[bridge b]"}},
+		{"removed", "", []string{"[bridge a]"}},
+	} {
+		got := bridgesChanged(load(base), load(tc.body))
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%s: got %v, want %v", tc.name, got, tc.want)
+		}
+		if got := restartOnly(load(base), load(tc.body)); len(tc.want) > 0 && !slices.Contains(got, tc.want[0]) {
+			t.Errorf("%s: restartOnly %v does not name %s", tc.name, got, tc.want[0])
+		}
+	}
+}

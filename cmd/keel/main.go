@@ -239,7 +239,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 		return err
 	}
 	if admin != nil {
-		admin.ready(b, l, servers)
+		admin.ready(b, l, servers, bridges...)
 	}
 	logger.Info("keel listening", "addr", servers[0].addr, "data", cfg.Data, "version", buildVersion(),
 		"startup", time.Since(t0).Round(time.Millisecond))

@@ -13,10 +13,11 @@ import (
 
 // metricsHandler serves the broker's and the listeners' plain counters on
 // a registry of its own (no global registration).
-func metricsHandler(b *engine.Broker, listeners []*listener.Server) http.Handler {
+func metricsHandler(b *engine.Broker, listeners []*listener.Server, extra ...prometheus.Collector) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(brokerCollector{b})
 	reg.MustRegister(listenerCollector(listeners))
+	reg.MustRegister(extra...)
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }

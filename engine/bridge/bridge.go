@@ -127,9 +127,13 @@ type State struct {
 	// Connected: both sides are connected and have acknowledged the
 	// bridge's subscriptions.
 	Connected bool
-	Address   string // the remote address of the current or last connection
-	LastError string // why the last round ended, or why it could not start
-	Rounds    uint64 // connections made
+	// Phase is one of "connecting", "connected", "backing off" (waiting
+	// until RetryAt after a failed or ended round) and "stopped".
+	Phase     string
+	RetryAt   time.Time // when backing off: the next attempt
+	Address   string    // the remote address of the current or last connection
+	LastError string    // why the last round ended, or why it could not start
+	Rounds    uint64    // connections made
 }
 
 // Stats are a bridge's counters.
@@ -156,10 +160,15 @@ type Bridge struct {
 	stopped sync.Once
 	abrupt  atomic.Bool // kill: no DISCONNECT, as a crash
 	done    chan struct{}
+	sysDone chan struct{} // sysLoop's end; nil: no $SYS
 
 	mu struct {
 		sync.Mutex
 		state State
+	}
+	pub struct { // what $SYS shows of the state (setState)
+		sync.Mutex
+		phase, lastError string
 	}
 	forwarded, received, dropped, refused atomic.Uint64
 }
@@ -178,6 +187,10 @@ func New(cfg Config, eng *engine.Broker) (*Bridge, error) {
 // Start runs the bridge until Close.
 func (b *Bridge) Start() {
 	go b.run() // owner: b.done, waited for by Close
+	if b.cfg.SysInterval > 0 {
+		b.sysDone = make(chan struct{})
+		go b.sysLoop() // owner: b.sysDone, waited for by Close
+	}
 }
 
 // Close disconnects both sides (a normal DISCONNECT: both sessions are
@@ -185,6 +198,9 @@ func (b *Bridge) Start() {
 func (b *Bridge) Close() {
 	b.stopped.Do(func() { close(b.stop) })
 	<-b.done
+	if b.sysDone != nil {
+		<-b.sysDone
+	}
 }
 
 // kill stops the bridge as a crash would: both connections are cut, with
@@ -213,14 +229,24 @@ func (b *Bridge) setState(f func(s *State)) {
 	b.mu.Lock()
 	f(&b.mu.state)
 	b.mu.Unlock()
+	// $SYS gets the state as it is now, serialised, so that two changes
+	// from two goroutines cannot leave the older one published.
+	b.pub.Lock()
+	defer b.pub.Unlock()
+	if st := b.State(); st.Phase != b.pub.phase || st.LastError != b.pub.lastError {
+		b.pub.phase, b.pub.lastError = st.Phase, st.LastError
+		b.publishState(st)
+	}
 }
 
 func (b *Bridge) run() {
 	defer close(b.done)
+	defer b.setState(func(s *State) { s.Connected, s.Phase = false, PhaseStopped })
 	fails := 0
 	next := 0 // the address to try first
 	fresh := false
 	for {
+		b.setState(func(s *State) { s.Phase, s.RetryAt = PhaseConnecting, time.Time{} })
 		connected, err := b.round(&next, fresh)
 		fresh = false
 		var again *freshStart
@@ -232,11 +258,18 @@ func (b *Bridge) run() {
 		if errors.Is(err, errStopped) {
 			return
 		}
-		b.setState(func(s *State) { s.Connected, s.LastError = false, err.Error() })
+		if errors.Is(err, ErrSelf) {
+			b.setState(func(s *State) { s.LastError = err.Error() })
+			b.log.Error("bridge stopped: it would loop", "err", err)
+			return
+		}
 		if connected {
 			fails = 0
 		}
 		wait := b.backoff(fails)
+		b.setState(func(s *State) {
+			s.Connected, s.LastError, s.Phase, s.RetryAt = false, err.Error(), PhaseBackingOff, time.Now().Add(wait)
+		})
 		fails++
 		b.log.Warn("bridge down: reconnecting", "err", err, "in", wait.Round(time.Millisecond))
 		t := time.NewTimer(wait)
@@ -269,6 +302,10 @@ func (b *Bridge) backoff(fails int) time.Duration {
 	return base + rand.N(hi-base)
 }
 
+// ErrSelf is a bridge whose remote is the broker it runs in: it stops
+// for good, with State.LastError saying so.
+var ErrSelf = errors.New("bridge to itself")
+
 // freshStart asks for the round again with a clean remote session.
 type freshStart struct{}
 
@@ -285,6 +322,20 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 	remote, rca, addr, err := b.dialRemote(next, b.cfg.CleanSession || fresh)
 	if err != nil {
 		return false, err
+	}
+	if b.eng.ConnectedFrom(b.cfg.ClientID, remote.nc.LocalAddr().String()) {
+		// The remote is this broker: every message out would come back
+		// in, and out again. A 5.0 session it made here is ended.
+		if b.cfg.Version == packet.V5 {
+			d := &packet.Disconnect{}
+			d.Props.SessionExpiry = 0
+			d.Props.Set(packet.PropSessionExpiry)
+			remote.start()
+			remote.send(d)
+			remote.flush(time.Second)
+		}
+		remote.close(nil)
+		return false, fmt.Errorf("%w: %s is one of this broker's own listeners (its CONNECT arrived here as client %q)", ErrSelf, addr, b.cfg.ClientID)
 	}
 	window := window311
 	if b.cfg.window311 > 0 {
@@ -335,7 +386,12 @@ func (b *Bridge) round(next *int, fresh bool) (connected bool, err error) {
 		"remote_session_present", rca.SessionPresent, "local_session_present", lca.SessionPresent, "window", window)
 	b.setState(func(s *State) { s.Address, s.LastError = addr, ""; s.Rounds++ })
 	r.local, r.remote = local, remote
-	defer b.setState(func(s *State) { s.Connected = false })
+	defer b.setState(func(s *State) {
+		s.Connected = false
+		if s.Phase == PhaseConnected {
+			s.Phase = PhaseConnecting
+		}
+	})
 	local.start()
 	remote.start()
 	if lca.SessionPresent && !rca.SessionPresent {
@@ -518,7 +574,7 @@ type relay struct {
 // subacked counts one SUBACK; the last makes the bridge Connected.
 func (r *relay) subacked() {
 	if r.subacks.Add(-1) == 0 {
-		r.b.setState(func(s *State) { s.Connected = true })
+		r.b.setState(func(s *State) { s.Connected, s.Phase = true, PhaseConnected })
 		r.b.log.Info("bridge subscribed")
 	}
 }

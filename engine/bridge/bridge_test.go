@@ -483,19 +483,40 @@ func TestBridgeLocalStateNew(t *testing.T) {
 	checkSeq(t, up.waitN(20), "up/x", 20)
 }
 
-// try_private over 3.1.1 to a remote that does not take Mosquitto's
-// bridge flag (Keel): refused, and the bridge says what to change.
-func TestBridgeTryPrivateRefusedByKeel(t *testing.T) {
+// try_private over 3.1.1 to a Keel remote: it takes Mosquitto's bridge
+// flag and sends the bridge nothing it published, so a topic bridged both
+// ways (which 3.1.1 without the flag refuses at start) carries each
+// message once each way, with no echo.
+func TestBridgeTryPrivateKeelRemote(t *testing.T) {
 	central := startRemote(t)
-	cfg := bridgeConfig(t, central.Addr(), packet.V311, "up/# out 2")
+	cfg := bridgeConfig(t, central.Addr(), packet.V311, "x/# both 2")
 	cfg.TryPrivate = true
 	e := startEdge(t, cfg)
-	waitFor(t, "the refusal", func() bool { return strings.Contains(e.br.State().LastError, "set try_private = false") })
-	if e.br.State().Connected {
-		t.Fatal("connected")
+	connected(t, e.br)
+	atCentral := newSink(t, central.Addr(), "central-sink", "x/#", packet.V5)
+	atEdge := newSink(t, e.Addr(), "edge-sink", "x/#", packet.V5)
+	pe := newSource(t, e.Addr(), "edge-pub")
+	pc := newSource(t, central.Addr(), "central-pub")
+	const n = 20
+	pe.publish("x/up", 1, n)
+	pc.publish("x/down", 1, n)
+	pe.settle()
+	pc.settle()
+	// Each side has its own publisher's n and the other's n; an echo would
+	// add copies. The last messages are marks: once each sink has them,
+	// an echo of the others would have come before.
+	pe.publish("x/up", n+1, n+1)
+	pc.publish("x/down", n+1, n+1)
+	for _, s := range []*sink{atCentral, atEdge} {
+		got := s.waitN(2 * (n + 1))
+		checkSeq(t, only(got, "x/up"), "x/up", n+1)
+		checkSeq(t, only(got, "x/down"), "x/down", n+1)
 	}
-	if !strings.Contains(e.br.State().LastError, "return code 1 (unacceptable protocol version)") {
-		t.Fatalf("last error %q: want the CONNACK's return code", e.br.State().LastError)
+	waitFor(t, "the flows to end", func() bool { return e.b.Engine.Stats().QueuedMessages == 0 })
+	for _, s := range []*sink{atCentral, atEdge} {
+		if got := s.got(); len(got) != 2*(n+1) {
+			t.Fatalf("%s: %d messages, want %d: a message came back", s.id, len(got), 2*(n+1))
+		}
 	}
 }
 
@@ -647,6 +668,37 @@ func TestBridgeCredentialsRefused(t *testing.T) {
 		if st := e.br.State(); st.Connected || st.Rounds != 0 || strings.Contains(st.LastError, "wrong-secret") {
 			t.Fatalf("protocol %d: state %+v: want not connected, no round, no password", v, st)
 		}
+		// It backs off and tries again, and says when.
+		waitFor(t, "backing off", func() bool { st := e.br.State(); return st.Phase == PhaseBackingOff && !st.RetryAt.IsZero() })
+		waitFor(t, "a second refusal", func() bool { return b.Engine.Stats().Refused["not_authorized"] >= 2 })
 		t.Logf("protocol %d: %s", v, e.br.State().LastError)
+	}
+}
+
+// A bridge whose address is its own broker's listener: it stops at the
+// first connection with an error that says so, rather than loop every
+// message out and back in; a 5.0 session it made there is ended.
+func TestBridgeToItself(t *testing.T) {
+	for _, v := range []byte{packet.V311, packet.V5} {
+		b := enginetest.Start(t, enginetest.Options{})
+		cfg := bridgeConfig(t, b.Addr, v, "up/# out 2", "down/# in 2")
+		cfg.Logger = enginetest.Logger()
+		br, err := New(cfg, b.Engine)
+		if err != nil {
+			t.Fatal(err)
+		}
+		br.Start()
+		waitFor(t, "the bridge to stop", func() bool { return br.State().Phase == PhaseStopped })
+		st := br.State()
+		if !strings.Contains(st.LastError, "one of this broker's own listeners") || st.Connected || st.Rounds != 0 {
+			t.Fatalf("protocol %d: state %+v: want stopped, never connected, the reason in LastError", v, st)
+		}
+		br.Close()
+		if v == packet.V5 {
+			waitFor(t, "the session the bridge made on itself to end", func() bool {
+				return b.Engine.Stats().SessionsPersistent == 0 // the local one is made after the remote answered
+			})
+		}
+		t.Logf("protocol %d: %s", v, st.LastError)
 	}
 }

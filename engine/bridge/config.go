@@ -171,6 +171,11 @@ type Config struct {
 	// empty, is the address's host.
 	TLS *tls.Config
 
+	// SysInterval is how often the bridge's counters are published under
+	// $SYS/broker/bridges/NAME/ (its state also on every change); 0: 10 s;
+	// negative: no $SYS at all.
+	SysInterval time.Duration
+
 	// window311 overrides window311 (tests: a window larger than what
 	// they leave in flight).
 	window311 int
@@ -246,6 +251,9 @@ func (c *Config) Validate() error {
 			host = "keel"
 		}
 		c.ClientID = host + "." + c.Name
+	}
+	if c.SysInterval == 0 {
+		c.SysInterval = 10 * time.Second
 	}
 	if c.LocalReceiveMaximum == 0 {
 		c.LocalReceiveMaximum = 65535

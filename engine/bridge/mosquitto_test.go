@@ -216,3 +216,58 @@ func TestBridgeMosquittoRestart(t *testing.T) {
 	waitFor(t, "the edge's queue empty", func() bool { return e.b.Engine.Stats().QueuedMessages == 0 })
 	checkSeq(t, up.got(), "up/x", n)
 }
+
+// A Mosquitto bridge to Keel with try_private (Mosquitto's default): Keel
+// takes the bridge flag and echoes nothing back, so a topic bridged both
+// ways carries each message once each way.
+func TestMosquittoBridgeToKeelTryPrivate(t *testing.T) {
+	central := startRemote(t)
+	m := newMosquitto(t,
+		"connection keel",
+		"address "+central.Addr(),
+		"topic x/# both 2",
+		"bridge_protocol_version mqttv311",
+		"try_private true",
+		"cleansession false",
+		"restart_timeout 1",
+		// Mosquitto's notifications are a will on $SYS/broker/connection/...,
+		// which Keel refuses (no client publishes to $SYS): CONNACK 5.
+		"notifications false",
+	)
+	atKeel := newSink(t, central.Addr(), "keel-sink", "x/#", packet.V5)
+	atMosq := newSink(t, m.addr, "mosq-sink", "x/#", packet.V5)
+	// The bridge is up both ways once a probe crosses each way.
+	probe := func(from string, to *sink, topic string) {
+		t.Helper()
+		p := newSource(t, from, "probe-"+topic)
+		for i := 1; len(only(to.got(), topic)) == 0; i++ {
+			if i > 200 {
+				t.Fatalf("no probe on %s crossed the bridge", topic)
+			}
+			p.publish(topic, i, i)
+			time.Sleep(50 * time.Millisecond) // between probes, not a wait for a condition
+		}
+	}
+	probe(central.Addr(), atMosq, "x/probe-in")
+	probe(m.addr, atKeel, "x/probe-out")
+	pk := newSource(t, central.Addr(), "keel-pub")
+	pm := newSource(t, m.addr, "mosq-pub")
+	const n = 20
+	pk.publish("x/k", 1, n)
+	pm.publish("x/m", 1, n)
+	for _, s := range []*sink{atKeel, atMosq} {
+		waitFor(t, s.id+" to have every message", func() bool {
+			return len(only(s.got(), "x/k")) >= n && len(only(s.got(), "x/m")) >= n
+		})
+	}
+	// Marks: an echo of the first n would have come before them.
+	pk.publish("x/k", n+1, n+1)
+	pm.publish("x/m", n+1, n+1)
+	for _, s := range []*sink{atKeel, atMosq} {
+		waitFor(t, s.id+" to have the marks", func() bool {
+			return len(only(s.got(), "x/k")) >= n+1 && len(only(s.got(), "x/m")) >= n+1
+		})
+		checkSeq(t, only(s.got(), "x/k"), "x/k", n+1)
+		checkSeq(t, only(s.got(), "x/m"), "x/m", n+1)
+	}
+}

@@ -391,3 +391,32 @@ func TestReadFrameReusesBuffer(t *testing.T) {
 		t.Fatalf("DecodePublish: %+v, %v", p, err)
 	}
 }
+
+// Mosquitto's bridge flag (try_private): the high bit of a 3.1.1 or 3.1
+// protocol level. Decoded as Bridge with the level without it, encoded
+// back the same; 5.0 with the flag (0x85) is no protocol.
+func TestConnectBridgeFlag(t *testing.T) {
+	for _, tc := range []struct {
+		raw   []byte
+		level byte
+	}{
+		{[]byte{0x10, 0x0c, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x84, 0x02, 0x00, 0x3c, 0x00, 0x00}, V311},
+		{[]byte{0x10, 0x0e, 0x00, 0x06, 'M', 'Q', 'I', 's', 'd', 'p', 0x83, 0x02, 0x00, 0x3c, 0x00, 0x00}, V31},
+	} {
+		p, err := readOne(tc.raw, 0)
+		c, ok := p.(*Connect)
+		if err != nil || !ok || !c.Bridge || c.ProtocolLevel != tc.level {
+			t.Fatalf("% x: got (%+v, %v), want a bridge's CONNECT at level %d", tc.raw, p, err, tc.level)
+		}
+		out, err := c.Append(nil, 0)
+		if err != nil || !bytes.Equal(out, tc.raw) {
+			t.Fatalf("encoded back: % x (%v), want % x", out, err, tc.raw)
+		}
+	}
+	raw := []byte{0x10, 0x0d, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x85, 0x02, 0x00, 0x3c, 0x00, 0x00, 0x00}
+	_, err := readOne(raw, 0)
+	var pe *Error
+	if !errors.As(err, &pe) || pe.Code != CodeUnsupportedProtocolVersion {
+		t.Fatalf("level 0x85: got error %v, want code %v", err, CodeUnsupportedProtocolVersion)
+	}
+}

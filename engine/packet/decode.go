@@ -144,6 +144,10 @@ func packetOrNil[P Packet](p P, err error) (Packet, error) {
 	return p, nil
 }
 
+// bridgeFlag is the bit Mosquitto's bridges set in a 3.1/3.1.1
+// CONNECT's protocol level (try_private).
+const bridgeFlag = 0x80
+
 // decodeConnect decodes CONNECT (section 3.1).
 //
 //	Protocol Name    UTF-8 string: "MQTT" (4, 5) or "MQIsdp" (3)
@@ -170,6 +174,12 @@ func decodeConnect(body []byte) (*Connect, error) {
 		return nil, err
 	}
 	c := &Connect{ProtocolName: name, ProtocolLevel: level}
+	if level&bridgeFlag != 0 && (level&^bridgeFlag == V311 || level&^bridgeFlag == V31) {
+		// Mosquitto's bridge flag (try_private): not in the standard,
+		// which names only levels 3, 4 and 5.
+		c.Bridge, c.ProtocolLevel = true, level&^bridgeFlag
+		level = c.ProtocolLevel
+	}
 	switch {
 	case name == "MQTT" && (level == V311 || level == V5):
 	case name == "MQIsdp" && level == V31:

@@ -117,7 +117,11 @@ func (c *Connect) Append(dst []byte, version byte) ([]byte, error) {
 		return dst, err
 	}
 	dst = appendString(dst, name)
-	dst = append(dst, version, flags)
+	level := version
+	if c.Bridge && version != V5 {
+		level |= bridgeFlag
+	}
+	dst = append(dst, level, flags)
 	dst = appendU16(dst, c.KeepAlive)
 	if version == V5 {
 		dst = appendProps(dst, &c.Props, pn)

@@ -68,6 +68,10 @@ type Connect struct {
 	CleanStart    bool   // 3.1.1: Clean Session
 	KeepAlive     uint16 // seconds
 	Props         Properties
+	// Bridge is Mosquitto's bridge flag: the high bit (0x80) of a 3.1 or
+	// 3.1.1 protocol level (0x83, 0x84), which a bridge with try_private
+	// sets; ProtocolLevel holds the level without it.
+	Bridge bool
 
 	ClientID string
 

@@ -10,6 +10,7 @@
 #   TLS=1 CRASHES=60 tools/crashtest/campaign.sh    # every client over TLS (-tls)
 #   TLS=1 WS=1 CRASHES=60 tools/crashtest/campaign.sh   # over wss:// (-tls -ws)
 #   DEDUP=1 CRASHES=60 tools/crashtest/campaign.sh  # retrying 5.0 producers, the dedup window on (-mode dedup)
+#   BRIDGE=1 tools/crashtest/campaign.sh         # two keels bridged both ways (-bridge), modes online and offline
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -35,6 +36,11 @@ if [ "$DEDUP" = 1 ]; then
 	MODES=dedup
 	V=5
 fi
+# BRIDGE=1: two keel processes, A bridged to B both ways, each killed in turn (-bridge).
+BRIDGE=${BRIDGE:-0}
+if [ "$BRIDGE" = 1 ]; then
+	MODES=${MODES_BRIDGE:-"online offline"}
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -42,7 +48,7 @@ go build -o "$work/keel" ./cmd/keel || exit 2
 go build -o "$work/crashtest" ./tools/crashtest || exit 2
 
 status=0
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH TLS=$TLS WS=$WS DEDUP=$DEDUP QUOTA=$QUOTA"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), keel $(git rev-parse --short HEAD), $(nproc) cores, CRASHES=$CRASHES V=$V AUTH=$AUTH TLS=$TLS WS=$WS DEDUP=$DEDUP QUOTA=$QUOTA BRIDGE=$BRIDGE"
 for mode in $MODES; do
 	for qos in $QOS; do
 		args=(-keel "$work/keel" -mode "$mode" -qos "$qos" -v "$V" -crashes "$CRASHES"
@@ -58,6 +64,9 @@ for mode in $MODES; do
 		fi
 		if [ "$WS" = 1 ]; then
 			args+=(-ws)
+		fi
+		if [ "$BRIDGE" = 1 ]; then
+			args+=(-bridge)
 		fi
 		if [ "$mode" = many-sessions ]; then
 			args+=(-sessions "$SESSIONS" -per-session "$PER_SESSION")

@@ -29,8 +29,14 @@ type crashPlan struct {
 	startupKills bool
 	// ackSpan, if set, makes every kill an after_ack kill with K drawn
 	// from [1, ackSpan]: crashes spread over a known amount of traffic.
-	ackSpan    int
-	afterKill  func()                          // right after each kill
+	ackSpan   int
+	afterKill func() // right after each kill
+	// side, if set, picks the broker to kill (it sets run.b) before each
+	// kill and returns its name, which prefixes the moment: bridge mode.
+	side func() string
+	// finals is how many final crashes follow the crash phase (0: 1);
+	// the crash phase leaves them room in Crashes.
+	finals     int
 	afterReady func(ctx context.Context) error // after each restart, once the port accepts
 }
 
@@ -41,7 +47,7 @@ const readyTimeout = 60 * time.Second
 // with no kill to make, it lasts Duration (or until plan.until).
 // The broker is running and accepting when it returns nil.
 func (r *run) crashPhase(ctx context.Context, plan *crashPlan) error {
-	budget := r.cfg.Crashes - 1
+	budget := r.cfg.Crashes - max(1, plan.finals)
 	deadline := time.Now().Add(r.cfg.Duration)
 	rng := r.rng(1)
 	if budget <= 0 {
@@ -121,6 +127,9 @@ func (r *run) awaitKillMoment(ctx context.Context, rng *rand.Rand, plan *crashPl
 // kill SIGKILLs the broker and counts the crash.
 func (r *run) kill(kind string, plan *crashPlan) error {
 	r.quota.killing.Add(1) // before the connections drop (quota.go)
+	if plan.side != nil {
+		kind = plan.side() + "_" + kind
+	}
 	if err := r.b.kill(); err != nil {
 		return err
 	}

@@ -81,6 +81,13 @@ type Config struct {
 	// default 10m; < 0: the window off, the control run that must find
 	// duplicates.
 	DedupWindow time.Duration
+	// Bridge runs two keel processes, A bridged to B (bridge.go): publishers
+	// and subscribers on both, each message crossing the bridge; the kills
+	// alternate between A and B.
+	Bridge bool
+	// BridgeConf are extra key = value lines for A's [bridge] section
+	// (bridge mode): cleansession = true must make the run fail.
+	BridgeConf []string
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
@@ -152,6 +159,11 @@ func (c Config) withDefaults() (Config, error) {
 	case c.Broker != BrokerKeel && c.Broker != BrokerMosquitto && c.Broker != BrokerCmd:
 		return c, fmt.Errorf("crashtest: unknown broker %q", c.Broker)
 	}
+	if c.Bridge {
+		if err := c.checkBridge(); err != nil {
+			return c, err
+		}
+	}
 	return c, nil
 }
 
@@ -184,6 +196,7 @@ type Result struct {
 	Quota   bool
 	TLS     bool
 	WS      bool
+	Bridge  bool
 	Seed    uint64
 	// DedupWindow is the dedup mode's window (< 0: off); 0 in other modes.
 	DedupWindow time.Duration
@@ -227,6 +240,9 @@ func (r Result) Summary() string {
 	if r.Quota {
 		auth += " quota=1"
 	}
+	if r.Bridge {
+		auth += " bridge=1"
+	}
 	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
 		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
 }
@@ -263,6 +279,8 @@ type run struct {
 	prefix string // of client ids
 	addr   string
 	b      *broker
+	// Bridge mode: A (the bridge's side, also run.b at the start) and B.
+	sides [2]*broker
 	// passwords by user, when Config.Auth; read-only once the run starts.
 	passwords map[string]string
 	quota     quotaState // Config.Quota (quota.go)
@@ -443,6 +461,12 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 	r.b = &broker{args: expandArgs(argv, r.addr, data, work), addr: r.addr, logPath: filepath.Join(work, "broker.log")}
 	defer r.b.stop()
+	if cfg.Bridge {
+		if err := r.prepareBridge(ctx, work); err != nil {
+			return Result{}, fmt.Errorf("crashtest: %w", err)
+		}
+		defer r.sides[1].stop()
+	}
 	r.log.Info("starting broker", "argv", r.b.args, "work", work)
 
 	if err := r.b.start(); err != nil {
@@ -466,12 +490,14 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 	}
 
 	var phaseErr error
-	switch cfg.Mode {
-	case ModeManySessions:
+	switch {
+	case cfg.Bridge:
+		phaseErr = r.runBridge(ctx)
+	case cfg.Mode == ModeManySessions:
 		phaseErr = r.runMany(ctx)
-	case ModeRetainWill:
+	case cfg.Mode == ModeRetainWill:
 		phaseErr = r.runRetainWill(ctx)
-	case ModeDedup:
+	case cfg.Mode == ModeDedup:
 		phaseErr = r.runDedup(ctx)
 	default:
 		phaseErr = r.runStandard(ctx)
@@ -501,6 +527,7 @@ func (r *run) result() Result {
 		TLS:          r.cfg.TLS,
 		WS:           r.cfg.WebSocket,
 		DedupWindow:  r.cfg.DedupWindow,
+		Bridge:       r.cfg.Bridge,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),

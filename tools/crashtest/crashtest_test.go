@@ -142,6 +142,9 @@ var cases = []testCase{
 	// reconnects with a new handshake.
 	{"offline/qos2/tls", Config{Mode: ModeOffline, QoS: 2, Version: 5, Crashes: 3, TLS: true}},
 	{"online/qos2/wss", Config{Mode: ModeOnline, QoS: 2, Crashes: 3, TLS: true, WebSocket: true}},
+	// Two keels, A bridged to B both ways (bridge.go), killed in turn.
+	{"bridge/online/qos2", Config{Mode: ModeOnline, QoS: 2, Crashes: 6, Bridge: true}},
+	{"bridge/offline/qos2/v5", Config{Mode: ModeOffline, QoS: 2, Version: 5, Crashes: 6, Bridge: true}},
 }
 
 // TestCrash runs a short crash test per mode. Against keel (the default)
@@ -184,6 +187,9 @@ func TestCrash(t *testing.T) {
 			// TCP to a plain listener: a TLS client has no one to talk to.
 			continue
 		}
+		if tc.cfg.Bridge && base.Broker != BrokerKeel {
+			continue // a bridge between two keel processes: nothing to compare
+		}
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tc.cfg
 			merge(&cfg, base)
@@ -215,6 +221,24 @@ func TestCrash(t *testing.T) {
 			}
 			if tc.cfg.Auth && res.Accepted == 0 {
 				t.Errorf("accepted=0: nothing was published, so the run proves nothing")
+			}
+		})
+	}
+
+	if which == "" || which == "keel" {
+		// The bridge mode can fail: with a clean session on B, what B
+		// queued for the bridge while A was down is gone.
+		t.Run("bridge/cleansession-must-fail", func(t *testing.T) {
+			cfg := Config{Mode: ModeOnline, QoS: 2, Crashes: 8, Bridge: true, BridgeConf: []string{"cleansession = true"}}
+			merge(&cfg, base)
+			cfg.WorkDir = t.TempDir()
+			res, err := Run(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Log(res.Summary())
+			if res.Lost == 0 {
+				t.Errorf("seed %d: the bridge's remote session is clean, yet nothing was lost", res.Seed)
 			}
 		})
 	}

@@ -10,10 +10,11 @@
 //	go run ./tools/crashtest -auth -mode offline -qos 2 -crashes 30   # with a password file and an ACL
 //	go run ./tools/crashtest -quota -mode offline -qos 2 -crashes 30  # small queue quotas, queue_full = refuse
 //	go run ./tools/crashtest -mode dedup -crashes 60   # retrying QoS 1 producers, keel's dedup window on
+//	go run ./tools/crashtest -bridge -qos 2 -crashes 20   # two keels, A bridged to B, each killed in turn
 //
 // It prints one summary line
 //
-//	mode=online qos=2 v=4 [auth=1] [window=10m0s] [quota=1] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
+//	mode=online qos=2 v=4 [auth=1] [window=10m0s] [quota=1] [bridge=1] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
 //
 // and exits 1 on any violation (lost > 0, duplicated > 0 at QoS 2 or in
 // the dedup mode, where it counts retries routed again: see dedup.go;
@@ -82,6 +83,9 @@ func main() {
 	flag.DurationVar(&cfg.DedupWindow, "dedup-window", 0, "dedup: keel's dedup_window (default 10m; negative: off, which must report duplicates; see dedup.go)")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the broker with a password file and an ACL file, every client logged in (see auth.go)")
 	flag.BoolVar(&cfg.Quota, "quota", false, "run keel with small queue quotas and queue_full = refuse (see quota.go)")
+	flag.BoolVar(&cfg.Bridge, "bridge", false, "two keel processes, A bridged to B both ways; publishers and subscribers on both, kills alternating (see bridge.go)")
+	var bridgeConf string
+	flag.StringVar(&bridgeConf, "bridge-conf", "", "with -bridge: extra `LINES` for A's [bridge] section, separated by ';' (e.g. 'cleansession = true', which must fail)")
 	flag.BoolVar(&mosquitto, "mosquitto", false, "test mosquitto without persistence instead (it must fail)")
 	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} {passwd} {acl} are replaced")
 	flag.StringVar(&cfg.DataDir, "data", "", "broker data directory (default: a fresh one in the work dir)")
@@ -91,6 +95,9 @@ func main() {
 	flag.Parse()
 
 	cfg.Crashes = crashes
+	if bridgeConf != "" {
+		cfg.BridgeConf = strings.Split(bridgeConf, ";")
+	}
 	if crashes == 0 {
 		cfg.Crashes = -1
 	}

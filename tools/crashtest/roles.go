@@ -46,6 +46,7 @@ type willSpec struct {
 
 type clientOpts struct {
 	id    string
+	addr  string   // the broker to dial; "": the run's (bridge mode: either side)
 	clean bool     // non-persistent: no session expected across connections
 	subs  []string // filters, subscribed once per session
 	// deliver is called by the reader for each PUBLISH handed to the
@@ -102,9 +103,13 @@ func (c *client) dial(ctx context.Context) (*conn, error) {
 		cn.willGen = c.mu.willGen
 	}
 	c.mu.Unlock()
+	addr := c.addr
+	if addr == "" {
+		addr = c.r.addr
+	}
 	o := mqtt.Options{
-		Addr:            c.r.addr,
-		Dial:            c.r.dial(),
+		Addr:            addr,
+		Dial:            c.r.dial(addr),
 		Version:         cfg.Version,
 		ClientID:        c.id,
 		CleanStart:      c.clean,

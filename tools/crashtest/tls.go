@@ -61,9 +61,9 @@ func keelListenerConf(withTLS, ws bool, work string) string {
 	return conf
 }
 
-// dial is the run's client dialer: TLS and/or WebSocket as configured,
+// dial is the run's client dialer to addr: TLS and/or WebSocket as configured,
 // else nil (plain TCP to Options.Addr).
-func (r *run) dial() func(ctx context.Context) (net.Conn, error) {
+func (r *run) dial(addr string) func(ctx context.Context) (net.Conn, error) {
 	switch {
 	case r.cfg.WebSocket:
 		scheme, client := "ws", http.DefaultClient
@@ -71,7 +71,7 @@ func (r *run) dial() func(ctx context.Context) (net.Conn, error) {
 			scheme = "wss"
 			client = &http.Client{Transport: &http.Transport{TLSClientConfig: r.tls}}
 		}
-		url := scheme + "://" + r.addr + "/mqtt"
+		url := scheme + "://" + addr + "/mqtt"
 		return func(ctx context.Context) (net.Conn, error) {
 			ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 			defer cancel()
@@ -85,7 +85,7 @@ func (r *run) dial() func(ctx context.Context) (net.Conn, error) {
 	case r.tls != nil:
 		return func(ctx context.Context) (net.Conn, error) {
 			d := tls.Dialer{NetDialer: &net.Dialer{Timeout: connectTimeout}, Config: r.tls}
-			return d.DialContext(ctx, "tcp", r.addr)
+			return d.DialContext(ctx, "tcp", addr)
 		}
 	}
 	return nil

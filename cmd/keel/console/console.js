@@ -172,11 +172,28 @@
 
   let last = null; // the previous stats, for rates
 
+  // bridgeCards is one card per bridge (GET /api/bridges): its state, its
+  // queue on disk, its counters, and why it is down; nothing without bridges.
+  function bridgeCards(v) {
+    const bs = (v && v.bridges) || [];
+    if (!bs.length) return null;
+    return el("div", { "data-field": "bridges" },
+      el("h2", null, "Bridges"),
+      el("div", { class: "cards" }, bs.map(b => {
+        const q = typeof b.queued_messages === "number" ? num(b.queued_messages) + " queued (" + bytes(b.queued_bytes) + ")" : "no queue yet";
+        const sub = q + ", " + num(b.forwarded) + " forwarded, " + num(b.received) + " received, " + num(b.dropped) + " dropped" +
+          (b.last_error ? "; last error: " + b.last_error : "");
+        const c = card("bridge " + b.name, b.state, sub, "bridge-" + b.name);
+        c.querySelector(".value").classList.add(b.connected ? "ok" : "bad");
+        return c;
+      })));
+  }
+
   views.overview = function (root) {
     const body = el("div");
     root.append(body);
     return async function () {
-      const [st, q] = await Promise.all([api("/api/stats"), api("/api/queues?limit=10")]);
+      const [st, q, br] = await Promise.all([api("/api/stats"), api("/api/queues?limit=10"), api("/api/bridges")]);
       const b = st.broker || {};
       const s = st.stats || {};
       const now = performance.now();
@@ -230,6 +247,7 @@
           card("dedup hits", num(b.dedup_hits), num(b.dedup_ids) + " ids in the window", "dedup_hits"),
           card("commit failures", num(b.commit_failures), null, "commit_failures")),
         el("div", { class: "cards" }, reasons("Refused, by reason", b.refused, "refused"), reasons("Dropped, by reason", b.dropped, "dropped")),
+        bridgeCards(br),
         el("h2", null, "Largest queues"),
         (q.queues || []).length ? queues : el("p", { class: "empty" }, "No session has anything queued."));
     };
