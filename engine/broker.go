@@ -164,6 +164,19 @@ type Options struct {
 	MaxPublishRate  float64
 	MaxPublishBurst int
 
+	// Disk, if set, reports the filesystem holding the store: below its
+	// low-water mark new QoS 1/2 publishes and new persistent sessions
+	// are refused (disk.go). nil: no mark.
+	Disk DiskMonitor
+
+	// Retained limits (retainlimit.go): the clients' retained messages
+	// (MaxRetainedMessages, 0: no limit), their topics and payloads
+	// together (MaxRetainedBytes, 0: 1 GiB, negative: no limit) and one
+	// message's (MaxRetainedMessageSize, 0: no limit).
+	MaxRetainedMessages    int64
+	MaxRetainedBytes       int64
+	MaxRetainedMessageSize int64
+
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
 	// deadlines (keep alive, connect and write timeouts) stay on the
@@ -236,6 +249,9 @@ func (o *Options) fill() {
 	if o.MaxQueuedBytes == 0 {
 		o.MaxQueuedBytes = 1 << 30
 	}
+	if o.MaxRetainedBytes == 0 {
+		o.MaxRetainedBytes = 1 << 30
+	}
 	if o.MaxTopicLevels == 0 {
 		o.MaxTopicLevels = 128
 	}
@@ -302,6 +318,13 @@ type Stats struct {
 	// dedup window had their message id; DedupIDs is the ids it holds.
 	DedupHits uint64
 	DedupIDs  int64
+
+	RetainedBytes int64 // the clients' retained topics and payloads (retainlimit.go)
+
+	// The filesystem holding the store, as Options.Disk last measured it
+	// (zero without one); DiskLow: below the mark, refusing (disk.go).
+	DiskFree, DiskTotal, DiskMinFree uint64
+	DiskLow                          bool
 }
 
 type stats struct {
@@ -310,6 +333,7 @@ type stats struct {
 	connected, dedupIDs                         atomic.Int64
 	reasons                                     reasonCounters
 	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
+	sysRetainedBytes                            atomic.Int64 // their retain.Size
 }
 
 // Broker is a running MQTT broker on a wal.
@@ -953,6 +977,11 @@ func (b *Broker) Stats() Stats {
 		DedupIDs:         b.stats.dedupIDs.Load(),
 	}
 	st.PublishesThrottled = b.stats.throttled.Load()
+	st.RetainedBytes = b.retainedBytes()
+	if b.opts.Disk != nil {
+		u := b.opts.Disk.Usage()
+		st.DiskFree, st.DiskTotal, st.DiskMinFree, st.DiskLow = u.Free, u.Total, u.MinFree, u.Low
+	}
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()
 		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline

@@ -15,11 +15,13 @@ const (
 	dropQueueFullOldest                      // a persistent session's queue is full: its oldest queued message (drop_oldest)
 	dropMemQueueFull                         // a non-persistent session's memory queue is full: the new message
 	dropMemQueueFullOldest                   // a non-persistent session's memory queue is full: its oldest (drop_oldest)
+	dropDiskLow                              // not written while the disk is below min_free_disk: QoS 0 for an offline session, a QoS 0 retained update (disk.go)
+	dropRetainedFull                         // a retained update over the retained limits, routed as a non-retained message (retainlimit.go)
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0", "not_authorized",
-	"queue_full_oldest", "memory_queue_full", "memory_queue_full_oldest"}
+	"queue_full_oldest", "memory_queue_full", "memory_queue_full_oldest", "disk_low", "retained_full"}
 
 // Why a packet that asked for an ack was refused (Stats.Refused).
 type refuseReason uint8
@@ -33,11 +35,13 @@ const (
 	refuseTopicLimits                          // a PUBLISH topic or SUBSCRIBE filter over max_topic_levels / max_topic_length
 	refuseMaxSubscriptions                     // a SUBSCRIBE filter beyond the session's max_subscriptions
 	refusePublishRate                          // a 5.0 QoS 1/2 PUBLISH over max_publish_rate
+	refuseDiskLow                              // a QoS 1/2 PUBLISH or a new persistent session while the disk is below min_free_disk (disk.go)
+	refuseRetainedFull                         // a 5.0 QoS 1/2 retained PUBLISH over the retained limits (retainlimit.go)
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive", "queue_full", "memory_queue_full",
-	"topic_limits", "max_subscriptions", "publish_rate"}
+	"topic_limits", "max_subscriptions", "publish_rate", "disk_low", "retained_full"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64
