@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -42,6 +43,7 @@ type config struct {
 	// GOMAXPROCS, at least 1).
 	MaxVerifications int
 	Engine           engine.Options
+	Disk             diskMark // min_free_disk (disk.go)
 
 	// Default is the listener the top-level listener keys (and the
 	// --listen flag) configure. It runs unless the file names listeners of
@@ -219,7 +221,7 @@ var configKeys = append([]key[config]{
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
-}, quotaKeys...) // the queue quotas' keys follow (quotas.go)
+}, slices.Concat(quotaKeys, diskKeys, retainKeys)...) // the quotas' keys follow (quotas.go, disk.go, retainlimits.go)
 
 // listenerKeys are the keys of a [listener NAME] section; at the top level
 // they configure the default listener (max_connections there is the

@@ -382,6 +382,9 @@ func TestConsoleInChromium(t *testing.T) {
 		out.refused = [...document.querySelectorAll("table.refused td[data-col=reason]")].map(td => td.textContent).join(",");
 		return out;
 	})()`))
+	if f := fields["disk_free"]; st.Broker.DiskTotalBytes == 0 || !strings.HasSuffix(f, "B") {
+		t.Errorf("overview disk_free: got %q, want the free bytes the API has (%d of %d)", f, st.Broker.DiskFreeBytes, st.Broker.DiskTotalBytes)
+	}
 	for k, want := range map[string]string{
 		"clients_connected":   fmt.Sprint(st.Broker.ClientsConnected), // meter-b and the publisher
 		"sessions_persistent": fmt.Sprint(st.Broker.SessionsPersistent),
