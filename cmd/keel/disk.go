@@ -7,6 +7,7 @@ import (
 	"math"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -98,6 +99,11 @@ var diskKeys = []key[config]{
 // The watcher's pace: statfs is one cheap system call, so it measures
 // often, and more often near the mark, where a fast publisher matters.
 const (
+	// reclaimEvery is the shortest time between two reclaims while the
+	// disk is low; a reclaim also waits ten times as long as the last one
+	// took, so it never takes more than a tenth of the disk's time.
+	reclaimEvery = 5 * time.Second
+
 	diskEvery     = time.Second
 	diskEveryNear = 100 * time.Millisecond // free below twice the mark, or low
 	diskLogEvery  = 10 * time.Second       // between two lines of the same kind
@@ -115,21 +121,32 @@ type diskWatcher struct {
 	log  *slog.Logger
 	cur  atomic.Pointer[engine.DiskUsage]
 
+	// reclaim, if set, gives back the space of deleted keys (wal.Log's
+	// Reclaim: a flush); the watcher runs it on its own goroutine while
+	// the disk is low: without it, a store that takes few new writes
+	// would keep the space of what subscribers drained, and stay low.
+	reclaim     func() error
+	reclaimWG   sync.WaitGroup
+	reclaimOn   atomic.Bool  // one at a time
+	reclaimTook atomic.Int64 // the last one's duration, ns
+	closeOnce   sync.Once
+
 	stop chan struct{}
 	done chan struct{}
 
 	// Owned by the watcher's goroutine (and start, before it runs).
-	lastLog  time.Time
-	lastErr  time.Time
-	flips    int // state changes not logged since the last line
-	wasLow   bool
-	measured bool
+	nextReclaim time.Time
+	lastLog     time.Time
+	lastErr     time.Time
+	flips       int // state changes not logged since the last line
+	wasLow      bool
+	measured    bool
 }
 
 // startDiskWatcher measures dir once (so the broker starts knowing where
 // it stands) and then keeps measuring until close.
-func startDiskWatcher(dir string, mark diskMark, log *slog.Logger) (*diskWatcher, error) {
-	w := &diskWatcher{dir: dir, mark: mark, log: log, stop: make(chan struct{}), done: make(chan struct{})}
+func startDiskWatcher(dir string, mark diskMark, reclaim func() error, log *slog.Logger) (*diskWatcher, error) {
+	w := &diskWatcher{dir: dir, mark: mark, log: log, reclaim: reclaim, stop: make(chan struct{}), done: make(chan struct{})}
 	if err := w.measure(time.Now()); err != nil {
 		return nil, fmt.Errorf("min_free_disk: %w", err)
 	}
@@ -154,6 +171,9 @@ func (w *diskWatcher) run() {
 			if err := w.measure(now); err != nil && now.Sub(w.lastErr) >= diskLogEvery {
 				w.lastErr = now
 				w.log.Error("min_free_disk: measuring the data directory's filesystem; keeping the last measurement", "dir", w.dir, "err", err)
+			}
+			if w.Usage().Low {
+				w.maybeReclaim(now)
 			}
 			t.Reset(w.every())
 		}
@@ -198,10 +218,40 @@ func (w *diskWatcher) measure(now time.Time) error {
 	return nil
 }
 
-// close stops the watcher and waits for its goroutine.
+// maybeReclaim starts a reclaim unless one runs or the last was too
+// recent. Watcher goroutine only.
+func (w *diskWatcher) maybeReclaim(now time.Time) {
+	if w.reclaim == nil || now.Before(w.nextReclaim) || !w.reclaimOn.CompareAndSwap(false, true) {
+		return
+	}
+	w.nextReclaim = now.Add(max(reclaimEvery, 10*time.Duration(w.reclaimTook.Load())))
+	w.reclaimWG.Add(1)
+	go func() {
+		defer w.reclaimWG.Done()
+		defer w.reclaimOn.Store(false)
+		t0 := time.Now()
+		err := w.reclaim()
+		took := time.Since(t0)
+		if err != nil {
+			w.log.Warn("min_free_disk: reclaiming the space of deleted keys", "err", err, "took", took.Round(time.Millisecond))
+			return
+		}
+		w.log.Info("min_free_disk: flushed the store's memtable, so that compactions give back the space of deleted keys", "took", took.Round(time.Millisecond))
+		// Read by the watcher at its next turn; a reclaim running blocks
+		// the next, so the write and that read are ordered by reclaimOn.
+		w.reclaimTook.Store(int64(took))
+	}()
+}
+
+// close stops the watcher and waits for its goroutines (a reclaim in
+// progress included). serve calls it before closing the store; later
+// calls do nothing.
 func (w *diskWatcher) close() {
-	close(w.stop)
-	<-w.done
+	w.closeOnce.Do(func() {
+		close(w.stop)
+		<-w.done
+		w.reclaimWG.Wait()
+	})
 }
 
 // on reports whether the mark was asked for explicitly (not the default,

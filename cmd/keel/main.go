@@ -204,7 +204,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	disk, err := startDiskWatcher(cfg.Data, cfg.Disk, logger) // disk.go
+	disk, err := startDiskWatcher(cfg.Data, cfg.Disk, l.Reclaim, logger) // disk.go
 	switch {
 	case errors.Is(err, errNoStatfs) && !cfg.Disk.on():
 		logger.Warn("min_free_disk: free disk space is not measured on this platform: no low-water mark", "err", err)
@@ -299,6 +299,9 @@ serving:
 	}
 	if admin != nil {
 		admin.shutdown(ctx)
+	}
+	if disk != nil {
+		disk.close() // before the store: a reclaim uses it
 	}
 	if err := l.Close(); err != nil && failure == nil {
 		return fmt.Errorf("closing store: %w", err)
