@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/keelmq/keel/wal"
 )
 
 func TestParseDiskMark(t *testing.T) {
@@ -475,3 +478,37 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// The watcher on the test's own filesystem (no mount needed): a mark above
+// the free space is low at once, and the store is flushed while low; a
+// mark of 0 never is; close waits for everything it started.
+func TestDiskWatcher(t *testing.T) {
+	dir := t.TempDir()
+	l, err := wal.Open(wal.Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	var logs syncBuffer
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	w, err := startDiskWatcher(dir, diskMark{Set: true, Bytes: 1 << 62}, l.Reclaim, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := w.Usage()
+	if !u.Low || u.Total == 0 || u.Free > u.Total || u.MinFree != 1<<62 {
+		t.Fatalf("usage %+v with a mark of 4 EiB: want low, a size, free within it", u)
+	}
+	waitFor(t, 10*time.Second, "a flush while low", func() bool { return strings.Contains(logs.String(), "flushed the store's memtable") })
+	w.close()
+	w.close() // a second close does nothing
+
+	off, err := startDiskWatcher(dir, diskMark{Set: true}, l.Reclaim, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer off.close()
+	if u := off.Usage(); u.Low || u.MinFree != 0 {
+		t.Fatalf("usage %+v with min_free_disk = 0: want never low", u)
+	}
+}
