@@ -386,29 +386,13 @@ const (
 // spliceSection puts md between the markers in the file at path: in place
 // of what is there, or before "## Details" (or at the end) the first time.
 func spliceSection(path string, md []byte) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	block := authBlock(md)
-	s := string(b)
-	if i := strings.Index(s, authBegin); i >= 0 {
-		j := strings.Index(s[i:], authEnd)
-		if j < 0 {
-			return fmt.Errorf("%s: %q without %q", path, authBegin, authEnd)
-		}
-		j += i + len(authEnd)
-		s = s[:i] + strings.TrimSuffix(block, "\n") + s[j:]
-	} else if i := strings.Index(s, "\n## Details\n"); i >= 0 {
-		s = s[:i+1] + block + "\n" + s[i+1:]
-	} else {
-		s += "\n" + block
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
+	return spliceMarked(path, authBegin, authEnd, md)
 }
 
-func authBlock(md []byte) string {
-	return authBegin + "\n" + strings.TrimSpace(string(md)) + "\n" + authEnd + "\n"
+func authBlock(md []byte) string { return markedBlock(md, authBegin, authEnd) }
+
+func markedBlock(md []byte, begin, end string) string {
+	return begin + "\n" + strings.TrimSpace(string(md)) + "\n" + end + "\n"
 }
 
 // markdown is the report's section.

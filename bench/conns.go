@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -55,6 +56,7 @@ type connsConfig struct {
 	timeout     time.Duration // one connect's dial + CONNACK (+ SUBACK)
 	hold        time.Duration // keep the connections open this long at the end (to profile the broker)
 	label       string
+	transport   *transport // nil: plain TCP
 }
 
 // connsResult is the RESULT line of one conns run. Memory is in KiB ("KB"
@@ -113,6 +115,9 @@ func connsMain(args []string) int {
 	fs.DurationVar(&cfg.hold, "hold", 0, "one run: keep the connections open this long after the last reading (to profile the broker)")
 	fs.StringVar(&cfg.label, "label", "", "name of the broker, copied into the RESULT line")
 	quiet := fs.Bool("q", false, "no progress lines on stderr")
+	trKind := fs.String("transport", "tcp", "one run: tcp, tls, ws or wss")
+	cafile := fs.String("cafile", "", "one run, with -transport tls or wss: the CA `file` that signed the broker's certificate")
+	wsPath := fs.String("ws-path", "/mqtt", "one run, with -transport ws or wss: the HTTP path")
 	dc.flags(fs)
 	fs.Parse(args)
 	if fs.NArg() > 0 {
@@ -124,6 +129,12 @@ func connsMain(args []string) int {
 		return 2
 	}
 	cfg.version, cfg.keepAlive = byte(version), uint16(keepAlive)
+	tr, err := newTransport(*trKind, *cafile, *wsPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench conns:", err)
+		return 2
+	}
+	cfg.transport = tr
 	list, err := parseCounts(*ns)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench conns: -n:", err)
@@ -319,7 +330,9 @@ func runConns(cfg *connsConfig, log io.Writer) (*connsResult, error) {
 func connectIdle(cfg *connsConfig, run string, i int, br *bufio.Reader, buf []byte) (net.Conn, error) {
 	src := &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(1+i%cfg.sources))}
 	d := net.Dialer{LocalAddr: src, Timeout: cfg.timeout, Control: bindNoPort}
-	c, err := d.Dial("tcp", cfg.addr)
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.timeout)
+	defer cancel()
+	c, err := cfg.transport.dial(ctx, &d, cfg.addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial from %s: %w", src.IP, err)
 	}

@@ -29,6 +29,7 @@ type connOptions struct {
 	manualFlush   bool
 	topicAliasMax uint16        // 5.0 Topic Alias Maximum: aliases the broker may assign
 	readBytes     *atomic.Int64 // if set, counts the bytes read from the broker
+	transport     *transport    // nil: plain TCP
 
 	onMessage func(*packet.Publish)
 	onAck     func(*client.Ack)
@@ -53,12 +54,12 @@ func dial(o connOptions) (*client.Client, error) {
 		OnProtocolError:   o.onOddity,
 		ConnectTimeout:    15 * time.Second,
 	}
-	if o.readBytes != nil {
+	if o.readBytes != nil || o.transport != nil {
 		co.Dial = func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
-			nc, err := d.DialContext(ctx, "tcp", o.addr)
-			if err != nil {
-				return nil, err
+			nc, err := o.transport.dial(ctx, &d, o.addr)
+			if err != nil || o.readBytes == nil {
+				return nc, err
 			}
 			return &countingConn{Conn: nc, n: o.readBytes}, nil
 		}

@@ -29,7 +29,10 @@
 //	go run ./bench connects -h           # logins at an offered rate: CONNACKs/s, latency, broker CPU (any broker)
 //	go run ./bench auth -h               # fan-in with a 1,000-rule ACL and passwords, and a connect storm: keel vs Mosquitto (see auth.sh)
 //	go run ./bench conns -h              # N idle connections: RSS per connection, connect rate, keep-alive round (see conns.sh)
+//	go run ./bench transports -h         # fan-in, sync and 10,000 connections over TLS and WebSocket: keel vs Mosquitto (see transports.sh)
 //	go run ./bench floor -h              # the least a durable broker can do for a sync QoS 1 publish (see floor.go)
+//	go run ./bench bridge -h             # edge -> bridge -> central fan-in QoS 1: keel to keel vs Mosquitto to Mosquitto (see bridge.sh)
+//	go run ./bench dedup -h              # fan-in QoS 1 with message ids, keel's dedup window on and off (see dedup.sh)
 package main
 
 import (
@@ -64,6 +67,15 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == "conns" {
 		os.Exit(connsMain(os.Args[2:]))
 	}
+	if len(os.Args) > 1 && os.Args[1] == "transports" {
+		os.Exit(transportsMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "bridge" {
+		os.Exit(bridgeMain(os.Args[2:]))
+	}
+	if len(os.Args) > 1 && os.Args[1] == "dedup" {
+		os.Exit(dedupMain(os.Args[2:]))
+	}
 	if len(os.Args) > 1 && os.Args[1] == "floor" {
 		os.Exit(floorMain(os.Args[2:]))
 	}
@@ -97,6 +109,11 @@ func loadMain(args []string) int {
 	fs.StringVar(&cfg.pass, "password", "", "with -username: its password")
 	fs.StringVar(&cfg.subUser, "sub-username", "", "subscribers log in as this user instead of -username")
 	fs.StringVar(&cfg.subPass, "sub-password", "", "with -sub-username: its password")
+	trKind := fs.String("transport", "tcp", "tcp, tls, ws (MQTT over WebSocket) or wss")
+	cafile := fs.String("cafile", "", "with -transport tls or wss: the CA `file` that signed the broker's certificate")
+	wsPath := fs.String("ws-path", "/mqtt", "with -transport ws or wss: the HTTP path")
+	fs.StringVar(&cfg.subAddr, "sub-addr", "", "subscribers connect to this `host:port` instead of -addr (a bridged broker; see bench bridge)")
+	fs.StringVar(&cfg.msgID, "msg-id", "", "5.0: put a unique message id in this user `property` of every publish (keel's dedup window: msg-id)")
 	cpuprofile := fs.String("cpuprofile", "", "write the generator's CPU profile to `file`")
 	probe := fs.String("fsync-probe", "", "only measure 64-byte write + fdatasync latency in `dir`")
 	paced := fs.Bool("fsync-paced", false, "with -fsync-probe: also time the prealloc write + fdatasync after a 150 µs idle pause each")
@@ -133,6 +150,12 @@ func loadMain(args []string) int {
 		return 2
 	}
 	cfg.version, cfg.qos, cfg.subAliases = byte(version), byte(qos), uint16(*subAliases)
+	tr, err := newTransport(*trKind, *cafile, *wsPath)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	cfg.transport = tr
 	if err := cfg.validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		return 2

@@ -118,6 +118,7 @@ type matrixConfig struct {
 	keelNote        string
 	notes           string
 	extra           string // bench auth's section (bench/AUTH.md), carried into the report
+	carry           string // bench dedup's and bench bridge's sections (bench/DEDUP.md, bench/BRIDGE.md), comma-separated
 	save            string
 }
 
@@ -139,6 +140,7 @@ func matrixMain(args []string) int {
 	fs.StringVar(&mc.keelRev, "keel-rev", "", "keel revision to quote in the report")
 	fs.StringVar(&mc.keelNote, "keel-note", "", "why keel is missing, to quote in the report")
 	fs.StringVar(&mc.notes, "notes", "", "Markdown `file` of hand-written analysis (profiles) to include in the report after the targets")
+	fs.StringVar(&mc.carry, "carry", "", "comma-separated Markdown `files` of bench dedup's (DEDUP.md) and bench bridge's (BRIDGE.md) sections to carry into the report after bench auth's")
 	fs.StringVar(&mc.extra, "extra", "", "Markdown `file` of bench auth's section (bench/AUTH.md) to carry into the report before the details")
 	fs.StringVar(&mc.save, "save", "", "write every run's result (JSON) to this `file`, for -load")
 	load := fs.String("load", "", "measure nothing: write the report (-out, -notes) again from a -save `file`")

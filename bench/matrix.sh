@@ -17,11 +17,13 @@
 # work tree are not measured), NOTES (hand-written Markdown included after
 # the targets; default bench/ANALYSIS.md when it exists), EXTRA (bench
 # auth's section, carried into the report; default bench/AUTH.md when it
-# exists: bench/auth.sh measures it), SAVE (every
+# exists: bench/auth.sh measures it; bench/DEDUP.md, bench/BRIDGE.md and
+# bench/TRANSPORTS.md, from bench/dedup.sh, bench/bridge.sh and
+# bench/transports.sh, are carried too), SAVE (every
 # run's result as JSON; default OUT with .json for .md). To write the report
 # again from saved results, e.g. after editing bench/ANALYSIS.md:
 #
-#   go run ./bench matrix -load bench/BENCHMARKS.json -notes bench/ANALYSIS.md -extra bench/AUTH.md -out bench/BENCHMARKS.md
+#   go run ./bench matrix -load bench/BENCHMARKS.json -notes bench/ANALYSIS.md -extra bench/AUTH.md -carry bench/DEDUP.md,bench/BRIDGE.md,bench/TRANSPORTS.md -out bench/BENCHMARKS.md
 #
 # Targets (the goals for Keel) are printed at the end and written to
 # the report's "Targets" table; their definitions are in bench/targets.go.
@@ -48,6 +50,11 @@ NOTES=${NOTES:-}
 [ -z "$NOTES" ] && [ -f bench/ANALYSIS.md ] && NOTES=bench/ANALYSIS.md
 EXTRA=${EXTRA:-}
 [ -z "$EXTRA" ] && [ -f bench/AUTH.md ] && EXTRA=bench/AUTH.md
+# bench/dedup.sh's and bench/bridge.sh's sections, carried likewise.
+CARRY=""
+for f in bench/DEDUP.md bench/BRIDGE.md bench/TRANSPORTS.md; do
+	[ -f "$f" ] && CARRY="${CARRY:+$CARRY,}$f"
+done
 
 SRC=.
 if [ -n "${REV:-}" ]; then
@@ -90,5 +97,5 @@ run_child "$WORK/bench" matrix \
 	-keel-base "$KEEL_BASE_BIN" -keel-base-rev "$KEEL_BASE_REV" \
 	-mosquitto "$MOSQUITTO" \
 	-reps "$REPS" -duration "$DURATION" -warmup "$WARMUP" -v "$MQTT_VERSION" \
-	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -extra "$EXTRA" -save "$SAVE" \
+	-only "$ONLY" -tmp "$WORK/runs" -out "$OUT" -notes "$NOTES" -extra "$EXTRA" -carry "$CARRY" -save "$SAVE" \
 	-command "${BASE:+BASE=$BASE }${REV:+REV=$REV }REPS=$REPS DURATION=$DURATION WARMUP=$WARMUP MQTT_VERSION=$MQTT_VERSION${ONLY:+ ONLY='$ONLY'} bench/matrix.sh"

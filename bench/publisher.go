@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,7 +69,10 @@ type publisher struct {
 		events []ackEvent
 	}
 	spare []ackEvent // owned by run: swapped with mu.events
-	wake  chan struct{}
+
+	idPrefix string // -msg-id: "p{idx}-"
+	idBuf    []byte
+	wake     chan struct{}
 }
 
 func newPublisher(idx int, topic string, cfg *config) *publisher {
@@ -84,6 +88,7 @@ func newPublisher(idx int, topic string, cfg *config) *publisher {
 	}
 	binary.LittleEndian.PutUint32(p.payload[8:], uint32(idx))
 	p.pub = packet.Publish{QoS: cfg.qos, Topic: topic}
+	p.idPrefix = fmt.Sprintf("p%d-", idx)
 	return p
 }
 
@@ -256,6 +261,11 @@ func (p *publisher) send() error {
 	binary.LittleEndian.PutUint64(p.payload[0:], uint64(now))
 	binary.LittleEndian.PutUint32(p.payload[12:], seq)
 	p.pub.Payload = p.payload
+	if p.cfg.msgID != "" {
+		// Unique per publisher and message: the window holds every one.
+		p.idBuf = strconv.AppendUint(append(p.idBuf[:0], p.idPrefix...), uint64(seq), 10)
+		p.pub.Props.User = append(p.pub.Props.User[:0], packet.UserProperty{Key: p.cfg.msgID, Value: string(p.idBuf)})
+	}
 	if p.cfg.qos > 0 {
 		p.inflight++
 	}

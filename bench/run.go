@@ -38,6 +38,13 @@ type config struct {
 	// subUser/subPass when set); none when user is empty.
 	user, pass       string
 	subUser, subPass string
+	transport        *transport // nil: plain TCP
+	// msgID (5.0): every publish carries a unique message id in the user
+	// property with this name (keel's dedup window, bench dedup); "": none.
+	msgID string
+	// subAddr, if set, is where the subscribers connect (another broker:
+	// a bridge between the two, bench bridge); the publishers use addr.
+	subAddr string
 }
 
 func (c *config) validate() error {
@@ -54,6 +61,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("-sub %d: want at least 0", c.subs)
 	case c.window < 1:
 		return fmt.Errorf("-window %d: want at least 1", c.window)
+	case c.msgID != "" && c.version != packet.V5:
+		return fmt.Errorf("-msg-id %q: a user property needs -v 5", c.msgID)
 	case c.count <= 0 && c.duration <= 0:
 		return errors.New("want -duration > 0 or -count > 0")
 	case c.count >= 1<<32:
@@ -186,9 +195,13 @@ func runLoad(cfg *config, log io.Writer) (*result, error) {
 		o := connOptions{
 			addr: cfg.addr, version: cfg.version, clientID: "kb-" + id + "-" + name,
 			persistent: cfg.persistent, expiry: 3600, username: cfg.user, password: cfg.pass,
+			transport: cfg.transport,
 		}
 		if name[0] == 's' && cfg.subUser != "" { // subscribers are s0, s1, ...
 			o.username, o.password = cfg.subUser, cfg.subPass
+		}
+		if name[0] == 's' && cfg.subAddr != "" {
+			o.addr = cfg.subAddr
 		}
 		return o
 	}

@@ -296,7 +296,10 @@ type Stats struct {
 	StoreSyncs       uint64        // synced commits (fsyncs of the WAL)
 	StoreTxns        uint64        // Txns committed; StoreTxns/StoreSyncs is the group commit's batching
 	StoreSyncLatency wal.Histogram // latency of those syncs
-	CommitFailures   uint64
+	// StoreMetricsReads counts the times the store read Pebble's metrics
+	// (wal.Stats.MetricsReads; 0 for a store that keeps no such count).
+	StoreMetricsReads uint64
+	CommitFailures    uint64
 	// PublishesThrottled counts PUBLISH packets a connection had to wait
 	// to send, over Options.MaxPublishRate (back-pressure: none dropped).
 	PublishesThrottled uint64
@@ -608,6 +611,9 @@ type ConnInfo struct {
 	// Deadline, if set, is when the CONNECT must have been read (the
 	// listener's handshake deadline); it shortens ConnectTimeout.
 	Deadline time.Time
+	// BytesIn and BytesOut, if set, count the MQTT bytes this connection
+	// reads and writes (the listener's traffic counters).
+	BytesIn, BytesOut *atomic.Uint64
 }
 
 // ServeConn runs one client connection to its end. It is the listener's
@@ -982,6 +988,7 @@ func (b *Broker) Stats() Stats {
 		u := b.opts.Disk.Usage()
 		st.DiskFree, st.DiskTotal, st.DiskMinFree, st.DiskLow = u.Free, u.Total, u.MinFree, u.Low
 	}
+	st.StoreMetricsReads = ws.MetricsReads
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()
 		st.SessionsPersistent, st.SessionsOffline = s.Persistent, s.Offline

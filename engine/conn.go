@@ -110,7 +110,9 @@ func newConn(b *Broker, nc net.Conn, info ConnInfo) *conn {
 		b:    b,
 		nc:   nc,
 		info: info,
-		log:  b.log.With("remote", remote.String()),
+		// Every line of the connection names its remote address and
+		// listener, and from the CONNECT on its client id (onConnect).
+		log:  b.log.With("remote", remote.String(), "listener", info.Listener),
 		wake: make(chan struct{}, 1),
 		done: make(chan struct{}),
 	}
@@ -197,6 +199,7 @@ func (c *conn) sendNow(items []outItem) {
 		c.inflightIn.Add(-decs) // as in writeLoop: before the acks leave
 	}
 	n := writeNow(c.raw, buf)
+	c.countOut(n)
 
 	c.mu.Lock()
 	c.mu.writing = false
@@ -277,7 +280,9 @@ func (c *conn) writeLoop() {
 		}
 		if len(buf) > 0 {
 			c.nc.SetWriteDeadline(time.Now().Add(c.b.opts.WriteTimeout))
-			if _, err := c.nc.Write(buf); err != nil {
+			n, err := c.nc.Write(buf)
+			c.countOut(n)
+			if err != nil {
 				c.nc.Close()
 				c.mu.Lock()
 				c.mu.closed = true
@@ -390,7 +395,11 @@ func (c *conn) serve() {
 		<-c.done
 	}()
 
-	br := bufio.NewReaderSize(c.nc, 16<<10)
+	var rd io.Reader = c.nc
+	if c.info.BytesIn != nil {
+		rd = countingReader{c.nc, c.info.BytesIn}
+	}
+	br := bufio.NewReaderSize(rd, 16<<10)
 	dl := time.Now().Add(c.b.opts.ConnectTimeout)
 	if d := c.info.Deadline; !d.IsZero() && d.Before(dl) {
 		dl = d
@@ -428,7 +437,7 @@ func (c *conn) serve() {
 		}
 		return
 	}
-	c.b.connLog.log(c.log, "client connected", "listener", c.info.Listener, "username", c.id.Username, "protocol", c.version,
+	c.b.connLog.log(c.log, "client connected", "username", c.id.Username, "protocol", c.version,
 		"clean_start", cp.CleanStart, "session_present", c.present, "keep_alive", c.keepAlive)
 	graceful, willOnDisconnect := c.readLoop(br)
 	c.b.post(event{kind: evClosed, c: c, graceful: graceful, will: willOnDisconnect})
@@ -703,4 +712,23 @@ func (c *conn) protocolError(code packet.ReasonCode, msg string) {
 		return
 	}
 	c.kill()
+}
+
+// countingReader adds what it reads to n (ConnInfo.BytesIn).
+type countingReader struct {
+	r io.Reader
+	n *atomic.Uint64
+}
+
+func (cr countingReader) Read(p []byte) (int, error) {
+	k, err := cr.r.Read(p)
+	cr.n.Add(uint64(k))
+	return k, err
+}
+
+// countOut adds n written bytes to ConnInfo.BytesOut.
+func (c *conn) countOut(n int) {
+	if c.info.BytesOut != nil && n > 0 {
+		c.info.BytesOut.Add(uint64(n))
+	}
 }

@@ -64,7 +64,7 @@ func (b *Broker) refuseConnectDiskLow(c *conn) {
 	b.stats.reasons.refuse(refuseDiskLow)
 	c.setEndReason("new persistent session refused: disk below min_free_disk")
 	b.refusedLog.log(c.log, "connect refused: a new persistent session while the disk is below min_free_disk",
-		"listener", c.info.Listener, "reason", refuseNames[refuseDiskLow])
+		"reason", refuseNames[refuseDiskLow])
 	c.refuseConnack(packet.CodeQuotaExceeded)
 }
 

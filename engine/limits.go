@@ -54,7 +54,7 @@ func (b *Broker) subscriptionFits(s *session, filter string) (refuseReason, bool
 func (b *Broker) refuseTopic(c *conn, p *packet.Publish) {
 	b.stats.reasons.refuse(refuseTopicLimits)
 	b.refusedLog.log(c.log, "publish refused: topic over max_topic_levels or max_topic_length",
-		"listener", c.info.Listener, "levels", levels(p.Topic), "length", len(p.Topic))
+		"levels", levels(p.Topic), "length", len(p.Topic))
 	code := packet.CodeSuccess
 	if c.version == packet.V5 {
 		code = packet.CodeQuotaExceeded
@@ -127,7 +127,7 @@ func (b *Broker) refuseRate(c *conn, p *packet.Publish) {
 	}
 	b.stats.received.Add(1)
 	b.stats.reasons.refuse(refusePublishRate)
-	b.refusedLog.log(c.log, "publish refused: over max_publish_rate", "listener", c.info.Listener)
+	b.refusedLog.log(c.log, "publish refused: over max_publish_rate")
 	kind := packet.PUBACK
 	if p.QoS == 2 {
 		kind = packet.PUBREC

@@ -234,7 +234,7 @@ func (b *Broker) refuseQueueFull(c *conn, p *packet.Publish, why refuseReason) {
 	if why == refuseDiskLow {
 		msg = "publish refused: disk below min_free_disk" // disk.go
 	}
-	b.refusedLog.log(c.log, msg, "listener", c.info.Listener, "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
+	b.refusedLog.log(c.log, msg, "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
 	c.refused = true
 	c.setEndReason(msg)
 	if c.version == packet.V5 {

@@ -62,7 +62,7 @@ func (b *Broker) refusesRetained(c *conn, p *packet.Publish) bool {
 func (b *Broker) refuseRetained(c *conn, p *packet.Publish) {
 	b.stats.reasons.refuse(refuseRetainedFull)
 	b.refusedLog.log(c.log, "publish refused: over max_retained_messages, max_retained_bytes or max_retained_message_size",
-		"listener", c.info.Listener, "topic", p.Topic, "bytes", len(p.Topic)+len(p.Payload), "reason", refuseNames[refuseRetainedFull])
+		"topic", p.Topic, "bytes", len(p.Topic)+len(p.Payload), "reason", refuseNames[refuseRetainedFull])
 	kind := packet.PUBACK
 	if p.QoS == 2 {
 		kind = packet.PUBREC

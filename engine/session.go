@@ -345,7 +345,7 @@ func (b *Broker) onSubscribe(c *conn, p *packet.Subscribe, denied []bool) {
 		if why, ok := b.subscriptionFits(s, sub.Filter); !ok {
 			// Over a limit: 0x97 (5.0) / 0x80 (3.1.1) for that filter.
 			b.stats.reasons.refuse(why)
-			b.refusedLog.log(c.log, "subscription refused", "listener", c.info.Listener, "reason", refuseNames[why])
+			b.refusedLog.log(c.log, "subscription refused", "reason", refuseNames[why])
 			codes[i] = packet.CodeUnspecifiedError
 			if c.version == packet.V5 {
 				codes[i] = packet.CodeQuotaExceeded

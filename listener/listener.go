@@ -74,6 +74,10 @@ type Info struct {
 	// part of it on the PROXY header, TLS and the WebSocket upgrade, and
 	// the handler reads the MQTT CONNECT by then. Zero: no deadline.
 	Deadline time.Time
+	// BytesIn and BytesOut are the listener's traffic counters (Stats):
+	// the handler adds the bytes of MQTT it reads and writes (TLS records
+	// and WebSocket frames around them are not counted). Nil: not counted.
+	BytesIn, BytesOut *atomic.Uint64
 }
 
 // Identity says which part of a client certificate becomes the username
@@ -235,7 +239,8 @@ func (s *Server) Serve(ln net.Listener) error {
 // outlives HandshakeTimeout, whatever stage it is in.
 func (s *Server) serveConn(nc net.Conn) {
 	timeout := s.handshakeTimeout()
-	info := Info{Listener: s.Name, Remote: nc.RemoteAddr(), Deadline: time.Now().Add(timeout)}
+	info := Info{Listener: s.Name, Remote: nc.RemoteAddr(), Deadline: time.Now().Add(timeout),
+		BytesIn: &s.stats.bytesIn, BytesOut: &s.stats.bytesOut}
 	var expired atomic.Bool
 	timer := time.AfterFunc(timeout, func() { expired.Store(true); nc.Close() })
 	defer timer.Stop()

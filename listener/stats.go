@@ -31,6 +31,7 @@ type Stats struct {
 	Refused              map[string]uint64 // by reason (RefuseReasons)
 	TLSHandshakeFailures uint64            // failed TLS handshakes (plain TCP on a TLS port, a certificate refused, ...)
 	TLSReloadFailures    uint64            // ReloadTLS calls that kept the old material
+	BytesIn, BytesOut    uint64            // MQTT bytes its clients sent and were sent (Info.BytesIn, BytesOut)
 }
 
 type counters struct {
@@ -39,6 +40,8 @@ type counters struct {
 	refused       [numRefuseReasons]atomic.Uint64
 	tlsFailures   atomic.Uint64
 	tlsReloadFail atomic.Uint64
+	bytesIn       atomic.Uint64
+	bytesOut      atomic.Uint64
 }
 
 func (c *counters) refuse(why refuseReason) { c.refused[why].Add(1) }
@@ -51,6 +54,8 @@ func (s *Server) Stats() Stats {
 		Refused:              make(map[string]uint64, numRefuseReasons),
 		TLSHandshakeFailures: s.stats.tlsFailures.Load(),
 		TLSReloadFailures:    s.stats.tlsReloadFail.Load(),
+		BytesIn:              s.stats.bytesIn.Load(),
+		BytesOut:             s.stats.bytesOut.Load(),
 	}
 	for i := range s.stats.refused {
 		st.Refused[refuseNames[i]] = s.stats.refused[i].Load()

@@ -54,6 +54,7 @@ func (l *Log) Metrics() (StoreMetrics, error) {
 	if l.dbMu.closed {
 		return StoreMetrics{}, ErrClosed
 	}
+	l.stats.metricsReads.Add(1)
 	return storeMetrics(l.db), nil
 }
 

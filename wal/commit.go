@@ -19,6 +19,10 @@ type Stats struct {
 	Bytes    uint64 // bytes of applied Pebble batches
 	Failures uint64 // Txns completed with an error
 	DiskSize uint64 // Pebble's disk space usage, bytes
+	// MetricsReads counts the times Pebble's metrics were read (by Stats,
+	// for DiskSize, and by Metrics), this call included: what watching
+	// the store costs it, one per /metrics scrape.
+	MetricsReads uint64
 
 	// SyncLatency is the latency of those fdatasyncs, over SyncBuckets.
 	SyncLatency Histogram
@@ -37,9 +41,11 @@ func (l *Log) Stats() Stats {
 	s.Syncs = s.SyncLatency.Count()
 	l.dbMu.RLock()
 	if !l.dbMu.closed {
+		l.stats.metricsReads.Add(1)
 		s.DiskSize = l.db.Metrics().DiskSpaceUsage()
 	}
 	l.dbMu.RUnlock()
+	s.MetricsReads = l.stats.metricsReads.Load()
 	return s
 }
 

@@ -79,6 +79,7 @@ type Log struct {
 
 	stats struct {
 		commits, records, bytes, failures atomic.Uint64
+		metricsReads                      atomic.Uint64 // db.Metrics calls (Stats, Metrics)
 	}
 	syncs syncStats // counted by syncFS, around the FS Pebble is given
 }

@@ -41,6 +41,7 @@ import (
 //	GET  /api/retained       ?prefix=&after=&limit=  (paged by topic)
 //	GET  /api/listeners      the MQTT listeners: address, transport, counters
 //	POST /api/backup         {"dest": "/abs/dir"}: a checkpoint while serving
+//	POST /api/clients/{id}/disconnect, DELETE /api/sessions/{id}: adminactions.go
 //	GET  /console/           the web console (console.go); / redirects there
 //	     /debug/pprof/       only with pprof = true
 //
@@ -178,6 +179,7 @@ func (a *adminServer) mux(withPprof bool) *http.ServeMux {
 	mux.HandleFunc("GET /api/retained", a.api(func(st *adminState, r *http.Request) (any, error) { return a.view(st, r, "retained", "") }))
 	mux.HandleFunc("GET /api/listeners", a.api(func(st *adminState, r *http.Request) (any, error) { return listenersOf(st.listeners), nil }))
 	mux.HandleFunc("POST /api/backup", a.api(a.backup))
+	a.actionRoutes(mux) // adminactions.go
 	mux.Handle("GET /console/", a.consoleHandler())
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { http.Redirect(w, r, "/console/", http.StatusFound) })
 	if withPprof {

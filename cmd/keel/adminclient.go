@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"time"
 )
@@ -46,6 +47,12 @@ func adminDo(method, u string, body []byte, v any) error {
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if tok := os.Getenv("KEEL_ADMIN_TOKEN"); tok != "" {
+		// The admin listener's token (admin_token_file), for one that
+		// is not on loopback; from the environment, never a flag, so it
+		// stays out of ps and shell history.
+		req.Header.Set("Authorization", "Bearer "+tok)
 	}
 	resp, err := (&http.Client{Timeout: adminTimeout}).Do(req)
 	if err != nil {

@@ -15,7 +15,7 @@ const backupUsage = `Usage:
   keel backup DATA DEST                a stopped broker's data directory
   keel backup --admin HOST:PORT DEST   a running broker's, taken by it while it serves
 
-DEST must not exist. The backup is a consistent copy of the store (a
+DEST may also be given as --to DEST. DEST must not exist. The backup is a consistent copy of the store (a
 Pebble checkpoint): every message and session change acknowledged before
 the backup began is in it, and of what came meanwhile each commit is
 wholly there or wholly absent, as after a power cut. Tables are
@@ -24,7 +24,8 @@ a backup costs little space until the broker compacts them.
 
 With --admin, the running broker writes DEST on its own machine (a
 relative DEST is made absolute here first), then opens the copy and
-checks it. Either way keel prints what the backup holds. Start a broker
+checks it; KEEL_ADMIN_TOKEN in the environment, if set, is sent as the
+admin token. Either way keel prints what the backup holds. Start a broker
 on it with keel restore DEST DATA (or keel serve --data DEST).
 Exit status: 0 done, 1 failed, 2 usage error.
 `
@@ -54,9 +55,13 @@ type backupResult struct {
 func backupCmd(args []string, stdout, stderr io.Writer) int {
 	c := newSubcommand("backup", backupUsage)
 	admin := c.fs.String("admin", "", "")
+	to := c.fs.String("to", "", "")
 	pos, code, ok := c.parse(args, stdout, stderr)
 	if !ok {
 		return code
+	}
+	if *to != "" {
+		pos = append(pos, *to) // --to DEST is DEST, last
 	}
 	var res *backupResult
 	var err error

@@ -443,6 +443,30 @@ func TestConsoleInChromium(t *testing.T) {
 	if step(t, ctx, "check the handler did not run", chromedp.Evaluate[bool](`window.__pwned !== undefined`)) {
 		t.Errorf("an injected inline handler ran despite the CSP")
 	}
+
+	// A session page's actions, each confirmed (confirm answers yes
+	// here): meter-b, connected, is disconnected and shows offline; then
+	// its session is deleted, and the API and keel's log agree.
+	step(t, ctx, "open meter-b", chromedp.Evaluate[chromedp.Void](`window.confirm = () => true; location.hash = "#/session/meter-b"`))
+	waitView(t, ctx, "session")
+	poll := func(what, cond string) {
+		t.Helper()
+		step(t, ctx, what, chromedp.Poll[bool](cond, chromedp.WithPollingInterval(50*time.Millisecond)))
+	}
+	poll("wait for its buttons", `document.querySelector("button[data-action=disconnect]") !== null`)
+	step(t, ctx, "click disconnect", chromedp.Evaluate[chromedp.Void](`document.querySelector("button[data-action=disconnect]").click()`))
+	poll("wait for it to show offline", `(() => {
+		const d = document.querySelector("[data-field=connected]");
+		return d !== null && d.textContent.startsWith("no, since") && document.querySelector("button[data-action=disconnect]") === null;
+	})()`)
+	screenshot(t, ctx, "console-session-actions.png")
+	k.waitLog(t, `msg="admin: disconnect" component=admin client=meter-b`)
+	step(t, ctx, "click delete", chromedp.Evaluate[chromedp.Void](`document.querySelector("button[data-action=delete]").click()`))
+	poll("wait for it to be gone", `document.getElementById("view").textContent.includes("No such session")`)
+	if code, body := get(t, admin+"/api/sessions/meter-b"); code != 404 {
+		t.Errorf("GET /api/sessions/meter-b after the console deleted it: %d %s, want 404", code, body)
+	}
+	k.waitLog(t, `msg="admin: delete_session" component=admin client=meter-b`)
 }
 
 // urlComponent is JavaScript's encodeURIComponent.

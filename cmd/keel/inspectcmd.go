@@ -33,6 +33,8 @@ Flags:
   --after NAME    only rows after NAME (the "next" of the previous page)
   --pebble        stats: also print Pebble's own metrics table
   --admin ADDR    ask the broker serving its admin listener on ADDR
+                  (KEEL_ADMIN_TOKEN in the environment, if set, is sent
+                  as its admin token)
 
 keel inspect never writes: it opens the store with Pebble's read-only mode
 and runs no replay that writes. A data directory a running keel holds is

@@ -177,7 +177,7 @@ func TestMQTTjsOverWebSocket(t *testing.T) {
 
 // Each listener's counters are on /metrics with its name: a plain TCP
 // client on the TLS port is a handshake failure, a good client is
-// accepted and open.
+// accepted and open, and the MQTT bytes each way are counted.
 func TestListenerMetrics(t *testing.T) {
 	ca := listenertest.NewCA(t, "ca")
 	srv := ca.Server("server")
@@ -225,6 +225,14 @@ func TestListenerMetrics(t *testing.T) {
 		`keel_listener_connections_refused_total{listener="plain",reason="max_connections"} 1`,
 		`keel_listener_connections_refused_total{listener="tls",reason="handshake_timeout"} 0`,
 		`keel_listener_tls_reload_failures_total{listener="plain"} 0`,
+		// MQTT bytes, not TLS records: the good client's 16-byte CONNECT
+		// and 4-byte CONNACK (the failed handshake carried no MQTT); on
+		// the plain listener two 15-byte CONNECTs, the refused one's
+		// CONNACK too.
+		`keel_listener_received_bytes_total{listener="tls"} 16`,
+		`keel_listener_sent_bytes_total{listener="tls"} 4`,
+		`keel_listener_received_bytes_total{listener="plain"} 30`,
+		`keel_listener_sent_bytes_total{listener="plain"} 8`,
 	}
 	var body string
 	deadline := time.Now().Add(10 * time.Second)

@@ -200,6 +200,7 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 		defer admin.shutdown(context.Background()) // a no-op after the one below
 		logger.Info("admin listening", "addr", admin.addr, "pprof", cfg.Pprof)
 	}
+	logger.Info("configuration", cfg.summary()...) // startlog.go
 	l, err := wal.Open(wal.Options{Dir: cfg.Data, Logger: logger, CompressThreshold: cfg.CompressThreshold})
 	if err != nil {
 		return err

@@ -61,6 +61,7 @@ var (
 			}
 			return 0
 		}),
+		metric("keel_store_metrics_reads_total", "Times the store read Pebble's metrics: one per scrape of this page (it takes one snapshot of the broker and the store); the admin API's stats and each $SYS update read them too.", counter, func(s *engine.Stats) float64 { return float64(s.StoreMetricsReads) }),
 		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
 	}
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
@@ -123,6 +124,10 @@ var (
 		"Failed TLS handshakes (plain TCP on a TLS port, a client certificate refused, ...).", []string{"listener"}, nil)
 	descListenerTLSReloadFailures = prometheus.NewDesc("keel_listener_tls_reload_failures_total",
 		"TLS reloads (SIGHUP) that failed and kept the previous certificates.", []string{"listener"}, nil)
+	descListenerBytesIn = prometheus.NewDesc("keel_listener_received_bytes_total",
+		"MQTT bytes received from a listener's clients (TLS and WebSocket framing not counted).", []string{"listener"}, nil)
+	descListenerBytesOut = prometheus.NewDesc("keel_listener_sent_bytes_total",
+		"MQTT bytes sent to a listener's clients (TLS and WebSocket framing not counted).", []string{"listener"}, nil)
 )
 
 // listenerCollector reads each listener's plain counters at scrape time,
@@ -130,7 +135,7 @@ var (
 type listenerCollector []*listener.Server
 
 func (lc listenerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descListenerOpen, descListenerAccepted, descListenerRefused, descListenerTLSFailures, descListenerTLSReloadFailures} {
+	for _, d := range []*prometheus.Desc{descListenerOpen, descListenerAccepted, descListenerRefused, descListenerTLSFailures, descListenerTLSReloadFailures, descListenerBytesIn, descListenerBytesOut} {
 		ch <- d
 	}
 }
@@ -145,5 +150,7 @@ func (lc listenerCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descListenerTLSFailures, prometheus.CounterValue, float64(st.TLSHandshakeFailures), s.Name)
 		ch <- prometheus.MustNewConstMetric(descListenerTLSReloadFailures, prometheus.CounterValue, float64(st.TLSReloadFailures), s.Name)
+		ch <- prometheus.MustNewConstMetric(descListenerBytesIn, prometheus.CounterValue, float64(st.BytesIn), s.Name)
+		ch <- prometheus.MustNewConstMetric(descListenerBytesOut, prometheus.CounterValue, float64(st.BytesOut), s.Name)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -73,4 +74,73 @@ func metricValue(t *testing.T, body []byte, name string) string {
 	}
 	t.Errorf("metrics lack %s", name)
 	return ""
+}
+
+// scrapeBroker starts a broker on a real store, with no $SYS updates (the
+// only other reader of the store's metrics), and serves its /metrics.
+func scrapeBroker(tb testing.TB) (*wal.Log, *httptest.Server) {
+	l, err := wal.Open(wal.Options{Dir: tb.TempDir()})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	b, err := engine.New(engine.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), SysInterval: -1}, l)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { b.Close() })
+	srv := httptest.NewServer(metricsHandler(b, nil))
+	tb.Cleanup(srv.Close)
+	return l, srv
+}
+
+func scrape(tb testing.TB, srv *httptest.Server) []byte {
+	resp, err := srv.Client().Get(srv.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return body
+}
+
+// One scrape takes one snapshot of the broker, and so asks Pebble for its
+// metrics once: keel_store_metrics_reads_total, which counts those reads
+// in the store, grows by exactly one from one scrape to the next, and the
+// store's own count agrees.
+func TestMetricsOneSnapshotPerScrape(t *testing.T) {
+	l, srv := scrapeBroker(t)
+	var last uint64
+	for i := range 4 {
+		before := l.Stats().MetricsReads // counts itself
+		v, err := strconv.ParseUint(metricValue(t, scrape(t, srv), "keel_store_metrics_reads_total"), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v != before+1 {
+			t.Errorf("scrape %d: keel_store_metrics_reads_total = %d, want %d (one more than before it)", i, v, before+1)
+		}
+		if i > 0 && v != last+2 { // the scrape and the l.Stats above
+			t.Errorf("scrape %d: keel_store_metrics_reads_total = %d after %d, want %d", i, v, last, last+2)
+		}
+		last = v
+	}
+}
+
+// BenchmarkScrape: one /metrics scrape, with the Pebble metric reads it
+// costs (pebble-reads/op, 1 when the collector takes one snapshot).
+func BenchmarkScrape(b *testing.B) {
+	l, srv := scrapeBroker(b)
+	b.ReportAllocs()
+	before := l.Stats().MetricsReads
+	n := 0
+	for b.Loop() {
+		scrape(b, srv)
+		n++
+	}
+	reads := l.Stats().MetricsReads - before - 1
+	b.ReportMetric(float64(reads)/float64(n), "pebble-reads/op")
 }

@@ -1,6 +1,8 @@
 // Package listenertest makes TLS material for tests: a CA, server and
 // client certificates, CRLs, all generated in the test with crypto/x509
 // (no key is ever checked in), written as PEM files in a test directory.
+// MakeCA and MakeCert do the same outside a test (the benchmarks, the
+// crash tester), returning errors.
 package listenertest
 
 import (
@@ -29,13 +31,28 @@ type CA struct {
 	CertPEM []byte
 	File    string // CertPEM, written in the test's directory
 	dir     string
-	t       testing.TB
+	t       testing.TB // nil for a CA of MakeCA
 }
 
-// NewCA makes a CA named name, valid from an hour ago for a day.
+// NewCA makes a CA named name, valid from an hour ago for a day, in the
+// test's directory.
 func NewCA(t testing.TB, name string) *CA {
 	t.Helper()
-	key := newKey(t)
+	ca, err := MakeCA(t.TempDir(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca.t = t
+	return ca
+}
+
+// MakeCA makes a CA named name, valid from an hour ago for a day, and
+// writes its certificate in dir.
+func MakeCA(dir, name string) (*CA, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(serial.Add(1)),
 		Subject:               pkix.Name{CommonName: name, Organization: []string{"Keel tests"}},
@@ -47,23 +64,17 @@ func NewCA(t testing.TB, name string) *CA {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	ca := &CA{Cert: cert, Key: key, CertPEM: pemBlock("CERTIFICATE", der), dir: t.TempDir(), t: t}
-	ca.File = ca.write(name+".pem", ca.CertPEM)
-	return ca
-}
-
-func newKey(t testing.TB) *ecdsa.PrivateKey {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	ca := &CA{Cert: cert, Key: key, CertPEM: pemBlock("CERTIFICATE", der), dir: dir}
+	if ca.File, err = ca.writeFile(name+".pem", ca.CertPEM); err != nil {
+		return nil, err
 	}
-	return key
+	return ca, nil
 }
 
 func pemBlock(typ string, der []byte) []byte {
@@ -71,11 +82,16 @@ func pemBlock(typ string, der []byte) []byte {
 }
 
 func (ca *CA) write(name string, b []byte) string {
-	p := filepath.Join(ca.dir, name)
-	if err := os.WriteFile(p, b, 0o600); err != nil {
+	p, err := ca.writeFile(name, b)
+	if err != nil {
 		ca.t.Fatal(err)
 	}
 	return p
+}
+
+func (ca *CA) writeFile(name string, b []byte) (string, error) {
+	p := filepath.Join(ca.dir, name)
+	return p, os.WriteFile(p, b, 0o600)
 }
 
 // Cert is an issued certificate and its key, as PEM and as files.
@@ -108,7 +124,20 @@ type Options struct {
 // Issue makes a certificate signed by ca; name names its files.
 func (ca *CA) Issue(name string, o Options) *Cert {
 	ca.t.Helper()
-	key := newKey(ca.t)
+	c, err := ca.MakeCert(name, o)
+	if err != nil {
+		ca.t.Fatal(err)
+	}
+	return c
+}
+
+// MakeCert makes a certificate signed by ca and writes it and its key in
+// the CA's directory; name names the files.
+func (ca *CA) MakeCert(name string, o Options) (*Cert, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
 	if o.NotBefore.IsZero() {
 		o.NotBefore = time.Now().Add(-time.Hour)
 	}
@@ -130,20 +159,24 @@ func (ca *CA) Issue(name string, o Options) *Cert {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, &key.PublicKey, ca.Key)
 	if err != nil {
-		ca.t.Fatal(err)
+		return nil, err
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		ca.t.Fatal(err)
+		return nil, err
 	}
 	kder, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		ca.t.Fatal(err)
+		return nil, err
 	}
 	c := &Cert{X509: cert, CertPEM: pemBlock("CERTIFICATE", der), KeyPEM: pemBlock("PRIVATE KEY", kder)}
-	c.CertFile = ca.write(name+".pem", c.CertPEM)
-	c.KeyFile = ca.write(name+".key", c.KeyPEM)
-	return c
+	if c.CertFile, err = ca.writeFile(name+".pem", c.CertPEM); err != nil {
+		return nil, err
+	}
+	if c.KeyFile, err = ca.writeFile(name+".key", c.KeyPEM); err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // Server issues a server certificate for the loopback addresses.

@@ -119,7 +119,7 @@ func (r *run) credentials(id string) (string, []byte) {
 // password check, so it starts no per-address backoff.
 func (r *run) checkAnonymousRefused(ctx context.Context) error {
 	c, err := mqtt.Connect(ctx, mqtt.Options{
-		Addr: r.addr, Version: r.cfg.Version, ClientID: r.prefix + "-anonymous", CleanStart: true,
+		Addr: r.addr, Dial: r.dial(), Version: r.cfg.Version, ClientID: r.prefix + "-anonymous", CleanStart: true,
 		ConnectTimeout: connectTimeout,
 	})
 	if err == nil {

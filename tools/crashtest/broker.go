@@ -43,7 +43,8 @@ var errBrokerExited = errors.New("broker exited by itself")
 func expandArgs(tmpl []string, addr, data, work string) []string {
 	_, port, _ := net.SplitHostPort(addr)
 	r := strings.NewReplacer("{addr}", addr, "{port}", port, "{data}", data, "{work}", work,
-		"{passwd}", filepath.Join(work, authFile), "{acl}", filepath.Join(work, aclFile))
+		"{passwd}", filepath.Join(work, authFile), "{acl}", filepath.Join(work, aclFile),
+		"{cafile}", filepath.Join(work, tlsCAFile), "{certfile}", filepath.Join(work, tlsCertFile), "{keyfile}", filepath.Join(work, tlsKeyFile))
 	out := make([]string, len(tmpl))
 	for i, a := range tmpl {
 		out[i] = r.Replace(a)
@@ -241,7 +242,7 @@ func buildKeel(ctx context.Context, dir string) (string, error) {
 // without persistence: Mosquitto then keeps nothing across kill -9, which
 // is what the tester must detect. With auth it reads the -auth files in
 // work and lets no anonymous client in.
-func writeMosquittoConf(path, addr string, auth bool, work string) error {
+func writeMosquittoConf(path, addr string, auth, withTLS, ws bool, work string) error {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		return err
@@ -260,7 +261,20 @@ func writeMosquittoConf(path, addr string, auth bool, work string) error {
 			anon += "user root\n"
 		}
 	}
-	conf := "listener " + port + " 127.0.0.1\n" + anon +
+	conf := "listener " + port + " 127.0.0.1\n"
+	if ws {
+		conf += "protocol websockets\n"
+	}
+	if withTLS {
+		if os.Geteuid() == 0 && !auth {
+			// Started as root, Mosquitto runs as the user mosquitto, who
+			// cannot read the key in the private work dir.
+			anon += "user root\n"
+		}
+		conf += "cafile " + filepath.Join(work, tlsCAFile) + "\ncertfile " + filepath.Join(work, tlsCertFile) +
+			"\nkeyfile " + filepath.Join(work, tlsKeyFile) + "\n"
+	}
+	conf += anon +
 		"persistence false\n" +
 		"max_queued_messages 1000000\n" +
 		"max_inflight_messages 0\n" +

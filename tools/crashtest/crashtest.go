@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -28,7 +29,7 @@ const (
 	ModeRetainWill   = "retain-will"   // retained values and wills across crashes
 )
 
-var modes = []string{ModeOnline, ModeOffline, ModeReplayCrash, ModeManySessions, ModeRetainWill}
+var modes = []string{ModeOnline, ModeOffline, ModeReplayCrash, ModeManySessions, ModeRetainWill, ModeDedup}
 
 // Brokers.
 const (
@@ -46,7 +47,7 @@ type Config struct {
 	Publishers  int           // default 2
 	Subscribers int           // default 2
 	QoS         byte          // 1 or 2; default 1
-	Version     byte          // 4 (3.1.1) or 5; default 4
+	Version     byte          // 4 (3.1.1) or 5; default 4 (dedup: 5, the only one)
 	Seed        uint64        // default: time-based
 	Rate        float64       // messages/s per publisher; 0: the mode's default; <0: unlimited
 	Window      int           // outbound messages in flight per publisher; default 32
@@ -64,6 +65,18 @@ type Config struct {
 	// every client log in (auth.go). BrokerCmd gets the files' paths as
 	// {passwd} and {acl}.
 	Auth bool
+	// TLS serves the broker's listener over TLS and has every client
+	// connect over it (tls.go). BrokerCmd gets the files' paths as
+	// {cafile}, {certfile} and {keyfile}.
+	TLS bool
+	// WebSocket serves MQTT over WebSocket (path /mqtt) and has every
+	// client dial it so (tls.go); with TLS, wss://.
+	WebSocket bool
+
+	// DedupWindow is the dedup mode's dedup_window for keel (dedup.go);
+	// default 10m; < 0: the window off, the control run that must find
+	// duplicates.
+	DedupWindow time.Duration
 
 	Broker    string   // BrokerKeel (default), BrokerMosquitto or BrokerCmd
 	KeelPath  string   // keel binary; default: build ./cmd/keel
@@ -87,6 +100,10 @@ func (c Config) withDefaults() (Config, error) {
 	setDefault(&c.Publishers, 2)
 	setDefault(&c.Subscribers, 2)
 	setDefault(&c.QoS, 1)
+	if c.Mode == ModeDedup {
+		setDefault(&c.Version, packet.V5)
+		setDefault(&c.DedupWindow, 10*time.Minute)
+	}
 	setDefault(&c.Version, packet.V311)
 	setDefault(&c.Window, 32)
 	setDefault(&c.Sessions, 10000)
@@ -120,6 +137,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("crashtest: protocol version %d: want 4 or 5", c.Version)
 	case c.Publishers < 1 || c.Subscribers < 1 || c.Sessions < 1 || c.PerSession < 1 || c.Topics < 1 || c.Wills < 1:
 		return c, errors.New("crashtest: publishers, subscribers, sessions, per-session, topics and wills must be >= 1")
+	case c.Mode == ModeDedup && c.Version != packet.V5:
+		return c, fmt.Errorf("crashtest: dedup mode: the message id is a 5.0 user property: want protocol version 5, not %d", c.Version)
 	case c.Window < 1 || c.Window > 60000:
 		return c, fmt.Errorf("crashtest: window %d: want 1..60000", c.Window)
 	case c.Broker == BrokerCmd && len(c.BrokerCmd) == 0:
@@ -147,13 +166,20 @@ func setDefault[T comparable](p *T, v T) {
 // earlier first delivery from the same publisher. In retain-will mode,
 // each retained topic checked after a restart counts as one accepted
 // value (lost if missing or older than the last acknowledged one), and
-// each will whose connection was lost counts as one accepted message.
+// each will whose connection was lost counts as one accepted message. In
+// the dedup mode Duplicated counts only copies routed twice (transmissions
+// of one message beyond the first that reached a subscriber), not
+// redeliveries of one copy (dedup.go).
 type Result struct {
 	Mode    string
 	QoS     byte
 	Version byte
 	Auth    bool
+	TLS     bool
+	WS      bool
 	Seed    uint64
+	// DedupWindow is the dedup mode's window (< 0: off); 0 in other modes.
+	DedupWindow time.Duration
 
 	Crashes      int
 	Kills        map[string]int // crashes by moment
@@ -178,6 +204,19 @@ func (r Result) Summary() string {
 	if r.Auth {
 		auth = " auth=1"
 	}
+	if r.TLS {
+		auth += " tls=1"
+	}
+	if r.WS {
+		auth += " ws=1"
+	}
+	if r.Mode == ModeDedup {
+		w := "off"
+		if r.DedupWindow > 0 {
+			w = r.DedupWindow.String()
+		}
+		auth += " window=" + w
+	}
 	return fmt.Sprintf("mode=%s qos=%d v=%d%s crashes=%d accepted=%d delivered=%d lost=%d duplicated=%d reordered=%d sessions_lost=%d",
 		r.Mode, r.QoS, r.Version, auth, r.Crashes, r.Accepted, r.Delivered, r.Lost, r.Duplicated, r.Reordered, r.SessionsLost)
 }
@@ -190,6 +229,9 @@ func (r Result) Violations() []string {
 	}
 	if r.QoS == 2 && r.Duplicated > 0 {
 		v = append(v, fmt.Sprintf("duplicated=%d at QoS 2", r.Duplicated))
+	} else if r.Mode == ModeDedup && r.Duplicated > 0 {
+		// Only copies routed twice are counted here (dedup.go).
+		v = append(v, fmt.Sprintf("duplicated=%d: a retry routed again despite the dedup window", r.Duplicated))
 	}
 	if r.Reordered > 0 {
 		v = append(v, fmt.Sprintf("reordered=%d", r.Reordered))
@@ -213,6 +255,8 @@ type run struct {
 	b      *broker
 	// passwords by user, when Config.Auth; read-only once the run starts.
 	passwords map[string]string
+	// tls is the clients' TLS configuration when Config.TLS, else nil.
+	tls *tls.Config
 
 	events  [2]atomic.Uint64 // by evAck, evDelivery
 	target  [2]atomic.Uint64 // kill once events[i] reaches it; 0: off
@@ -347,6 +391,11 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 			return Result{}, fmt.Errorf("crashtest: auth files: %w", err)
 		}
 	}
+	if cfg.TLS {
+		if r.tls, err = writeTLSFiles(work); err != nil {
+			return Result{}, fmt.Errorf("crashtest: TLS files: %w", err)
+		}
+	}
 	var argv []string
 	switch cfg.Broker {
 	case BrokerKeel:
@@ -361,9 +410,17 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		if cfg.Auth {
 			argv = append(argv, "--password-file", "{passwd}", "--acl-file", "{acl}")
 		}
+		if text := keelListenerConf(cfg.TLS, cfg.WebSocket, work) + dedupConf(cfg); text != "" {
+			conf := filepath.Join(work, "keel.conf")
+			err := os.WriteFile(conf, []byte("# crashtest (tools/crashtest): the run's keel configuration\n"+text), 0o644)
+			if err != nil {
+				return Result{}, fmt.Errorf("crashtest: %w", err)
+			}
+			argv = append(argv, "--config", conf)
+		}
 	case BrokerMosquitto:
 		conf := filepath.Join(work, "mosquitto.conf")
-		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, work); err != nil {
+		if err := writeMosquittoConf(conf, r.addr, cfg.Auth, cfg.TLS, cfg.WebSocket, work); err != nil {
 			return Result{}, fmt.Errorf("crashtest: %w", err)
 		}
 		argv = []string{"mosquitto", "-c", conf}
@@ -391,12 +448,20 @@ func Run(ctx context.Context, cfg Config) (res Result, err error) {
 		}
 	}
 
+	if (cfg.TLS || cfg.WebSocket) && cfg.Broker != BrokerCmd {
+		if err := r.checkPlainRefused(ctx); err != nil {
+			r.problem("%v", err)
+		}
+	}
+
 	var phaseErr error
 	switch cfg.Mode {
 	case ModeManySessions:
 		phaseErr = r.runMany(ctx)
 	case ModeRetainWill:
 		phaseErr = r.runRetainWill(ctx)
+	case ModeDedup:
+		phaseErr = r.runDedup(ctx)
 	default:
 		phaseErr = r.runStandard(ctx)
 	}
@@ -421,6 +486,9 @@ func (r *run) result() Result {
 		QoS:          r.cfg.QoS,
 		Version:      r.cfg.Version,
 		Auth:         r.cfg.Auth,
+		TLS:          r.cfg.TLS,
+		WS:           r.cfg.WebSocket,
+		DedupWindow:  r.cfg.DedupWindow,
 		Seed:         r.cfg.Seed,
 		Crashes:      r.mu.crashes,
 		Kills:        maps.Clone(r.mu.kills),

@@ -8,12 +8,14 @@
 //	go run ./tools/crashtest -mode online -qos 2 -crashes 20
 //	go run ./tools/crashtest -mosquitto -crashes 5   # must report losses
 //	go run ./tools/crashtest -auth -mode offline -qos 2 -crashes 30   # with a password file and an ACL
+//	go run ./tools/crashtest -mode dedup -crashes 60   # retrying QoS 1 producers, keel's dedup window on
 //
 // It prints one summary line
 //
-//	mode=online qos=2 v=4 [auth=1] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
+//	mode=online qos=2 v=4 [auth=1] [window=10m0s] crashes=N accepted=N delivered=N lost=N duplicated=N reordered=N sessions_lost=N
 //
-// and exits 1 on any violation (lost > 0, duplicated > 0 at QoS 2,
+// and exits 1 on any violation (lost > 0, duplicated > 0 at QoS 2 or in
+// the dedup mode, where it counts retries routed again: see dedup.go;
 // reordered > 0, sessions_lost > 0, or a problem such as the broker dying
 // by itself), 2 if the test could not run.
 //
@@ -62,7 +64,7 @@ func main() {
 	flag.IntVar(&cfg.Publishers, "publishers", 2, "publishers (online, offline, replay-crash)")
 	flag.IntVar(&cfg.Subscribers, "subscribers", 2, "subscribers (online, offline, replay-crash)")
 	flag.IntVar(&qos, "qos", 1, "QoS of publications and subscriptions: 1 or 2")
-	flag.IntVar(&version, "v", 4, "MQTT protocol version: 4 (3.1.1) or 5")
+	flag.IntVar(&version, "v", 0, "MQTT protocol version: 4 (3.1.1) or 5 (default 4; dedup: 5)")
 	flag.Uint64Var(&cfg.Seed, "seed", 0, "random seed (0: from the clock); printed with the result")
 	flag.Float64Var(&cfg.Rate, "rate", 0, "messages per second per publisher (0: the mode's default; -1: as fast as the window allows)")
 	flag.IntVar(&cfg.Window, "window", 32, "QoS 1/2 messages in flight per publisher")
@@ -74,6 +76,9 @@ func main() {
 	flag.DurationVar(&cfg.Timeout, "timeout", 10*time.Minute, "hard bound on the whole run")
 	flag.DurationVar(&cfg.DrainTimeout, "drain", 60*time.Second, "bound on the final drain")
 	flag.StringVar(&cfg.KeelPath, "keel", "", "keel binary (default: build ./cmd/keel into the work dir)")
+	flag.BoolVar(&cfg.TLS, "tls", false, "serve the broker's listener over TLS with a certificate made for the run, every client over TLS (see tls.go)")
+	flag.BoolVar(&cfg.WebSocket, "ws", false, "serve MQTT over WebSocket, every client over it (with -tls: wss; see tls.go)")
+	flag.DurationVar(&cfg.DedupWindow, "dedup-window", 0, "dedup: keel's dedup_window (default 10m; negative: off, which must report duplicates; see dedup.go)")
 	flag.BoolVar(&cfg.Auth, "auth", false, "run the broker with a password file and an ACL file, every client logged in (see auth.go)")
 	flag.BoolVar(&mosquitto, "mosquitto", false, "test mosquitto without persistence instead (it must fail)")
 	flag.StringVar(&brokerCmd, "broker-cmd", "", "test this broker command instead; {addr} {port} {data} {work} {passwd} {acl} are replaced")

@@ -104,6 +104,7 @@ func (c *client) dial(ctx context.Context) (*conn, error) {
 	c.mu.Unlock()
 	o := mqtt.Options{
 		Addr:            c.r.addr,
+		Dial:            c.r.dial(),
 		Version:         cfg.Version,
 		ClientID:        c.id,
 		CleanStart:      c.clean,

@@ -94,6 +94,18 @@
     return body;
   }
 
+  // act asks for an action (POST /api/clients/{id}/disconnect, DELETE
+  // /api/sessions/{id}) after the operator confirms it; same origin, so
+  // the admin listener's Origin check lets it through.
+  async function act(method, path, question) {
+    if (!window.confirm(question)) return null;
+    const resp = await fetch(path, { method, headers: { Accept: "application/json" }, cache: "no-store" });
+    let body = null;
+    try { body = await resp.json(); } catch (e) { /* not JSON: say the status */ }
+    if (!resp.ok) throw new HTTPError(resp.status, (body && body.error) || ("HTTP " + resp.status));
+    return body;
+  }
+
   function card(label, value, sub, field) {
     return el("div", { class: "card" },
       el("div", { class: "label" }, label),
@@ -298,7 +310,8 @@
   views.session = function (root, route) {
     const body = el("div");
     root.append(body);
-    return async function () {
+    let refreshSession = () => {};
+    return refreshSession = async function () {
       let v;
       try {
         v = await api("/api/sessions/" + encodeURIComponent(route.id));
@@ -311,9 +324,31 @@
         throw e;
       }
       const s = v.session;
+      const outcome = el("span", { class: "note", "data-field": "action_result" });
+      const enc = encodeURIComponent(s.client_id);
+      const button = (action, label, method, path, question, done) => {
+        const b = el("button", { type: "button", class: "action", "data-action": action }, label);
+        b.addEventListener("click", async () => {
+          try {
+            const r = await act(method, path, question);
+            if (r) { outcome.textContent = done; setTimeout(() => run(refreshSession), 300); }
+          } catch (e) {
+            outcome.textContent = label + " failed: " + e.message;
+            outcome.className = "note bad";
+          }
+        });
+        return b;
+      };
+      const actions = el("div", { class: "actions" },
+        s.connected ? button("disconnect", "Disconnect client", "POST", "/api/clients/" + enc + "/disconnect",
+          "Disconnect " + s.client_id + "? Its session stays; a 5.0 client is told 0x98 Administrative action.", "Disconnected.") : null,
+        button("delete", "Delete session", "DELETE", "/api/sessions/" + enc,
+          "Delete the session of " + s.client_id + ", its subscriptions and its queue of " + s.queue.entries + "? This cannot be undone.", "Deleted."),
+        outcome);
       const kv = pairs => el("dl", { class: "kv" }, pairs.map(([k, val, field]) => [el("dt", null, k), el("dd", { "data-field": field }, val)]));
       fill(body,
         el("h2", { class: "session-id" }, s.client_id),
+        actions,
         kv([
           ["owner", owner(s), "owner"],
           ["protocol", s.protocol, "protocol"],
