@@ -190,6 +190,19 @@ type Options struct {
 	// (quotaoverride.go).
 	QueueLimits func(clientID, username string) (messages, bytes int64, ok bool)
 
+	// Disk, if set, reports the filesystem holding the store: below its
+	// low-water mark new QoS 1/2 publishes and new persistent sessions
+	// are refused (disk.go). nil: no mark.
+	Disk DiskMonitor
+
+	// Retained limits (retainlimit.go): the clients' retained messages
+	// (MaxRetainedMessages, 0: no limit), their topics and payloads
+	// together (MaxRetainedBytes, 0: 1 GiB, negative: no limit) and one
+	// message's (MaxRetainedMessageSize, 0: no limit).
+	MaxRetainedMessages    int64
+	MaxRetainedBytes       int64
+	MaxRetainedMessageSize int64
+
 	// Clock is where the core reads time: will delay, session and message
 	// expiry, the completion hold, $SYS (nil: the system clock). Socket
 	// deadlines (keep alive, connect and write timeouts) stay on the
@@ -261,6 +274,9 @@ func (o *Options) fill() {
 	}
 	if o.MaxQueuedBytes == 0 {
 		o.MaxQueuedBytes = 1 << 30
+	}
+	if o.MaxRetainedBytes == 0 {
+		o.MaxRetainedBytes = 1 << 30
 	}
 	if o.MaxTopicLevels == 0 {
 		o.MaxTopicLevels = 128
@@ -342,6 +358,13 @@ type Stats struct {
 	// PreauthBytes is the bytes reserved now for CONNECTs being read or
 	// authenticated (Options.MaxPreauthBytes).
 	PreauthBytes int64
+
+	RetainedBytes int64 // the clients' retained topics and payloads (retainlimit.go)
+
+	// The filesystem holding the store, as Options.Disk last measured it
+	// (zero without one); DiskLow: below the mark, refusing (disk.go).
+	DiskFree, DiskTotal, DiskMinFree uint64
+	DiskLow                          bool
 }
 
 type stats struct {
@@ -350,6 +373,7 @@ type stats struct {
 	connected, dedupIDs                         atomic.Int64
 	reasons                                     reasonCounters
 	sysRetained                                 atomic.Int64 // $SYS topics in the retained store
+	sysRetainedBytes                            atomic.Int64 // their retain.Size
 }
 
 // Broker is a running MQTT broker on a wal.
@@ -1002,6 +1026,11 @@ func (b *Broker) Stats() Stats {
 	}
 	st.PublishesThrottled = b.stats.throttled.Load()
 	st.PreauthBytes = b.preauth.Load()
+	st.RetainedBytes = b.retainedBytes()
+	if b.opts.Disk != nil {
+		u := b.opts.Disk.Usage()
+		st.DiskFree, st.DiskTotal, st.DiskMinFree, st.DiskLow = u.Free, u.Total, u.MinFree, u.Low
+	}
 	st.StoreMetricsReads = ws.MetricsReads
 	if ss := b.core.sessions; ss != nil {
 		s := ss.Stats()

@@ -15,11 +15,13 @@ const (
 	dropQueueFullOldest                      // a persistent session's queue is full: its oldest queued message (drop_oldest)
 	dropMemQueueFull                         // a non-persistent session's memory queue is full: the new message
 	dropMemQueueFullOldest                   // a non-persistent session's memory queue is full: its oldest (drop_oldest)
+	dropDiskLow                              // not written while the disk is below min_free_disk: QoS 0 for an offline session, a QoS 0 retained update (disk.go)
+	dropRetainedFull                         // a retained update over the retained limits, routed as a non-retained message (retainlimit.go)
 	numDropReasons
 )
 
 var dropNames = [numDropReasons]string{"too_large", "queue_full", "expired", "offline_qos0", "not_authorized",
-	"queue_full_oldest", "memory_queue_full", "memory_queue_full_oldest"}
+	"queue_full_oldest", "memory_queue_full", "memory_queue_full_oldest", "disk_low", "retained_full"}
 
 // Why a packet that asked for an ack was refused (Stats.Refused).
 type refuseReason uint8
@@ -36,11 +38,13 @@ const (
 	refuseConnectSize                          // a CONNECT over max_connect_size (preauth.go)
 	refusePreauthBudget                        // a CONNECT the pre-authentication budget could not hold (preauth.go)
 	refuseFlapping                             // a CONNECT of a client id banned for flapping (flapping.go)
+	refuseDiskLow                              // a QoS 1/2 PUBLISH or a new persistent session while the disk is below min_free_disk (disk.go)
+	refuseRetainedFull                         // a 5.0 QoS 1/2 retained PUBLISH over the retained limits (retainlimit.go)
 	numRefuseReasons
 )
 
 var refuseNames = [numRefuseReasons]string{"store_failed", "not_authorized", "keep_alive", "queue_full", "memory_queue_full",
-	"topic_limits", "max_subscriptions", "publish_rate", "connect_size", "preauth_budget", "flapping"}
+	"topic_limits", "max_subscriptions", "publish_rate", "connect_size", "preauth_budget", "flapping", "disk_low", "retained_full"}
 
 type reasonCounters struct {
 	dropped [numDropReasons]atomic.Uint64

@@ -230,9 +230,13 @@ func (b *Broker) dropped(s *session, why dropReason) {
 // lost the 0x97), would arrive after it.
 func (b *Broker) refuseQueueFull(c *conn, p *packet.Publish, why refuseReason) {
 	b.stats.reasons.refuse(why)
-	b.refusedLog.log(c.log, "publish refused: a subscriber's queue is full", "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
+	msg := "publish refused: a subscriber's queue is full"
+	if why == refuseDiskLow {
+		msg = "publish refused: disk below min_free_disk" // disk.go
+	}
+	b.refusedLog.log(c.log, msg, "topic", p.Topic, "qos", p.QoS, "reason", refuseNames[why])
 	c.refused = true
-	c.setEndReason("publish refused: a subscriber's queue is full")
+	c.setEndReason(msg)
 	if c.version == packet.V5 {
 		kind := packet.PUBACK
 		if p.QoS == 2 {

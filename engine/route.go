@@ -81,6 +81,9 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		// it is acknowledged again, never refused, and not matched.
 		seen := b.seenBefore(c, p)
 		if !seen {
+			if b.refusesPublish(c, p) {
+				return
+			}
 			if ok, why := b.admit(m, s, true); !ok {
 				b.refuseQueueFull(c, p, why)
 				return
@@ -101,6 +104,9 @@ func (b *Broker) onPublish(c *conn, p *packet.Publish, denied bool) {
 		m := toMessage(p, c.version, now)
 		seen := b.seenBefore(c, p)
 		if !seen {
+			if b.refusesPublish(c, p) {
+				return
+			}
 			if ok, why := b.admit(m, s, true); !ok {
 				b.refuseQueueFull(c, p, why)
 				return
@@ -194,9 +200,13 @@ func (b *Broker) publish(m *wal.Message, from *session) {
 // targets admit found.
 func (b *Broker) publishAdmitted(m *wal.Message) {
 	if m.Retain {
-		// [MQTT-3.3.1-5] store (or, with an empty payload, clear
-		// [MQTT-3.3.1-10]) the retained message for the topic.
-		b.core.retained.Set(b.core.txn, m)
+		if b.keepRetained(m) {
+			// [MQTT-3.3.1-5] store (or, with an empty payload, clear
+			// [MQTT-3.3.1-10]) the retained message for the topic.
+			b.core.retained.Set(b.core.txn, m)
+		} else {
+			m.Retain = false // over the retained limits: routed as a plain message (retainlimit.go)
+		}
 	}
 	b.route(m)
 }
@@ -312,6 +322,10 @@ func (b *Broker) deliver(s *session, d sessions.Delivery) {
 		case s.Persistent && b.opts.QueueQoS0:
 			if b.full(s, d.Msg) {
 				b.dropped(s, dropQueueFull)
+				return
+			}
+			if b.diskLow() {
+				b.dropped(s, dropDiskLow) // disk.go
 				return
 			}
 			c.sessions.Enqueue(c.txn, s, d)

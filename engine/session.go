@@ -46,6 +46,16 @@ func (b *Broker) onConnect(c *conn, cp *packet.Connect, reply chan bool) {
 		return
 	}
 
+	if b.diskLow() && wantsPersistent(c, cp) {
+		if s := core.sessions.Sessions[id]; s == nil || !s.Persistent {
+			// A new persistent session while the disk is low (disk.go):
+			// refused before anything, a takeover included, happens.
+			b.refuseConnectDiskLow(c)
+			reply <- false
+			return
+		}
+	}
+
 	if old := core.online[id]; old != nil {
 		// [MQTT-3.1.4-3] a second connection with the same id takes the
 		// session over; the first is closed (5.0: reason 0x8E).

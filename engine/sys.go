@@ -37,11 +37,14 @@ func (b *Broker) publishSys() {
 		vals = append(vals, struct{ topic, v string }{"$SYS/broker/refused/" + r, strconv.FormatUint(st.Refused[r], 10)})
 	}
 	scratch := &wal.Txn{}
+	var size int64
 	for _, v := range vals {
+		size += int64(len(v.topic) + len(v.v))
 		m := &wal.Message{Topic: v.topic, Payload: []byte(v.v), Retain: true}
 		b.core.retained.Set(scratch, m)
 		b.admit(m, nil, false)
 		b.route(m)
 	}
 	b.stats.sysRetained.Store(int64(len(vals) + len(b.core.sysExtra)))
+	b.stats.sysRetainedBytes.Store(size)
 }

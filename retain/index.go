@@ -17,6 +17,7 @@ import (
 type index struct {
 	root     rnode // not a level: its children are the first levels
 	n        int   // nodes with a message
+	bytes    int64 // their Size, summed
 	expiring expiryHeap
 }
 
@@ -42,7 +43,10 @@ func (x *index) set(m *wal.Message) {
 	d := &n.Val
 	if d.msg == nil {
 		x.n++
+	} else {
+		x.bytes -= Size(d.msg)
 	}
+	x.bytes += Size(m)
 	d.msg = m
 	switch {
 	case d.hi != 0 && m.ExpireAt != 0:
@@ -73,6 +77,7 @@ func (x *index) clearBelow(n *rnode, topic string, i int) (m *wal.Message, isEmp
 			}
 			d.msg = nil
 			x.n--
+			x.bytes -= Size(m)
 		}
 		return m, empty(n)
 	}

@@ -27,7 +27,16 @@ type Store struct {
 	log   wal.Store
 	index index
 	n     atomic.Int64 // index.n, readable from any goroutine
+	bytes atomic.Int64 // index.bytes, readable from any goroutine
 }
+
+// Size is what a retained message counts against the retained byte
+// limits: its topic and payload.
+func Size(m *wal.Message) int64 { return int64(len(m.Topic) + len(m.Payload)) }
+
+// Bytes is the Size of every retained message, summed, including expired
+// ones not yet deleted by Expire. It is safe to call from any goroutine.
+func (s *Store) Bytes() int64 { return s.bytes.Load() }
 
 // New returns an empty Store that encodes for l (its compression
 // threshold). It does not read l: use Load to open an existing set.
@@ -66,6 +75,7 @@ func Load(l wal.Store, nowMs int64) (*Store, error) {
 		}
 	}
 	s.n.Store(int64(s.index.n))
+	s.bytes.Store(s.index.bytes)
 	return s, nil
 }
 
@@ -88,6 +98,7 @@ func (s *Store) Set(txn *wal.Txn, m *wal.Message) {
 		s.index.set(&c)
 	}
 	s.n.Store(int64(s.index.n))
+	s.bytes.Store(s.index.bytes)
 }
 
 func (s *Store) compressThreshold() int {
@@ -136,6 +147,7 @@ func (s *Store) Expire(txn *wal.Txn, nowMs int64) int {
 	})
 	if count > 0 {
 		s.n.Store(int64(s.index.n))
+		s.bytes.Store(s.index.bytes)
 	}
 	return count
 }

@@ -214,6 +214,8 @@ func (a *adminServer) readyz(w http.ResponseWriter, r *http.Request) {
 		why = "store failed: " + st.b.Err().Error()
 	case st.l.Err() != nil:
 		why = "store failed: " + st.l.Err().Error()
+	case st.b.DiskLow():
+		why = "refusing: disk below min_free_disk" // disk.go
 	}
 	if why != "" {
 		w.WriteHeader(http.StatusServiceUnavailable)
@@ -298,6 +300,7 @@ func (a *adminServer) view(st *adminState, r *http.Request, view, id string) (an
 			QueuedMessages: s.QueuedMessages, QueuedBytes: s.QueuedBytes, Retained: s.Retained, StoreBytes: s.StoreBytes,
 			Dropped: s.Dropped, Refused: s.Refused, DedupHits: s.DedupHits, DedupIDs: s.DedupIDs,
 			Fsync: fsyncSummary(s.StoreSyncLatency)}
+		sv.Broker.diskInfo = diskInfoOf(&s) // disk.go
 		if err := st.b.Err(); err != nil {
 			sv.Broker.StoreFailed = err.Error()
 		}

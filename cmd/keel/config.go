@@ -43,6 +43,7 @@ type config struct {
 	// GOMAXPROCS, at least 1).
 	MaxVerifications int
 	Engine           engine.Options
+	Disk             diskMark // min_free_disk (disk.go)
 
 	// Default is the listener the top-level listener keys (and the
 	// --listen flag) configure. It runs unless the file names listeners of
@@ -221,7 +222,7 @@ var configKeys = append([]key[config]{
 	{"sys_interval", func(c *config, v string) error {
 		return parseDuration(v, "10s (negative: off)", &c.Engine.SysInterval)
 	}, func(c *config) string { return orDur(c.Engine.SysInterval, 10*time.Second).String() }},
-}, slices.Concat(quotaKeys, limitKeys)...) // the queue quotas' keys follow (quotas.go), then limitKeys (limitkeys.go)
+}, slices.Concat(quotaKeys, limitKeys, diskKeys, retainKeys)...) // the quotas' keys follow (quotas.go, limitkeys.go, disk.go, retainlimits.go)
 
 // listenerKeys are the keys of a [listener NAME] section; at the top level
 // they configure the default listener (max_connections there is the

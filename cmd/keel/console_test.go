@@ -263,9 +263,9 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("/api/stats: %v: %s", err, body)
 	}
 	if b := st.Broker; b.ClientsConnected != 2 || b.SessionsPersistent != 3 || b.SessionsOffline != 2 || b.QueuedMessages != 10 ||
-		b.QueuedBytes <= 0 || b.Retained != 1 || b.StoreBytes == 0 || !hasKeys(b.Refused, "store_failed", "not_authorized", "keep_alive", "queue_full", "topic_limits", "publish_rate") ||
-		len(b.Dropped) != 8 || !hasKeys(b.Dropped, "queue_full", "queue_full_oldest", "memory_queue_full") ||
-		b.Fsync.Count == 0 || b.Fsync.Count != b.StoreSyncs || b.Fsync.P50Seconds <= 0 || b.Fsync.P99Seconds < b.Fsync.P50Seconds {
+		b.QueuedBytes <= 0 || b.Retained != 1 || b.StoreBytes == 0 || !hasKeys(b.Refused, "store_failed", "not_authorized", "keep_alive", "queue_full", "topic_limits", "publish_rate", "disk_low", "retained_full") ||
+		len(b.Dropped) != 10 || !hasKeys(b.Dropped, "queue_full", "queue_full_oldest", "memory_queue_full", "disk_low", "retained_full") ||
+		b.DiskTotalBytes == 0 || b.DiskMinFreeBytes == 0 || b.RetainedBytes <= 0 || b.Fsync.Count == 0 || b.Fsync.Count != b.StoreSyncs || b.Fsync.P50Seconds <= 0 || b.Fsync.P99Seconds < b.Fsync.P50Seconds {
 		t.Errorf("/api/stats broker %+v: want 2 clients, 3 sessions (2 offline), 10 queued, 1 retained, every reason, an fsync summary", b)
 	}
 	var lv listenersView
@@ -382,6 +382,9 @@ func TestConsoleInChromium(t *testing.T) {
 		out.refused = [...document.querySelectorAll("table.refused td[data-col=reason]")].map(td => td.textContent).join(",");
 		return out;
 	})()`))
+	if f := fields["disk_free"]; st.Broker.DiskTotalBytes == 0 || !strings.HasSuffix(f, "B") {
+		t.Errorf("overview disk_free: got %q, want the free bytes the API has (%d of %d)", f, st.Broker.DiskFreeBytes, st.Broker.DiskTotalBytes)
+	}
 	for k, want := range map[string]string{
 		"clients_connected":   fmt.Sprint(st.Broker.ClientsConnected), // meter-b and the publisher
 		"sessions_persistent": fmt.Sprint(st.Broker.SessionsPersistent),

@@ -112,6 +112,7 @@ type brokerInfo struct {
 	DedupHits          uint64            `json:"dedup_hits"`
 	DedupIDs           int64             `json:"dedup_ids"`
 	Fsync              fsyncInfo         `json:"fsync"`
+	diskInfo                             // the disk and the retained set's bytes (disk.go)
 }
 
 // fsyncInfo sums up the WAL's fsync latency histogram since the start.

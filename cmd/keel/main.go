@@ -101,6 +101,7 @@ func serveFlags(cfg config) (*flag.FlagSet, *string) {
 	fs.Bool("pprof", false, "also serve /debug/pprof/ on the admin address")
 	fs.String("log-level", strings.ToLower(cfg.LogLevel.String()), "log `LEVEL`: debug, info, warn or error")
 	fs.String("log-format", "text", "log `FORMAT`: text (logfmt) or json (one object a line)")
+	fs.String("min-free-disk", "default", "refuse new QoS 1/2 publishes and persistent sessions below `FREE` on the data directory's filesystem: bytes (16MiB, 500MB), a percentage (5%), 0 (off), or default (5% or 1GiB, whichever is smaller)")
 	return fs, configPath
 }
 
@@ -204,6 +205,17 @@ func serve(cfg config, reload func() (config, error), stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	disk, err := startDiskWatcher(cfg.Data, cfg.Disk, l.Reclaim, logger) // disk.go
+	switch {
+	case errors.Is(err, errNoStatfs) && !cfg.Disk.on():
+		logger.Warn("min_free_disk: free disk space is not measured on this platform: no low-water mark", "err", err)
+	case err != nil:
+		l.Close()
+		return err
+	default:
+		defer disk.close()
+		cfg.Engine.Disk = disk
+	}
 	limiter := auth.NewLimiter(auth.LimiterOptions{Concurrent: cfg.MaxVerifications})
 	authn := &brokerAuth{limiter: limiter}
 	st, err := loadAuth(&cfg, limiter, logger)
@@ -289,6 +301,9 @@ serving:
 	}
 	if admin != nil {
 		admin.shutdown(ctx)
+	}
+	if disk != nil {
+		disk.close() // before the store: a reclaim uses it
 	}
 	if err := l.Close(); err != nil && failure == nil {
 		return fmt.Errorf("closing store: %w", err)

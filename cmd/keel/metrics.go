@@ -53,13 +53,23 @@ var (
 		metric("keel_dedup_hits_total", "QoS 1/2 publishes acknowledged and not routed again: the dedup window had their message id.", counter, func(s *engine.Stats) float64 { return float64(s.DedupHits) }),
 		metric("keel_dedup_ids", "Message ids the dedup window holds.", gauge, func(s *engine.Stats) float64 { return float64(s.DedupIDs) }),
 		metric("keel_preauth_reserved_bytes", "Bytes reserved for CONNECTs being read or authenticated (max_preauth_bytes).", gauge, func(s *engine.Stats) float64 { return float64(s.PreauthBytes) }),
+		metric("keel_retained_bytes", "Topics and payloads of the clients' retained messages, what max_retained_bytes bounds.", gauge, func(s *engine.Stats) float64 { return float64(s.RetainedBytes) }),
+		metric("keel_disk_free_bytes", "Bytes available on the data directory's filesystem, as last measured (min_free_disk).", gauge, func(s *engine.Stats) float64 { return float64(s.DiskFree) }),
+		metric("keel_disk_total_bytes", "Size of the data directory's filesystem.", gauge, func(s *engine.Stats) float64 { return float64(s.DiskTotal) }),
+		metric("keel_disk_min_free_bytes", "The low-water mark min_free_disk, in bytes (0: off).", gauge, func(s *engine.Stats) float64 { return float64(s.DiskMinFree) }),
+		metric("keel_disk_low", "1 while the disk is below min_free_disk: new QoS 1/2 publishes and new persistent sessions are refused.", gauge, func(s *engine.Stats) float64 {
+			if s.DiskLow {
+				return 1
+			}
+			return 0
+		}),
 		metric("keel_store_metrics_reads_total", "Times the store read Pebble's metrics: one per scrape of this page (it takes one snapshot of the broker and the store); the admin API's stats and each $SYS update read them too.", counter, func(s *engine.Stats) float64 { return float64(s.StoreMetricsReads) }),
 		metric("keel_commit_failures_total", "Store commits that failed (nothing of them was acknowledged).", counter, func(s *engine.Stats) float64 { return float64(s.CommitFailures) }),
 	}
 	droppedDesc = prometheus.NewDesc("keel_messages_dropped_total",
-		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a persistent session's queue is full: the new message), queue_full_oldest (its oldest, under queue_full = drop_oldest), memory_queue_full and memory_queue_full_oldest (the same for a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic).", []string{"reason"}, nil)
+		"Messages not delivered to a session, by reason: too_large (over the client's Maximum Packet Size), queue_full (a persistent session's queue is full: the new message), queue_full_oldest (its oldest, under queue_full = drop_oldest), memory_queue_full and memory_queue_full_oldest (the same for a non-persistent session's memory queue), expired (Message Expiry passed while waiting), offline_qos0 (QoS 0 for an offline session), not_authorized (the subscriber may not read the topic), disk_low (not written while the disk is below min_free_disk: QoS 0 for an offline session, a QoS 0 retained update), retained_full (a retained update over the retained limits: routed as a non-retained message).", []string{"reason"}, nil)
 	refusedDesc = prometheus.NewDesc("keel_refusals_total",
-		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), keep_alive (a 3.1.1 CONNECT over max_keepalive), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse), topic_limits (a topic or filter over max_topic_levels or max_topic_length), max_subscriptions, publish_rate (a 5.0 QoS 1/2 publish over max_publish_rate).", []string{"reason"}, nil)
+		"Packets refused instead of acknowledged, by reason: store_failed (the commit failed, or an earlier one did), not_authorized (authentication or the ACL), keep_alive (a 3.1.1 CONNECT over max_keepalive), queue_full and memory_queue_full (a QoS 1/2 publish for a full queue, under queue_full = refuse), topic_limits (a topic or filter over max_topic_levels or max_topic_length), max_subscriptions, publish_rate (a 5.0 QoS 1/2 publish over max_publish_rate), disk_low (a QoS 1/2 publish or a new persistent session while the disk is below min_free_disk), retained_full (a 5.0 QoS 1/2 retained publish over the retained limits).", []string{"reason"}, nil)
 	fsyncDesc = prometheus.NewDesc("keel_store_fsync_seconds",
 		"Latency of the write-ahead log's fsyncs (fdatasync); its count is keel_store_syncs_total.", nil, nil)
 )

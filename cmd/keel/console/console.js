@@ -214,6 +214,15 @@
       const failed = b.store_failed
         ? el("p", { class: "bad", "data-field": "store_failed" }, "The store failed: " + b.store_failed + ". Keel acknowledges nothing more.")
         : null;
+      const low = b.disk_low
+        ? el("p", { class: "bad", "data-field": "disk_low" }, "The disk is below min_free_disk (" + bytes(b.disk_free_bytes) + " free, the mark is " +
+          bytes(b.disk_min_free_bytes) + "): new QoS 1/2 publishes and new persistent sessions are refused until a drain or an operator frees space.")
+        : null;
+      const used = b.disk_total_bytes ? b.disk_total_bytes - b.disk_free_bytes : null;
+      const diskSub = b.disk_total_bytes
+        ? bytes(used) + " used of " + bytes(b.disk_total_bytes) + " (" + (100 * used / b.disk_total_bytes).toFixed(1) + "%); " +
+          (b.disk_min_free_bytes ? "refusing below " + bytes(b.disk_min_free_bytes) + " free" : "min_free_disk off")
+        : "not measured";
       const queues = table("queues", [
         { title: "client id", cls: "id", key: "client_id" },
         { title: "connected", key: "connected" },
@@ -228,6 +237,7 @@
       ]));
       fill(body,
         failed,
+        low,
         el("h2", null, "Broker"),
         el("div", { class: "cards" },
           card("uptime", duration(b.uptime_seconds), b.version, "uptime"),
@@ -236,6 +246,7 @@
           card("queued messages", num(b.queued_messages), bytes(b.queued_bytes), "queued_messages"),
           card("in flight", num(s.inflight), num(s.queued) + " waiting to be sent", "inflight"),
           card("retained", num(b.retained), bytes(s.retained_bytes) + " of payload", "retained"),
+          card("disk free", b.disk_total_bytes ? bytes(b.disk_free_bytes) : "—", diskSub, "disk_free"),
           card("store on disk", bytes(b.store_bytes), "WAL " + bytes(store.wal_bytes) + ", read amp " + num(store.read_amp), "store_bytes"),
           card("fsync", rates && rates.fsync !== null ? millis(rates.fsync) : f.count ? millis(f.sum_seconds / f.count) : "—",
             (rates && rates.fsync !== null ? "mean since the last refresh" : "mean since start") +
