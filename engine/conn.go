@@ -49,6 +49,10 @@ type conn struct {
 	connected bool // CONNACK accepted
 	refused   bool // a publish was refused for a full queue: the rest is ignored (quota.go)
 	group     grouping
+	// dedupScope is the dedup window's scope name last built for this
+	// connection ("c:"+client id or "u:"+username; route.go dedupScope),
+	// kept so that a publish builds no string.
+	dedupScope string
 
 	// Read side only.
 	aliases    map[uint16]string

@@ -160,13 +160,25 @@ func (b *Broker) dedupID(c *conn, p *packet.Publish) (scope, id string, ok bool)
 		if u.Key != b.opts.DedupProperty {
 			continue
 		}
-		scope := "c:" + c.clientID
-		if b.opts.DedupByUsername && !c.id.Anonymous {
-			scope = "u:" + c.id.Username
-		}
-		return scope, u.Value, true
+		return b.dedupScope(c), u.Value, true
 	}
 	return "", "", false
+}
+
+// dedupScope is c's scope in the dedup window: "c:" and its client id, or
+// with DedupByUsername "u:" and its username (anonymous: the client id).
+// Built once and kept on c while it still says the same (a
+// reauthentication may change the username).
+// REQUIRES: the core goroutine.
+func (b *Broker) dedupScope(c *conn) string {
+	prefix, name := "c:", c.clientID
+	if b.opts.DedupByUsername && !c.id.Anonymous {
+		prefix, name = "u:", c.id.Username
+	}
+	if s := c.dedupScope; len(s) != len(prefix)+len(name) || s[:2] != prefix || s[2:] != name {
+		c.dedupScope = prefix + name
+	}
+	return c.dedupScope
 }
 
 // refusePublish answers a PUBLISH the Authorizer refused: nothing is
