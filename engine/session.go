@@ -278,10 +278,13 @@ func (b *Broker) publishWill(s *session, now time.Time) {
 // one range deletion in the current Txn; the references its queue held to
 // shared bodies are released later by the sweeper, from a snapshot taken
 // here after everything so far was submitted (so the snapshot and the
-// reference counts agree).
+// reference counts agree). A session whose queue references no shared
+// body needs neither: each sweep's scan costs Pebble a new fragmentation
+// of every range deletion in the memtable, so a burst of clean starts
+// sweeping for nothing grew quadratic (issue 9's burst).
 func (b *Broker) endSessions(list ...*session) {
 	core := &b.core
-	var persistent []string
+	var toSweep []string // persistent sessions whose queues reference shared bodies
 	for _, s := range list {
 		for f := range s.Subs {
 			b.trieRemove(s, f)
@@ -289,12 +292,12 @@ func (b *Broker) endSessions(list ...*session) {
 		b.cancelTimer(s)
 		delete(core.repull, s)
 		delete(core.dropLog, s)
-		if s.Persistent {
-			persistent = append(persistent, s.ClientID)
+		if s.Persistent && s.SharesBodies() {
+			toSweep = append(toSweep, s.ClientID)
 		}
 	}
 	var snap wal.Snapshot
-	if len(persistent) > 0 {
+	if len(toSweep) > 0 {
 		b.flush(true)
 		var err error
 		if snap, err = b.store.Snapshot(); err != nil {
@@ -307,7 +310,7 @@ func (b *Broker) endSessions(list ...*session) {
 		core.sessions.End(core.txn, s)
 	}
 	if snap != nil {
-		b.sweeper.add(sweep{snap: snap, clients: persistent})
+		b.sweeper.add(sweep{snap: snap, clients: toSweep})
 	}
 }
 

@@ -143,6 +143,12 @@ func (s *Session[O]) Queued() (entries, bytes int64) {
 	return s.queued, s.queuedBytes + s.sharedBytes
 }
 
+// SharesBodies reports whether an entry of s's stored queue references a
+// shared message body: only then does ending s leave references for
+// SharedRefs to release. (A count that erred high would only cost a
+// needless sweep; none errs low: each reference adds its body's size.)
+func (s *Session[O]) SharesBodies() bool { return s.sharedBytes > 0 }
+
 // Waiting is the number of entries in s's stored queue that are queued
 // and not in flight: what EvictOldest may take.
 func (s *Session[O]) Waiting() int64 {
