@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -230,26 +229,8 @@ func authMain(args []string) int {
 	rep.Elapsed = time.Since(started).Round(time.Second)
 
 	md := rep.markdown()
-	fmt.Printf("\n%s", md)
-	if ac.save != "" {
-		b, _ := json.MarshalIndent(rep, "", "\t")
-		if err := os.WriteFile(ac.save, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench auth: -save:", err)
-			return 2
-		}
-	}
-	if ac.out != "" {
-		if err := os.WriteFile(ac.out, md, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench auth:", err)
-			return 2
-		}
-	}
-	if ac.into != "" {
-		if err := spliceSection(ac.into, md); err != nil {
-			fmt.Fprintln(os.Stderr, "bench auth: -into:", err)
-			return 2
-		}
-		fmt.Fprintf(os.Stderr, "wrote the section into %s\n", ac.into)
+	if rc := writeReport("bench auth", rep, md, ac.save, ac.out, ac.into, authBegin, authEnd); rc != 0 {
+		return rc
 	}
 	if len(rep.Fails) > 0 {
 		return 1

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -177,25 +176,8 @@ func bridgeMain(args []string) int {
 	}
 	rep.Elapsed = time.Since(started).Round(time.Second)
 	md := rep.markdown()
-	fmt.Printf("\n%s", md)
-	if bc.save != "" {
-		b, _ := json.MarshalIndent(rep, "", "\t")
-		if err := os.WriteFile(bc.save, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench bridge: -save:", err)
-			return 2
-		}
-	}
-	if bc.out != "" {
-		if err := os.WriteFile(bc.out, md, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench bridge:", err)
-			return 2
-		}
-	}
-	if bc.into != "" {
-		if err := spliceMarked(bc.into, bridgeBegin, bridgeEnd, md); err != nil {
-			fmt.Fprintln(os.Stderr, "bench bridge: -into:", err)
-			return 2
-		}
+	if rc := writeReport("bench bridge", rep, md, bc.save, bc.out, bc.into, bridgeBegin, bridgeEnd); rc != 0 {
+		return rc
 	}
 	if len(rep.Fails) > 0 {
 		return 1

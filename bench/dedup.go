@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"os"
@@ -133,25 +132,8 @@ func dedupMain(args []string) int {
 	}
 	rep.Elapsed = time.Since(started).Round(time.Second)
 	md := rep.markdown()
-	fmt.Printf("\n%s", md)
-	if dc.save != "" {
-		b, _ := json.MarshalIndent(rep, "", "\t")
-		if err := os.WriteFile(dc.save, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench dedup: -save:", err)
-			return 2
-		}
-	}
-	if dc.out != "" {
-		if err := os.WriteFile(dc.out, md, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench dedup:", err)
-			return 2
-		}
-	}
-	if dc.into != "" {
-		if err := spliceMarked(dc.into, dedupBegin, dedupEnd, md); err != nil {
-			fmt.Fprintln(os.Stderr, "bench dedup: -into:", err)
-			return 2
-		}
+	if rc := writeReport("bench dedup", rep, md, dc.save, dc.out, dc.into, dedupBegin, dedupEnd); rc != 0 {
+		return rc
 	}
 	if len(rep.Fails) > 0 {
 		return 1
@@ -205,31 +187,6 @@ func (dc *dedupConfig) runOne(rp *reaper, self string, r *dedupRun, dir string) 
 	r.res = append(r.res, &res)
 	r.rssKB = append(r.rssKB, float64(hwm))
 	return fmt.Sprintf("%.0f msg/s delivered, e2e p99 %s, broker %.1fµs/msg, peak RSS %d MB", res.DelRate, fmtUS(res.E2EP99), res.BrokerCPUPerMsg, hwm/1024), nil
-}
-
-// spliceMarked puts md between begin and end in the file at path: in
-// place of what is there, or before "## Details" (or at the end) the
-// first time.
-func spliceMarked(path, begin, end string, md []byte) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err
-	}
-	block := begin + "\n" + strings.TrimSpace(string(md)) + "\n" + end + "\n"
-	s := string(b)
-	if i := strings.Index(s, begin); i >= 0 {
-		j := strings.Index(s[i:], end)
-		if j < 0 {
-			return fmt.Errorf("%s: %q without %q", path, begin, end)
-		}
-		j += i + len(end)
-		s = s[:i] + strings.TrimSuffix(block, "\n") + s[j:]
-	} else if i := strings.Index(s, "\n## Details\n"); i >= 0 {
-		s = s[:i+1] + block + "\n" + s[i+1:]
-	} else {
-		s += "\n" + block
-	}
-	return os.WriteFile(path, []byte(s), 0o644)
 }
 
 func (rep *dedupReport) markdown() []byte {

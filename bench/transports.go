@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/x509/pkix"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -195,26 +194,8 @@ func transportsMain(args []string) int {
 	rep.Elapsed = time.Since(rep.Started).Round(time.Second)
 
 	md := rep.markdown()
-	fmt.Printf("\n%s", md)
-	if tc.save != "" {
-		b, _ := json.MarshalIndent(rep, "", "\t")
-		if err := os.WriteFile(tc.save, append(b, '\n'), 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench transports: -save:", err)
-			return 2
-		}
-	}
-	if tc.out != "" {
-		if err := os.WriteFile(tc.out, md, 0o644); err != nil {
-			fmt.Fprintln(os.Stderr, "bench transports:", err)
-			return 2
-		}
-	}
-	if tc.into != "" {
-		if err := spliceMarked(tc.into, transportsBegin, transportsEnd, md); err != nil {
-			fmt.Fprintln(os.Stderr, "bench transports: -into:", err)
-			return 2
-		}
-		fmt.Fprintf(os.Stderr, "wrote the section into %s\n", tc.into)
+	if rc := writeReport("bench transports", rep, md, tc.save, tc.out, tc.into, transportsBegin, transportsEnd); rc != 0 {
+		return rc
 	}
 	if len(rep.Fails) > 0 {
 		return 1
