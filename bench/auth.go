@@ -133,26 +133,12 @@ func authMain(args []string) int {
 		}
 		ac.caps = append(ac.caps, n)
 	}
-	mosq, err := exec.LookPath(ac.mosquitto)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench auth: mosquitto:", err)
-		return 2
-	}
-	ac.mosquitto = mosq
-	if ac.tmp == "" {
-		d, err := os.MkdirTemp("", "keel-auth-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench auth:", err)
-			return 2
-		}
-		defer os.RemoveAll(d)
-		ac.tmp = d
-	}
-	self, err := os.Executable()
+	self, cleanup, err := driverSetup(&ac.mosquitto, &ac.tmp, "keel-auth-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench auth:", err)
 		return 2
 	}
+	defer cleanup()
 	var rp reaper
 	defer rp.onSignal("bench auth", syscall.SIGKILL, func() { os.RemoveAll(ac.tmp) })()
 

@@ -127,26 +127,12 @@ func bridgeMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "bench bridge: want -keel BIN, -reps >= 1, no arguments")
 		return 2
 	}
-	mosq, err := exec.LookPath(bc.mosquitto)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench bridge: mosquitto:", err)
-		return 2
-	}
-	bc.mosquitto = mosq
-	if bc.tmp == "" {
-		d, err := os.MkdirTemp("", "keel-bridge-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench bridge:", err)
-			return 2
-		}
-		defer os.RemoveAll(d)
-		bc.tmp = d
-	}
-	self, err := os.Executable()
+	self, cleanup, err := driverSetup(&bc.mosquitto, &bc.tmp, "keel-bridge-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench bridge:", err)
 		return 2
 	}
+	defer cleanup()
 	var rp reaper
 	defer rp.onSignal("bench bridge", syscall.SIGKILL, func() { os.RemoveAll(bc.tmp) })()
 

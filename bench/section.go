@@ -4,8 +4,34 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"strings"
 )
+
+// driverSetup begins a side-by-side driver: it finds *mosquitto on PATH
+// (replacing it with the path), makes *tmp a new temporary directory when
+// it is empty (cleanup removes it), and returns the running binary, whose
+// subcommands run the loads as child processes.
+func driverSetup(mosquitto, tmp *string, prefix string) (self string, cleanup func(), err error) {
+	cleanup = func() {}
+	bin, err := exec.LookPath(*mosquitto)
+	if err != nil {
+		return "", cleanup, fmt.Errorf("mosquitto: %w", err)
+	}
+	*mosquitto = bin
+	if *tmp == "" {
+		d, err := os.MkdirTemp("", prefix)
+		if err != nil {
+			return "", cleanup, err
+		}
+		*tmp, cleanup = d, func() { os.RemoveAll(d) }
+	}
+	if self, err = os.Executable(); err != nil {
+		cleanup()
+		return "", func() {}, err
+	}
+	return self, cleanup, nil
+}
 
 // writeReport ends a side-by-side driver (bench auth, bridge, dedup,
 // transports): it prints md, writes every run's result as JSON to save,

@@ -92,26 +92,12 @@ func transportsMain(args []string) int {
 		fmt.Fprintln(os.Stderr, "bench transports: want -keel BIN, -reps, -conn-reps, -n >= 1, no arguments")
 		return 2
 	}
-	mosq, err := exec.LookPath(tc.mosquitto)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "bench transports: mosquitto:", err)
-		return 2
-	}
-	tc.mosquitto = mosq
-	if tc.tmp == "" {
-		d, err := os.MkdirTemp("", "keel-transports-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "bench transports:", err)
-			return 2
-		}
-		defer os.RemoveAll(d)
-		tc.tmp = d
-	}
-	self, err := os.Executable()
+	self, cleanup, err := driverSetup(&tc.mosquitto, &tc.tmp, "keel-transports-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "bench transports:", err)
 		return 2
 	}
+	defer cleanup()
 	var rp reaper
 	defer rp.onSignal("bench transports", syscall.SIGKILL, func() { os.RemoveAll(tc.tmp) })()
 
