@@ -164,7 +164,7 @@ func (b *Broker) flapped(c *conn, id string) bool {
 // [MQTT-3.2.2-7].
 func (b *Broker) refuseFlapping(c *conn, msg string, e *flapEntry) {
 	b.stats.reasons.refuse(refuseFlapping)
-	b.refusedLog.log(c.log, msg, "listener", c.info.Listener, "connects", e.n,
+	b.refusedLog.log(c.log, msg, "connects", e.n,
 		"window", b.opts.FlappingWindow, "banned_until", e.until)
 	c.setEndReason("banned for flapping")
 	code := packet.RetNotAuthorized

@@ -55,7 +55,7 @@ func (c *conn) readConnect(br *bufio.Reader) (p packet.Packet, ok bool, err erro
 	if hdr, rem, peeked := peekHeader(br); peeked {
 		if rem > b.opts.MaxConnectSize {
 			b.stats.reasons.refuse(refuseConnectSize)
-			b.refusedLog.log(c.log, "connect refused: over max_connect_size", "listener", c.info.Listener,
+			b.refusedLog.log(c.log, "connect refused: over max_connect_size",
 				"declared", rem, "max_connect_size", b.opts.MaxConnectSize)
 			c.setEndReason("CONNECT over max_connect_size")
 			if peekVersion(c.nc, br, hdr) == packet.V5 {
@@ -68,7 +68,7 @@ func (c *conn) readConnect(br *bufio.Reader) (p packet.Packet, ok bool, err erro
 		}
 		if rem > preauthFree && !b.reservePreauth(int64(rem)) {
 			b.stats.reasons.refuse(refusePreauthBudget)
-			b.refusedLog.log(c.log, "connect refused: the pre-authentication budget is spent", "listener", c.info.Listener,
+			b.refusedLog.log(c.log, "connect refused: the pre-authentication budget is spent",
 				"declared", rem, "max_preauth_bytes", b.opts.MaxPreauthBytes)
 			c.setEndReason("pre-authentication budget spent")
 			c.kill()
