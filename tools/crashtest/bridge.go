@@ -224,14 +224,7 @@ func (r *run) runBridge(ctx context.Context) error {
 		}
 		return n
 	}
-	progress := func() int {
-		n := 0
-		for _, l := range ledgers {
-			n += l.distinct()
-		}
-		return n
-	}
-	r.drain(ctx, missing, progress)
+	r.drain(ctx, missing, distinctIn(ledgers))
 	cancelClients()
 	wg.Wait()
 	r.addTally("", verify(accepted.snapshot(), ledgers, func(k msgKey) []int {

@@ -615,6 +615,31 @@ const (
 	drainGrace    = 500 * time.Millisecond
 )
 
+// missingFrom is drain's missing when every subscriber owes every
+// accepted message: the accepted messages the ledgers lack.
+func missingFrom(accepted *acceptSet, ledgers []*ledger) func() int {
+	return func() int {
+		acc := accepted.snapshot()
+		n := 0
+		for _, l := range ledgers {
+			n += l.missing(acc)
+		}
+		return n
+	}
+}
+
+// distinctIn is drain's progress: the distinct deliveries the ledgers
+// hold.
+func distinctIn(ledgers []*ledger) func() int {
+	return func() int {
+		n := 0
+		for _, l := range ledgers {
+			n += l.distinct()
+		}
+		return n
+	}
+}
+
 // drain waits until missing reports 0 (then a short grace, so late
 // duplicates are seen too), or nothing new arrived for drainIdle, or
 // DrainTimeout passed.
@@ -717,22 +742,7 @@ func (r *run) runStandard(ctx context.Context) error {
 	for i := range all {
 		all[i] = i
 	}
-	missing := func() int {
-		acc := accepted.snapshot()
-		n := 0
-		for _, l := range ledgers {
-			n += l.missing(acc)
-		}
-		return n
-	}
-	progress := func() int {
-		n := 0
-		for _, l := range ledgers {
-			n += l.distinct()
-		}
-		return n
-	}
-	r.drain(ctx, missing, progress)
+	r.drain(ctx, missingFrom(accepted, ledgers), distinctIn(ledgers))
 	cancelClients()
 	wg.Wait()
 	r.addTally("", verify(accepted.snapshot(), ledgers, func(msgKey) []int { return all }))

@@ -403,22 +403,7 @@ func (r *run) runDedup(ctx context.Context) error {
 		return err
 	}
 
-	missing := func() int {
-		acc := accepted.snapshot()
-		n := 0
-		for _, l := range ledgers {
-			n += l.missing(acc)
-		}
-		return n
-	}
-	progress := func() int {
-		n := 0
-		for _, l := range ledgers {
-			n += l.distinct()
-		}
-		return n
-	}
-	r.drain(ctx, missing, progress)
+	r.drain(ctx, missingFrom(accepted, ledgers), distinctIn(ledgers))
 	cancelClients()
 	wg.Wait()
 
